@@ -1,0 +1,38 @@
+"""eqsat-dnn: superoptimize ONNX models by equality saturation.
+
+The pipeline, one stage per module, each a plain function over a plain type::
+
+    load_model(path)            ONNX file      -> Graph            (onnx_in)
+    TensorEGraph(graph)         Graph          -> e-graph          (egraph)
+    saturate(teg, rules)        e-graph        -> saturated        (saturate)
+    teg.snapshot(cost_model)    e-graph        -> EGraph snapshot  (egraph)
+    extract(snapshot)           EGraph         -> Extraction       (extract)
+    teg.program(snap, choice)   Extraction     -> Graph            (egraph)
+    to_onnx(graph)              Graph          -> ONNX model       (onnx_out)
+    compare_models(a, b)        two models     -> CheckReport      (check)
+
+:func:`optimize` runs them all.
+"""
+
+from eqsat_dnn.check import CheckReport, compare_models
+from eqsat_dnn.cost import CostModel, DeviceProfile, RooflineCostModel
+from eqsat_dnn.egraph import Snapshot, TensorEGraph
+from eqsat_dnn.errors import CheckError, EqsatError, InputError, OutputError, RuleError
+from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json
+from eqsat_dnn.extract.greedy import GreedyExtractor
+from eqsat_dnn.graph import Graph, Node, TensorType
+from eqsat_dnn.onnx_in import load_model
+from eqsat_dnn.onnx_out import save_model, to_onnx
+from eqsat_dnn.pipeline import OptimizeReport, extract, optimize
+from eqsat_dnn.rules import Rule, load_library, select_rules
+from eqsat_dnn.saturate import Limits, SaturationReport, saturate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckError", "CheckReport", "CostModel", "DeviceProfile", "EGraph", "EqsatError", "Extraction",
+    "Extractor", "Graph", "GreedyExtractor", "InputError", "Limits", "Node", "OptimizeReport",
+    "OutputError", "RooflineCostModel", "Rule", "RuleError", "SaturationReport", "Snapshot",
+    "TensorEGraph", "TensorType", "compare_models", "extract", "load_egraph_json", "load_library",
+    "load_model", "optimize", "saturate", "save_model", "select_rules", "to_onnx", "__version__",
+]

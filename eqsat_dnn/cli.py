@@ -1,0 +1,188 @@
+"""The ``eqsat-dnn`` command.
+
+Every user error ends in one line on stderr and a documented exit code:
+1 other failure, 2 bad input, 3 output not writable, 4 check failed (the
+optimized model disagrees with the original), 5 bad rule, 130 interrupted.
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+from eqsat_dnn import __version__
+from eqsat_dnn.errors import EqsatError
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eqsat-dnn",
+        description="Superoptimize ONNX models by equality saturation and ILP extraction.",
+    )
+    parser.add_argument("--version", action="version", version=f"eqsat-dnn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    opt = commands.add_parser("optimize", help="optimize an ONNX model")
+    opt.add_argument("input", help="ONNX model to optimize (never modified)")
+    opt.add_argument("output", help="where to write the optimized model")
+    opt.add_argument("--rules", action="append", metavar="SEL",
+                     help="rule file, directory, family or rule name (repeatable; default: the whole library)")
+    opt.add_argument("--iter-limit", type=int, default=8, help="saturation iterations (default 8)")
+    opt.add_argument("--node-limit", type=int, default=50_000, help="e-node limit (default 50000)")
+    opt.add_argument("--time-limit", type=float, default=10.0, help="saturation seconds (default 10)")
+    opt.add_argument("--extractor", choices=["ilp", "greedy"], default="ilp", help="extractor (default ilp)")
+    opt.add_argument("--extract-time-limit", type=float, default=10.0, help="ILP seconds (default 10)")
+    opt.add_argument("--check", type=int, default=1, metavar="N",
+                     help="compare outputs on N random input sets (default 1)")
+    opt.add_argument("--no-check", action="store_const", const=0, dest="check", help="skip the output check")
+    opt.add_argument("--overwrite-input-shape", action="append", metavar="NAME:D1,D2,...",
+                     help="fix an input's shape (repeatable)")
+    opt.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    opt.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    ext = commands.add_parser("extract", help="extract the cheapest program from an e-graph JSON file")
+    ext.add_argument("egraph", help="egraph-serialize JSON (what egglog and extraction-gym write)")
+    ext.add_argument("--extractor", choices=["ilp", "greedy"], default="ilp")
+    ext.add_argument("--time-limit", type=float, default=30.0, help="ILP seconds (default 30)")
+    ext.add_argument("--json", action="store_true", help="print the result as JSON with the choices")
+
+    example = commands.add_parser("example", help="write the bundled example model (a transformer block)")
+    example.add_argument("output", help="where to write it")
+
+    rules = commands.add_parser("rules", help="list the rule library")
+    rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    listing = rule_commands.add_parser("list", help="name, family, file and description of each rule")
+    listing.add_argument("selectors", nargs="*", help="files, families or rule names (default: all)")
+    listing.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "optimize":
+            return _optimize(args)
+        if args.command == "extract":
+            return _extract(args)
+        if args.command == "rules":
+            return _rules(args)
+        if args.command == "example":
+            return _example(args)
+        parser.error(f"unknown command {args.command}")
+    except EqsatError as exc:
+        if args.debug:
+            raise
+        print(f"eqsat-dnn: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("eqsat-dnn: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal failure still gets one line unless --debug
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"eqsat-dnn: internal error: {exc.__class__.__name__}: {first} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from eqsat_dnn.onnx_in import parse_input_shapes
+    from eqsat_dnn.onnx_out import ensure_writable, save_model
+    from eqsat_dnn.pipeline import optimize
+    from eqsat_dnn.report import optimize_table
+    from eqsat_dnn.rules import select_rules
+    from eqsat_dnn.saturate import Limits
+
+    ensure_writable(args.output, args.input)
+    shapes = parse_input_shapes(args.overwrite_input_shape)
+    rules = select_rules(args.rules)
+    limits = Limits(iterations=args.iter_limit, nodes=args.node_limit, seconds=args.time_limit)
+    console = Console(stderr=True)
+    show = not (args.quiet or args.json)
+    status = console.status("saturating", spinner="dots") if show and console.is_terminal else nullcontext()
+    with status as live:
+        def progress(it) -> None:
+            if live is not None:
+                live.update(f"saturating: iteration {it.index}, {it.nodes} e-nodes, "
+                            f"{sum(it.matches.values())} matches")
+
+        model, report = optimize(
+            args.input, rules=rules, limits=limits, extractor=args.extractor,
+            extract_time_limit=args.extract_time_limit, check=args.check, input_shapes=shapes,
+            on_iteration=progress,
+        )
+    save_model(model, args.output, source=args.input)
+    if args.json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
+    elif not args.quiet:
+        Console().print(optimize_table(report, args.input, args.output))
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from eqsat_dnn.extract.base import load_egraph_json
+    from eqsat_dnn.pipeline import extract
+
+    egraph = load_egraph_json(args.egraph)
+    result = extract(egraph, args.extractor, time_limit=args.time_limit)
+    if args.json:
+        print(json.dumps({
+            "extractor": result.extractor, "cost": result.cost, "status": result.status,
+            "bound": result.bound, "gap": result.gap, "seconds": result.seconds,
+            "choices": result.choices,
+        }, sort_keys=True))
+        return 0
+    table = Table(title=f"extraction of {args.egraph}")
+    for column in ("e-nodes", "e-classes", "extractor", "status", "cost", "bound", "gap", "seconds"):
+        table.add_column(column)
+    table.add_row(str(egraph.num_nodes), str(egraph.num_classes), result.extractor, result.status,
+                  f"{result.cost:.6g}", f"{result.bound:.6g}", f"{result.gap:.2%}", f"{result.seconds:.2f}")
+    Console().print(table)
+    return 0
+
+
+def _example(args: argparse.Namespace) -> int:
+    from eqsat_dnn.examples import attention_block
+    from eqsat_dnn.onnx_out import ensure_writable, save_model
+
+    ensure_writable(args.output)
+    save_model(attention_block(), args.output)
+    print(f"wrote {args.output}: one transformer block, input x[32, 64]", file=sys.stderr)
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from eqsat_dnn.rules import select_rules
+
+    rules = select_rules(args.selectors)
+    if args.json:
+        print(json.dumps([{"name": r.name, "family": r.family, "file": r.file, "line": r.line,
+                           "description": r.description} for r in rules]))
+        return 0
+    table = Table(title=f"{len(rules)} rules")
+    for column in ("name", "family", "file", "description"):
+        table.add_column(column)
+    for r in rules:
+        table.add_row(r.name, r.family, f"{Path(r.file).name}:{r.line}", r.description)
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

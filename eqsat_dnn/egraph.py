@@ -1,0 +1,502 @@
+"""Stage 2: :class:`~eqsat_dnn.graph.Graph` <-> egglog e-graph.
+
+:class:`TensorEGraph` owns one egglog ``EGraph`` loaded with the language
+prelude and one model. It converts in both directions:
+
+* :meth:`TensorEGraph.build` puts a Graph in, one ``let`` per tensor, with the
+  shape and dtype of every tensor set from ONNX shape inference;
+* :meth:`TensorEGraph.snapshot` reads the (saturated) e-graph out as a plain
+  :class:`~eqsat_dnn.extract.base.EGraph` with a cost on every e-node;
+* :meth:`TensorEGraph.program` turns an extractor's choices back into a Graph.
+
+Commands are fed to egglog one at a time: egglog's cost per batch grows
+super-linearly with batch size, while one command costs a fraction of a ms.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from egglog import bindings
+
+from eqsat_dnn.cost import CostModel
+from eqsat_dnn.extract.base import EGraph, ENode, Extraction
+from eqsat_dnn.graph import Graph, Node, TensorType
+from eqsat_dnn.language import LEAVES, OPAQUE, OPS, SYMBOL_BASE, lit, prelude
+
+_TENSOR_SORTS = {"T", "TL"}
+
+
+def split_forms(text: str) -> Iterator[tuple[str, str, int]]:
+    """Top-level s-expressions of egglog source, each with the comment lines just above it
+    and its 1-based starting line."""
+    depth = 0
+    start = 0
+    line = 1
+    start_line = 1
+    comment: list[str] = []
+    pending_comment: list[str] = []
+    i = 0
+    in_string = False
+    while i < len(text):
+        ch = text[i]
+        if in_string:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == ";":
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            if depth == 0:
+                pending_comment.append(text[i:end].lstrip(";").strip())
+            i = end
+            continue
+        elif ch == "(":
+            if depth == 0:
+                start, start_line = i, line
+                comment, pending_comment = pending_comment, []
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                yield text[start : i + 1], "\n".join(comment), start_line
+            elif depth < 0:
+                raise ValueError(f"line {line}: unbalanced ')'")
+        elif ch == "\n":
+            line += 1
+            if depth == 0 and i + 1 < len(text) and text[i + 1] == "\n":
+                pending_comment = []
+        elif depth == 0 and not ch.isspace():
+            raise ValueError(f"line {line}: text outside any form: {text[i:i + 20]!r}")
+        i += 1
+    if depth != 0 or in_string:
+        raise ValueError("unbalanced parentheses or unterminated string at end of file")
+
+
+@dataclass
+class NodeInfo:
+    """What an e-node means, decoded from egglog values."""
+
+    op: str
+    children: list[str]
+    """Child e-class ids of tensor sorts, in order (a ``TL`` class for Concat/Opaque)."""
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    """The e-graph as extractors see it, plus what the program builder needs."""
+
+    egraph: EGraph
+    info: dict[str, NodeInfo]
+    types: dict[str, TensorType]
+    """e-class id -> shape and dtype, where the analysis knows them."""
+    names: dict[str, list[str]]
+    """e-class id -> the original value names it holds, in import order."""
+    constant: set[str]
+    """e-classes computable from weights alone (folded at export)."""
+
+
+class TensorEGraph:
+    """An egglog e-graph holding one model."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.egraph = bindings.EGraph()
+        self.globals: dict[str, str] = {}
+        """value name -> egglog global holding its e-class."""
+        self.opaque: dict[str, Node] = {}
+        self.symbols: dict[str, int] = dict(graph.symbols)
+        self.rulesets: set[str] = set()
+        self.rule_names: set[str] = set()
+        for form, _, _ in split_forms(prelude()):
+            self.command(form)
+        self.build()
+
+    # -- feeding egglog ---------------------------------------------------
+
+    def command(self, text: str) -> list:
+        """Run one egglog command (the cheap way: one parse per command)."""
+        return self.egraph.run_program(*self.egraph.parse_program(text))
+
+    def _dim(self, dim: int | str | None, fresh: list[int]) -> int:
+        if isinstance(dim, int):
+            return dim
+        if dim is None:
+            fresh[0] += 1
+            return SYMBOL_BASE - 100_000 - fresh[0]
+        if dim not in self.symbols:
+            self.symbols[dim] = SYMBOL_BASE - len(self.symbols)
+        return self.symbols[dim]
+
+    def build(self) -> None:
+        """Load the graph: one global per tensor value, its type set from ONNX."""
+        fresh = [0]
+        counter = 0
+
+        def bind(value: str, term: str) -> None:
+            nonlocal counter
+            name = f"$v{counter}"
+            counter += 1
+            self.command(f"(let {name} {term})")
+            self.globals[value] = name
+            t = self.graph.types.get(value)
+            if t is not None:
+                self.command(f"(set (dtype {name}) {t.dtype})")
+                if t.shape is not None:
+                    dims = [self._dim(d, fresh) for d in t.shape]
+                    self.command(f"(set (shape {name}) {lit(dims, 'IVec')})")
+
+        used = {i for node in self.graph.nodes for i in node.inputs if i} | set(self.graph.outputs)
+        for value in self.graph.inputs:
+            bind(value, f"(Input {lit(value, 'String')})")
+        for value in self.graph.weights:
+            if value in used:
+                bind(value, f"(Weight {lit(value, 'String')})")
+        for index, node in enumerate(self.graph.nodes):
+            args = [self._ref(v) for v in node.inputs]
+            if node.op == OPAQUE:
+                key = str(index)
+                self.opaque[key] = node
+                implicit = [self._ref(v) for v in _implicit_inputs(node) if v in self.globals]
+                tl = _tlist(args + implicit)
+                for k, out in enumerate(node.outputs):
+                    if out:
+                        bind(out, f"({OPAQUE} {lit(key, 'String')} {tl} {k})")
+                continue
+            spec = OPS[node.op]
+            tensors = [_tlist(args)] if spec.variadic else args
+            for k, out in enumerate(node.outputs):
+                if not out:
+                    continue
+                attrs = dict(node.attrs, index=k) if spec.name == "Split" else node.attrs
+                values = [lit(attrs[a.name], a.sort) for a in spec.attrs]
+                bind(out, f"({spec.name} {' '.join(tensors + values)})")
+        missing = [o for o in self.graph.outputs if o not in self.globals]
+        if missing:
+            raise ValueError(f"graph outputs {missing[:3]} are not computed by any node")
+
+    def _ref(self, value: str) -> str:
+        if not value:
+            return "(Absent)"
+        if value not in self.globals:
+            raise ValueError(f"value {value!r} is used before it is defined")
+        return self.globals[value]
+
+    def roots(self) -> list[str]:
+        return [self.globals[o] for o in self.graph.outputs]
+
+    # -- reading it back ----------------------------------------------------
+
+    def snapshot(self, cost_model: CostModel | None = None) -> Snapshot:
+        """Read the e-graph out, each e-node priced by ``cost_model`` (zero when ``None``)."""
+        frozen = self.egraph.freeze()
+        eg = self.egraph
+        constructors = {name: sig for name, sig in _constructor_signatures().items() if name in frozen.functions}
+        nodes: dict[str, Any] = {}
+        info: dict[str, NodeInfo] = {}
+        rows: list[tuple[str, str, list[str], dict[str, Any]]] = []
+        for name, sorts in constructors.items():
+            spec = OPS.get(name)
+            attr_names = [a.name for a in spec.attrs] if spec else []
+            for i, row in enumerate(frozen.functions[name].rows):
+                if row.subsumed:
+                    continue
+                out_sort = "TL" if name in ("TNil", "TCons") else "T"
+                cls = _class_id(out_sort, row.output)
+                children: list[str] = []
+                attrs: dict[str, Any] = {}
+                prim_index = 0
+                for value, sort in zip(row.inputs, sorts):
+                    if sort in _TENSOR_SORTS:
+                        children.append(_class_id(sort, value))
+                        continue
+                    decoded = _decode(eg, value, sort)
+                    if spec is not None:
+                        attrs[attr_names[prim_index]] = decoded
+                    else:
+                        attrs[f"arg{prim_index}"] = decoded
+                    prim_index += 1
+                node_id = f"{name}-{i}"
+                rows.append((node_id, cls, children, attrs))
+                info[node_id] = NodeInfo(name, children, attrs)
+
+        types = self._class_types(frozen)
+        names: dict[str, list[str]] = {}
+        class_of_global = {
+            fname: _class_id("T", fn.rows[0].output)
+            for fname, fn in frozen.functions.items()
+            if fn.is_let_binding and fn.rows
+        }
+        for value, global_name in self.globals.items():
+            names.setdefault(class_of_global[global_name], []).append(value)
+
+        constant = _constant_classes(rows, info)
+        first_of = {cls: node_id for node_id, cls, _, _ in reversed(rows)}
+
+        for node_id, cls, children, attrs in rows:
+            node_info = info[node_id]
+            if node_info.op in ("TNil", "TCons", "Absent", "Input", "Weight") or cost_model is None:
+                cost = 0.0
+            elif all(c in constant for c in children) and node_info.op != OPAQUE:
+                cost = 0.0
+            else:
+                inputs = [types.get(c) for c in _flat_children(node_info, info, first_of)]
+                op = node_info.op
+                outputs = 1
+                if op == OPAQUE:
+                    proto = self.opaque[node_info.attrs["arg0"]].proto
+                    op, outputs = proto.op_type, len(proto.output)
+                elif op == "Split":
+                    outputs = len(node_info.attrs["split"])
+                # a multi-output node is one kernel: each output e-node carries its share
+                cost = cost_model.node_cost(op, node_info.attrs, inputs, types.get(cls)) / outputs
+            nodes[node_id] = ENode(node_info.op, tuple(children), cls, cost)
+        roots = [class_of_global[g] for g in self.roots()]
+        return Snapshot(EGraph(nodes=nodes, roots=roots), info, types, names, constant)
+
+    def _class_types(self, frozen: Any) -> dict[str, TensorType]:
+        eg = self.egraph
+        dtypes = {
+            _class_id("T", row.inputs[0]): eg.value_to_i64(row.output)
+            for row in frozen.functions["dtype"].rows
+        }
+        shapes = {
+            _class_id("T", row.inputs[0]): tuple(eg.value_to_i64(v) for v in eg.value_to_vec(row.output))
+            for row in frozen.functions["shape"].rows
+        }
+        names = {v: k for k, v in self.symbols.items()}
+        types = {}
+        for cls in set(dtypes) | set(shapes):
+            shape = shapes.get(cls)
+            if shape is not None:
+                shape = tuple(d if d >= 0 else names.get(d) for d in shape)
+            types[cls] = TensorType(dtypes.get(cls, 0), shape)
+        return types
+
+    def program(self, snapshot: Snapshot, extraction: Extraction) -> Graph:
+        """The Graph that ``extraction`` chose, named after the original where possible."""
+        return _ProgramBuilder(self, snapshot, extraction.choices).build()
+
+
+def _constructor_signatures() -> dict[str, list[str]]:
+    sigs: dict[str, list[str]] = {"TNil": [], "TCons": ["T", "TL"], OPAQUE: ["String", "TL", "i64"]}
+    sigs.update(LEAVES)
+    for spec in OPS.values():
+        sigs[spec.name] = spec.signature()
+    return sigs
+
+
+_VALUE_RE = re.compile(r"Value\((\d+)\)")
+
+
+def _class_id(sort: str, value: Any) -> str:
+    match = _VALUE_RE.fullmatch(str(value))
+    return f"{sort}{match.group(1) if match else str(value)}"
+
+
+def _decode(eg: bindings.EGraph, value: Any, sort: str) -> Any:
+    if sort == "i64":
+        return eg.value_to_i64(value)
+    if sort == "f64":
+        return eg.value_to_f64(value)
+    if sort == "String":
+        return eg.value_to_string(value)
+    if sort == "IVec":
+        return [eg.value_to_i64(v) for v in eg.value_to_vec(value)]
+    raise ValueError(f"cannot decode sort {sort}")
+
+
+def _tlist(items: list[str]) -> str:
+    text = "(TNil)"
+    for item in reversed(items):
+        text = f"(TCons {item} {text})"
+    return text
+
+
+def _implicit_inputs(node: Node) -> list[str]:
+    """Outer-scope values that a node's subgraphs read (they must stay computed and named)."""
+    if node.proto is None:
+        return []
+    import onnx
+
+    found: list[str] = []
+
+    def visit(graph: onnx.GraphProto, outer_defined: set[str]) -> None:
+        defined = set(outer_defined)
+        defined |= {i.name for i in graph.input} | {t.name for t in graph.initializer}
+        for n in graph.node:
+            for name in n.input:
+                if name and name not in defined and name not in found:
+                    found.append(name)
+            for attr in n.attribute:
+                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                    visit(sub, defined)
+            defined |= set(n.output)
+
+    for attr in node.proto.attribute:
+        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            visit(sub, set())
+    return [n for n in found if n not in node.inputs]
+
+
+def _constant_classes(rows: list[tuple[str, str, list[str], dict]], info: dict[str, NodeInfo]) -> set[str]:
+    """Classes that some node computes from weights alone (a fixpoint over the rows)."""
+    constant: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for node_id, cls, children, _ in rows:
+            if cls in constant:
+                continue
+            op = info[node_id].op
+            if op in ("Input", OPAQUE, "Absent"):
+                continue
+            if all(c in constant for c in children):
+                constant.add(cls)
+                changed = True
+    return constant
+
+
+def _flat_children(node: NodeInfo, info: dict[str, NodeInfo], first_of: dict[str, str]) -> list[str]:
+    """Tensor children with any TL list expanded (through one representative per list class)."""
+    flat: list[str] = []
+    for child in node.children:
+        if not child.startswith("TL"):
+            flat.append(child)
+            continue
+        seen = set()
+        while child not in seen:
+            seen.add(child)
+            element = info[first_of[child]]
+            if element.op != "TCons":
+                break
+            flat.append(element.children[0])
+            child = element.children[1]
+    return flat
+
+
+class _ProgramBuilder:
+    """Walks the chosen nodes from the roots and emits Graph nodes in topological order."""
+
+    def __init__(self, teg: TensorEGraph, snapshot: Snapshot, choices: dict[str, str]) -> None:
+        self.teg = teg
+        self.snap = snapshot
+        self.choices = choices
+        self.graph = teg.graph
+        self.value_of: dict[str, str] = {}
+        self.lists: dict[str, list[str]] = {}
+        self.nodes: list[Node] = []
+        self.groups: dict[tuple, Node] = {}
+        self.taken: set[str] = set(self.graph.inputs) | set(self.graph.weights)
+        self.original_producer = {out: n for n in self.graph.nodes for out in n.outputs if out}
+        self.counter = 0
+
+    def build(self) -> Graph:
+        for root in self.snap.egraph.roots:
+            self._visit(root)
+        outputs: list[str] = []
+        for name, root in zip(self.graph.outputs, self.snap.egraph.roots):
+            value = self.value_of[root]
+            if value != name:
+                self.nodes.append(Node("Identity", [value], [name], {}, name=self._fresh(f"{name}_identity")))
+            outputs.append(name)
+        used = {i for n in self.nodes for i in n.inputs if i} | set(outputs)
+        weights = {k: v for k, v in self.graph.weights.items() if k in used}
+        return Graph(self.nodes, list(self.graph.inputs), outputs, dict(self.graph.types), weights,
+                     self.graph.model, dict(self.teg.symbols))
+
+    def _fresh(self, base: str) -> str:
+        name = base
+        while name in self.taken:
+            self.counter += 1
+            name = f"{base}_{self.counter}"
+        self.taken.add(name)
+        return name
+
+    def _value_name(self, cls: str, op: str) -> str:
+        originals = self.snap.names.get(cls, [])
+        outputs = [n for n in originals if n in self.graph.outputs]
+        for name in outputs + originals:
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
+        return self._fresh(f"{op.lower()}_out")
+
+    def _node_name(self, value: str, op: str) -> str:
+        original = self.original_producer.get(value)
+        if original is not None and original.op == op and original.name not in self.taken:
+            self.taken.add(original.name)
+            return original.name
+        return self._fresh(f"{op}_{self.counter}")
+
+    def _visit(self, root: str) -> None:
+        # iterative post-order: a node is emitted after all of its children
+        stack: list[tuple[str, bool]] = [(root, False)]
+        while stack:
+            cls, expanded = stack.pop()
+            if cls in self.value_of or cls in self.lists:
+                continue
+            node = self.snap.info[self.choices[cls]]
+            if not expanded:
+                stack.append((cls, True))
+                stack.extend((c, False) for c in reversed(node.children)
+                             if c not in self.value_of and c not in self.lists)
+                continue
+            self._emit(cls, node)
+
+    def _emit(self, cls: str, node: NodeInfo) -> None:
+        op = node.op
+        if op == "TNil":
+            self.lists[cls] = []
+            return
+        if op == "TCons":
+            self.lists[cls] = [self.value_of[node.children[0]]] + self.lists[node.children[1]]
+            return
+        if op == "Absent":
+            self.value_of[cls] = ""
+            return
+        if op in ("Input", "Weight"):
+            self.value_of[cls] = node.attrs["arg0"]
+            return
+        if op == OPAQUE:
+            key, index = node.attrs["arg0"], node.attrs["arg1"]
+            original = self.teg.opaque[key]
+            inputs = self.lists[node.children[0]][: len(original.inputs)]
+            self._grouped_output(cls, (OPAQUE, key, tuple(inputs)), index, op, lambda outs, name: Node(
+                OPAQUE, inputs, outs, {}, name=name, proto=original.proto))
+            return
+        spec = OPS[op]
+        inputs = self.lists[node.children[0]] if spec.variadic else [self.value_of[c] for c in node.children]
+        if op == "Split":
+            attrs = {k: v for k, v in node.attrs.items() if k != "index"}
+            key = ("Split", tuple(inputs), attrs["axis"], tuple(attrs["split"]))
+            self._grouped_output(cls, key, node.attrs["index"], op, lambda outs, name: Node(
+                "Split", inputs, outs, attrs, name=name))
+            return
+        value = self._value_name(cls, op)
+        self.value_of[cls] = value
+        self.nodes.append(Node(op, inputs, [value], dict(node.attrs), name=self._node_name(value, op)))
+
+    def _grouped_output(self, cls: str, key: tuple, index: int, op: str, make) -> None:
+        """Multi-output nodes: every chosen output of the same node joins one Graph node."""
+        node = self.groups.get(key)
+        if node is None:
+            node = make([], "")
+            if node.proto is not None:
+                outs = ["" for _ in node.proto.output]
+            else:
+                outs = ["" for _ in node.attrs["split"]]
+            node.outputs = outs
+            self.nodes.append(node)
+            self.groups[key] = node
+        value = self._value_name(cls, op)
+        self.value_of[cls] = value
+        node.outputs[index] = value
+        if not node.name:
+            node.name = self._node_name(value, op)

@@ -1,0 +1,197 @@
+"""The data every extractor reads and writes.
+
+An :class:`EGraph` here is a plain, immutable-by-convention snapshot in the
+egraph-serialize shape that egglog writes: e-nodes keyed by id, each in one
+e-class, with children given as e-class ids. It is deliberately decoupled from
+egglog so the same extractors run on our own saturated e-graphs and on the
+extraction-gym JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from eqsat_dnn.errors import InputError
+
+
+@dataclass(frozen=True)
+class ENode:
+    """One e-node: an operator applied to e-classes."""
+
+    op: str
+    children: tuple[str, ...]
+    eclass: str
+    cost: float = 0.0
+
+
+@dataclass
+class EGraph:
+    """An e-graph snapshot: nodes by id, classes by id, and the root classes."""
+
+    nodes: dict[str, ENode]
+    roots: list[str]
+    classes: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            for node_id, node in self.nodes.items():
+                self.classes.setdefault(node.eclass, []).append(node_id)
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class Extraction:
+    """What an extractor chose, and how sure it is."""
+
+    choices: dict[str, str]
+    """e-class id -> chosen e-node id, for every class reachable from the roots."""
+    cost: float
+    """DAG cost: each chosen node paid once."""
+    status: str
+    """``optimal``, ``feasible`` (a time or gap limit stopped the search), or ``greedy``."""
+    bound: float
+    """Best proven lower bound on the cost (equal to ``cost`` when optimal)."""
+    seconds: float
+    extractor: str
+
+    @property
+    def gap(self) -> float:
+        if self.cost <= 0:
+            return 0.0
+        return max(0.0, (self.cost - self.bound) / self.cost)
+
+
+class Extractor(Protocol):
+    """One interface, many extractors (extraction-gym's layout)."""
+
+    name: str
+
+    def extract(self, egraph: EGraph) -> Extraction: ...
+
+
+def reachable_choices(egraph: EGraph, choices: dict[str, str]) -> dict[str, str]:
+    """Restrict ``choices`` to the classes the chosen program reaches from the roots."""
+    kept: dict[str, str] = {}
+    stack = list(egraph.roots)
+    while stack:
+        cls = stack.pop()
+        if cls in kept:
+            continue
+        node_id = choices[cls]
+        kept[cls] = node_id
+        stack.extend(egraph.nodes[node_id].children)
+    return kept
+
+
+def dag_cost(egraph: EGraph, choices: dict[str, str]) -> float:
+    """Cost of the program ``choices`` picks, each reachable node counted once."""
+    reached = reachable_choices(egraph, choices)
+    return math.fsum(egraph.nodes[node_id].cost for node_id in reached.values())
+
+
+def find_cycle(egraph: EGraph, choices: dict[str, str]) -> list[str] | None:
+    """A cycle of classes in the chosen program, or ``None`` if it is acyclic."""
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    for root in egraph.roots:
+        if state.get(root) == 2:
+            continue
+        path: list[str] = []
+        stack: list[tuple[str, int]] = [(root, 0)]
+        while stack:
+            cls, child_index = stack.pop()
+            if child_index == 0:
+                if state.get(cls) == 2:
+                    continue
+                state[cls] = 1
+                path.append(cls)
+            children = egraph.nodes[choices[cls]].children
+            if child_index < len(children):
+                stack.append((cls, child_index + 1))
+                child = children[child_index]
+                if state.get(child) == 1:
+                    return path[path.index(child):]
+                if state.get(child) != 2:
+                    stack.append((child, 0))
+            else:
+                state[cls] = 2
+                path.pop()
+    return None
+
+
+def validate(egraph: EGraph, choices: dict[str, str]) -> None:
+    """Raise ``ValueError`` unless ``choices`` is a complete, acyclic program."""
+    for cls in reachable_choices_lenient(egraph, choices):
+        node_id = choices.get(cls)
+        if node_id is None:
+            raise ValueError(f"class {cls} is reachable but has no chosen node")
+        if egraph.nodes[node_id].eclass != cls:
+            raise ValueError(f"node {node_id} chosen for class {cls} belongs to {egraph.nodes[node_id].eclass}")
+    cycle = find_cycle(egraph, choices)
+    if cycle:
+        raise ValueError(f"chosen program has a cycle through classes {cycle[:5]}")
+
+
+def reachable_choices_lenient(egraph: EGraph, choices: dict[str, str]) -> list[str]:
+    seen: set[str] = set()
+    order: list[str] = []
+    stack = list(egraph.roots)
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        order.append(cls)
+        node_id = choices.get(cls)
+        if node_id is not None and node_id in egraph.nodes:
+            stack.extend(egraph.nodes[node_id].children)
+    return order
+
+
+def load_egraph_json(path: str | Path) -> EGraph:
+    """Read an egraph-serialize JSON file (what egglog and extraction-gym write)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not an e-graph JSON file ({exc.__class__.__name__}: {exc})") from None
+    return egraph_from_dict(data, source=str(path))
+
+
+def egraph_from_dict(data: object, source: str = "e-graph") -> EGraph:
+    """Build an :class:`EGraph` from the egraph-serialize dictionary form."""
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
+        raise InputError(f"{source}: expected an object with a 'nodes' mapping")
+    raw_nodes: dict = data["nodes"]
+    nodes: dict[str, ENode] = {}
+    try:
+        for node_id, raw in raw_nodes.items():
+            children = tuple(str(raw_nodes[str(c)]["eclass"]) for c in raw.get("children", []))
+            nodes[str(node_id)] = ENode(
+                op=str(raw["op"]),
+                children=children,
+                eclass=str(raw["eclass"]),
+                cost=float(raw.get("cost", 1.0)),
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{source}: malformed node ({exc.__class__.__name__}: {exc})") from None
+    roots = [str(r) for r in data.get("root_eclasses", [])]
+    classes: dict[str, list[str]] = {}
+    for node_id, node in nodes.items():
+        classes.setdefault(node.eclass, []).append(node_id)
+    missing = [r for r in roots if r not in classes]
+    if not roots or missing:
+        raise InputError(f"{source}: root e-classes missing or unknown: {missing[:3] or 'none given'}")
+    return EGraph(nodes=nodes, roots=roots, classes=classes)

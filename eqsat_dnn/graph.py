@@ -1,0 +1,83 @@
+"""The graph IR every stage speaks: a tiny torch.fx-like Graph of Nodes.
+
+A :class:`Graph` is what ONNX import produces, what extraction hands back, and
+what ONNX export consumes. Tensors are named values; nodes refer to them by
+name. Weights (initializers) stay as ONNX ``TensorProto`` objects, so nothing is
+copied or decoded until it is needed, and external data survives the trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+Dim = int | str | None
+"""A dimension: a size, a symbolic name, or unknown."""
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """Element type (ONNX ``TensorProto`` enum) and shape of a tensor."""
+
+    dtype: int
+    shape: tuple[Dim, ...] | None
+    """``None`` when even the rank is unknown."""
+
+    @property
+    def is_static(self) -> bool:
+        return self.shape is not None and all(isinstance(d, int) for d in self.shape)
+
+
+@dataclass
+class Node:
+    """One operator application.
+
+    ``op`` is a vocabulary name from :mod:`eqsat_dnn.language` (``"MatMul"``) or
+    ``"Opaque"`` for anything the rules do not reason about; an opaque node
+    keeps its original ``NodeProto`` in ``proto`` and is written back verbatim
+    (with its inputs and outputs renamed as the graph needs).
+    """
+
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    proto: onnx.NodeProto | None = None
+
+
+@dataclass
+class Graph:
+    """A computation graph plus everything needed to write it back as ONNX."""
+
+    nodes: list[Node]
+    inputs: list[str]
+    outputs: list[str]
+    types: dict[str, TensorType]
+    weights: dict[str, onnx.TensorProto]
+    model: onnx.ModelProto
+    """The source model with its graph's nodes and initializers removed:
+    metadata, opset imports, functions and input/output value infos."""
+    symbols: dict[str, int] = field(default_factory=dict)
+    """Symbolic dimension name -> the negative integer that stands for it in the e-graph."""
+
+    @property
+    def opset(self) -> int:
+        for imp in self.model.opset_import:
+            if imp.domain in ("", "ai.onnx"):
+                return imp.version
+        raise ValueError("model has no default-domain opset import")
+
+    def producers(self) -> dict[str, Node]:
+        """Value name -> the node that computes it."""
+        return {out: node for node in self.nodes for out in node.outputs if out}
+
+    def op_counts(self) -> dict[str, int]:
+        """Number of nodes per ONNX op type (opaque nodes under their own type)."""
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            key = node.proto.op_type if node.proto is not None else node.op
+            counts[key] = counts.get(key, 0) + 1
+        return counts

@@ -1,0 +1,376 @@
+"""The tensor language: every operator the rules reason about, declared once.
+
+Each :class:`OpSpec` says how an ONNX operator becomes an egglog constructor
+(tensor inputs first, then attributes, in declaration order), how its output
+shape follows from its inputs (a *shape kind*, from which egglog rules are
+generated), and which of its ONNX inputs are really constant attributes
+(``Reshape``'s shape, ``Slice``'s starts/ends, ...). Import, the e-graph prelude,
+export, the cost model and the rule checker all read this table.
+
+Conventions inside the e-graph:
+
+* sorts: ``T`` (a tensor), ``TL`` (a cons list of tensors), ``IVec`` (``Vec i64``);
+* ``(shape t)`` is an ``IVec``; a symbolic dimension is a negative number
+  (:data:`SYMBOL_BASE` and below) that stands for one name in the model;
+* ``(dtype t)`` is the ONNX ``TensorProto`` element type number;
+* ``(Input name)`` is a graph input, ``(Weight name)`` an initializer,
+  ``(Absent)`` an omitted optional input;
+* ``(Opaque key inputs k)`` is output ``k`` of a node the rules know nothing
+  about; ``key`` names the original ``NodeProto``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+SYMBOL_BASE = -1000
+"""Symbolic dims are encoded as ``SYMBOL_BASE - k``, far from ONNX's -1 (infer) and 0 (copy)."""
+
+MAX_RANK = 6
+"""Shape rules are generated for ranks up to this."""
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute of an op, as an egglog argument.
+
+    ``sort`` is ``i64``, ``f64``, ``String`` or ``IVec``. ``default`` is the
+    ONNX default; ``"zeros"``/``"ones"`` mean a vector with one entry per
+    spatial dimension (twice that for pads). ``from_input`` names the ONNX input
+    position that carries the value as a constant tensor from opset
+    ``input_since`` on (an attribute before that).
+    """
+
+    name: str
+    sort: str
+    default: Any = None
+    from_input: int | None = None
+    input_since: int = 1
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One operator of the vocabulary."""
+
+    name: str
+    inputs: tuple[str, ...]
+    """Tensor inputs in ONNX order; a trailing ``?`` marks an optional one."""
+    attrs: tuple[Attr, ...] = ()
+    shape: str = "same"
+    """Shape kind: how the output shape follows (see :func:`shape_rules`)."""
+    variadic: bool = False
+    """All tensor inputs travel as one ``TL`` list (Concat)."""
+    elementwise: bool = False
+    description: str = ""
+
+    @property
+    def tensor_arity(self) -> int:
+        return 1 if self.variadic else len(self.inputs)
+
+    def signature(self) -> list[str]:
+        """egglog argument sorts: tensors first, then attributes."""
+        tensors = ["TL"] if self.variadic else ["T"] * len(self.inputs)
+        return tensors + [a.sort for a in self.attrs]
+
+
+def _unary(name: str, description: str) -> OpSpec:
+    return OpSpec(name, ("X",), shape="same", elementwise=True, description=description)
+
+
+def _binary(name: str, description: str) -> OpSpec:
+    return OpSpec(name, ("A", "B"), shape="broadcast", elementwise=True, description=description)
+
+
+_POOL_ATTRS = (
+    Attr("kernel_shape", "IVec"),
+    Attr("strides", "IVec", "ones"),
+    Attr("pads", "IVec", "zeros"),
+    Attr("dilations", "IVec", "ones"),
+    Attr("ceil_mode", "i64", 0),
+)
+
+OPS: dict[str, OpSpec] = {
+    spec.name: spec
+    for spec in [
+        _binary("Add", "element-wise sum with broadcasting"),
+        _binary("Sub", "element-wise difference with broadcasting"),
+        _binary("Mul", "element-wise product with broadcasting"),
+        _binary("Div", "element-wise quotient with broadcasting"),
+        _binary("Pow", "element-wise power with broadcasting"),
+        _unary("Relu", "max(x, 0)"),
+        _unary("Sigmoid", "1 / (1 + exp(-x))"),
+        _unary("Tanh", "hyperbolic tangent"),
+        _unary("Erf", "error function"),
+        _unary("Neg", "-x"),
+        _unary("Sqrt", "square root"),
+        _unary("Exp", "e ** x"),
+        _unary("Reciprocal", "1 / x"),
+        OpSpec("Identity", ("X",), description="the input itself (removed by the rules)"),
+        OpSpec("Gelu", ("X",), (Attr("approximate", "String", "none"),), elementwise=True,
+               description="Gaussian error linear unit (opset 20)"),
+        OpSpec("MatMul", ("A", "B"), shape="matmul", description="numpy-style matrix product"),
+        OpSpec("Gemm", ("A", "B", "C?"),
+               (Attr("alpha", "f64", 1.0), Attr("beta", "f64", 1.0),
+                Attr("transA", "i64", 0), Attr("transB", "i64", 0)),
+               shape="gemm", description="alpha * A' B' + beta * C"),
+        OpSpec("Conv", ("X", "W", "B?"),
+               (Attr("strides", "IVec", "ones"), Attr("pads", "IVec", "zeros"),
+                Attr("dilations", "IVec", "ones"), Attr("group", "i64", 1)),
+               shape="conv", description="N-d convolution; auto_pad made explicit at import"),
+        OpSpec("Softmax", ("X",), (Attr("axis", "i64", -1),), description="softmax along one axis"),
+        OpSpec("LayerNormalization", ("X", "Scale", "B?"),
+               (Attr("axis", "i64", -1), Attr("epsilon", "f64", 1e-5), Attr("stash_type", "i64", 1)),
+               description="layer normalization (first output only)"),
+        OpSpec("BatchNormalization", ("X", "scale", "B", "input_mean", "input_var"),
+               (Attr("epsilon", "f64", 1e-5),), description="inference-mode batch normalization"),
+        OpSpec("Transpose", ("X",), (Attr("perm", "IVec"),), shape="transpose",
+               description="permute axes"),
+        OpSpec("Reshape", ("X",), (Attr("shape", "IVec", from_input=1, input_since=5),
+                                   Attr("allowzero", "i64", 0)),
+               shape="reshape", description="reshape to a constant target"),
+        OpSpec("Flatten", ("X",), (Attr("axis", "i64", 1),), shape="flatten",
+               description="collapse to 2-D at an axis"),
+        OpSpec("Concat", ("inputs",), (Attr("axis", "i64"),), shape="concat", variadic=True,
+               description="join along an axis"),
+        OpSpec("Split", ("X",), (Attr("axis", "i64", 0), Attr("split", "IVec", from_input=1, input_since=13),
+                                 Attr("index", "i64", 0)),
+               shape="splitpart", description="one output (index) of a split with explicit sizes"),
+        OpSpec("Slice", ("X",), (Attr("starts", "IVec", from_input=1, input_since=10),
+                                 Attr("ends", "IVec", from_input=2, input_since=10),
+                                 Attr("axes", "IVec", from_input=3, input_since=10),
+                                 Attr("steps", "IVec", from_input=4, input_since=10)),
+               shape="none", description="constant-index slice"),
+        OpSpec("Squeeze", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13),),
+               shape="none", description="drop size-1 axes"),
+        OpSpec("Unsqueeze", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13),),
+               shape="none", description="insert size-1 axes"),
+        OpSpec("ReduceMean", ("X",), (Attr("axes", "IVec", from_input=1, input_since=18),
+                                      Attr("keepdims", "i64", 1)),
+               shape="none", description="mean over axes"),
+        OpSpec("ReduceSum", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13),
+                                     Attr("keepdims", "i64", 1)),
+               shape="none", description="sum over axes"),
+        OpSpec("MaxPool", ("X",), _POOL_ATTRS, shape="pool", description="max pooling"),
+        OpSpec("AveragePool", ("X",), _POOL_ATTRS + (Attr("count_include_pad", "i64", 0),),
+               shape="pool", description="average pooling"),
+        OpSpec("GlobalAveragePool", ("X",), shape="global_pool", description="mean over spatial axes"),
+    ]
+}
+"""The vocabulary. ``Constant`` nodes become weights at import, so they need no constructor."""
+
+LEAVES = {"Input": ["String"], "Weight": ["String"], "Absent": []}
+OPAQUE = "Opaque"
+
+
+# ---------------------------------------------------------------------------
+# egglog literals
+
+
+def lit(value: Any, sort: str) -> str:
+    """An attribute value as egglog source text."""
+    if sort == "i64":
+        return str(int(value))
+    if sort == "f64":
+        x = float(value)
+        if math.isnan(x):
+            return "NaN"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        text = repr(x)
+        return text if any(c in text for c in ".en") else text + ".0"
+    if sort == "String":
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if sort == "IVec":
+        items = [int(v) for v in value]
+        return "(vec-of " + " ".join(map(str, items)) + ")" if items else "(vec-empty)"
+    raise ValueError(f"unknown sort {sort}")
+
+
+# ---------------------------------------------------------------------------
+# The prelude: sorts, constructors, analyses and the shape rules
+
+
+def prelude() -> str:
+    """egglog source declaring the language and its shape/dtype analyses.
+
+    The analyses run in the ruleset ``analysis``; the saturation runner
+    re-establishes them after every step of the optimisation rules.
+    """
+    lines = [
+        "(sort T)",
+        "(sort TL)",
+        "(sort IVec (Vec i64))",
+        "(constructor TNil () TL)",
+        "(constructor TCons (T TL) TL)",
+    ]
+    for name, sorts in LEAVES.items():
+        lines.append(f"(constructor {name} ({' '.join(sorts)}) T)")
+    lines.append(f"(constructor {OPAQUE} (String TL i64) T)")
+    for spec in OPS.values():
+        lines.append(f"(constructor {spec.name} ({' '.join(spec.signature())}) T)")
+    lines += [
+        "(function shape (T) IVec :merge old)",
+        "(function dtype (T) i64 :merge old)",
+        "(ruleset analysis)",
+    ]
+    lines += _helper_rules()
+    for spec in OPS.values():
+        lines += _dtype_rules(spec)
+        lines += shape_rules(spec)
+    return "\n".join(lines)
+
+
+def _rule(query: str, action: str) -> str:
+    return f"(rule ({query}) ({action}) :ruleset analysis)"
+
+
+def _helper_rules() -> list[str]:
+    return [
+        # broadcast of one dimension, computed on demand
+        "(relation bdim-demand (i64 i64))",
+        "(function bdim (i64 i64) i64 :merge old)",
+        _rule("(bdim-demand x x)", "(set (bdim x x) x)"),
+        _rule("(bdim-demand 1 y)", "(set (bdim 1 y) y)"),
+        _rule("(bdim-demand x 1)", "(set (bdim x 1) x)"),
+        # broadcast of two shapes, right-aligned, one trailing dimension at a time; the
+        # tables involved stay small (one row per distinct pair of shapes)
+        "(relation bshape-demand (IVec IVec))",
+        "(function bshape (IVec IVec) IVec :merge old)",
+        _rule("(bshape-demand sa sb) (= (vec-length sa) 0)", "(set (bshape sa sb) sb)"),
+        _rule("(bshape-demand sa sb) (= (vec-length sb) 0)", "(set (bshape sa sb) sa)"),
+        _rule(
+            "(bshape-demand sa sb) (> (vec-length sa) 0) (> (vec-length sb) 0)",
+            "(bshape-demand (vec-pop sa) (vec-pop sb)) "
+            "(bdim-demand (vec-get sa (- (vec-length sa) 1)) (vec-get sb (- (vec-length sb) 1)))",
+        ),
+        _rule(
+            "(bshape-demand sa sb) (> (vec-length sa) 0) (> (vec-length sb) 0) "
+            "(= r (bshape (vec-pop sa) (vec-pop sb))) "
+            "(= d (bdim (vec-get sa (- (vec-length sa) 1)) (vec-get sb (- (vec-length sb) 1))))",
+            "(set (bshape sa sb) (vec-push r d))",
+        ),
+        # sum of one dimension over a tensor list, for Concat
+        "(relation dimsum-demand (TL i64))",
+        "(function dimsum (TL i64) i64 :merge old)",
+        _rule("(= e (Concat l ax))", "(dimsum-demand l ax)"),
+        _rule("(dimsum-demand (TCons a rest) ax)", "(dimsum-demand rest ax)"),
+        _rule("(dimsum-demand l ax) (= l (TNil))", "(set (dimsum l ax) 0)"),
+        _rule(
+            "(dimsum-demand l ax) (= l (TCons a rest)) (= s (shape a)) (= d (dimsum rest ax))",
+            "(set (dimsum l ax) (+ (vec-get s ax) d))",
+        ),
+    ]
+
+
+def _args(spec: OpSpec) -> list[str]:
+    tensor_names = ["l"] if spec.variadic else [f"x{i}" for i in range(len(spec.inputs))]
+    return tensor_names + [f"a_{a.name}" for a in spec.attrs]
+
+
+def _pattern(spec: OpSpec) -> str:
+    return f"(= e ({spec.name} {' '.join(_args(spec))}))"
+
+
+def _dtype_rules(spec: OpSpec) -> list[str]:
+    source = "(= l (TCons x0 rest))" if spec.variadic else ""
+    return [_rule(f"{_pattern(spec)} {source} (= d (dtype x0))", "(set (dtype e) d)")]
+
+
+def _vec(items: list[str]) -> str:
+    return f"(vec-of {' '.join(items)})" if items else "(vec-empty)"
+
+
+def _product(factors: list[str]) -> str:
+    if not factors:
+        return "1"
+    expr = factors[0]
+    for factor in factors[1:]:
+        expr = f"(* {expr} {factor})"
+    return expr
+
+
+def _rank_is(var: str, rank: int) -> str:
+    return f"(= (vec-length {var}) {rank})"
+
+
+def shape_rules(spec: OpSpec) -> list[str]:
+    """egglog rules deriving ``(shape e)`` for one op, from its shape kind.
+
+    Kinds without a rule (``none``) get their shapes from ONNX shape inference
+    at import only; a rewrite that creates such a node leaves its class without
+    a shape, and shape-conditioned rules simply do not fire on it.
+    """
+    pat = _pattern(spec)
+    kind = spec.shape
+    rules: list[str] = []
+    if kind == "same":
+        rules.append(_rule(f"{pat} (= s (shape x0))", "(set (shape e) s)"))
+    elif kind == "broadcast":
+        rules.append(_rule(f"{pat} (= sa (shape x0)) (= sb (shape x1))", "(bshape-demand sa sb)"))
+        rules.append(_rule(f"{pat} (= sa (shape x0)) (= sb (shape x1)) (= s (bshape sa sb))", "(set (shape e) s)"))
+    elif kind == "matmul":
+        for rank in range(2, MAX_RANK + 1):
+            same_batch = " ".join(f"(= (vec-get sa {i}) (vec-get sb {i}))" for i in range(rank - 2))
+            rules.append(_rule(
+                f"{pat} (= sa (shape x0)) (= sb (shape x1)) {_rank_is('sa', rank)} {_rank_is('sb', rank)} {same_batch}",
+                f"(set (shape e) (vec-set sa {rank - 1} (vec-get sb {rank - 1})))",
+            ))
+            if rank > 2:
+                rules.append(_rule(
+                    f"{pat} (= sa (shape x0)) (= sb (shape x1)) {_rank_is('sa', rank)} {_rank_is('sb', 2)}",
+                    f"(set (shape e) (vec-set sa {rank - 1} (vec-get sb 1)))",
+                ))
+    elif kind == "gemm":
+        for ta in (0, 1):
+            for tb in (0, 1):
+                rules.append(_rule(
+                    f"{pat} (= a_transA {ta}) (= a_transB {tb}) (= sa (shape x0)) (= sb (shape x1))",
+                    f"(set (shape e) (vec-of (vec-get sa {1 if ta else 0}) (vec-get sb {0 if tb else 1})))",
+                ))
+    elif kind == "transpose":
+        for rank in range(1, MAX_RANK + 1):
+            dims = [f"(vec-get s (vec-get a_perm {i}))" for i in range(rank)]
+            rules.append(_rule(f"{pat} (= s (shape x0)) {_rank_is('s', rank)} {_rank_is('a_perm', rank)}",
+                               f"(set (shape e) {_vec(dims)})"))
+    elif kind == "reshape":
+        rules.append(_rule(
+            f"{pat} (vec-not-contains a_shape 0) (vec-not-contains a_shape -1)",
+            "(set (shape e) a_shape)",
+        ))
+    elif kind == "flatten":
+        for rank in range(1, MAX_RANK + 1):
+            for axis in range(rank + 1):
+                static = " ".join(f"(>= (vec-get s {i}) 0)" for i in range(rank))
+                prod_l = _product([f"(vec-get s {i})" for i in range(axis)])
+                prod_r = _product([f"(vec-get s {i})" for i in range(axis, rank)])
+                rules.append(_rule(f"{pat} (= a_axis {axis}) (= s (shape x0)) {_rank_is('s', rank)} {static}",
+                                   f"(set (shape e) (vec-of {prod_l} {prod_r}))"))
+    elif kind == "concat":
+        rules.append(_rule(f"{pat} (= l (TCons a rest)) (= s (shape a)) (= d (dimsum l a_axis))",
+                           "(set (shape e) (vec-set s a_axis d))"))
+    elif kind == "splitpart":
+        rules.append(_rule(f"{pat} (= s (shape x0))", "(set (shape e) (vec-set s a_axis (vec-get a_split a_index)))"))
+    elif kind in ("conv", "pool"):
+        # 2-D only: N, C, H, W with static spatial sizes
+        kernel = ("(vec-get sw 2)", "(vec-get sw 3)") if kind == "conv" else (
+            "(vec-get a_kernel_shape 0)", "(vec-get a_kernel_shape 1)")
+        channels = "(vec-get sw 0)" if kind == "conv" else "(vec-get s 1)"
+        weight = "(= sw (shape x1)) (= (vec-length sw) 4)" if kind == "conv" else "(= a_ceil_mode 0)"
+        spatial = []
+        for i, k in enumerate(kernel):
+            size = f"(vec-get s {i + 2})"
+            padded = f"(+ {size} (+ (vec-get a_pads {i}) (vec-get a_pads {i + 2})))"
+            reach = f"(+ (* (vec-get a_dilations {i}) (- {k} 1)) 1)"
+            spatial.append(f"(+ (/ (- {padded} {reach}) (vec-get a_strides {i})) 1)")
+        rules.append(_rule(
+            f"{pat} (= s (shape x0)) {_rank_is('s', 4)} {weight} (>= (vec-get s 2) 0) (>= (vec-get s 3) 0)",
+            f"(set (shape e) (vec-of (vec-get s 0) {channels} {spatial[0]} {spatial[1]}))",
+        ))
+    elif kind == "global_pool":
+        rules.append(_rule(f"{pat} (= s (shape x0)) {_rank_is('s', 4)}",
+                           "(set (shape e) (vec-of (vec-get s 0) (vec-get s 1) 1 1))"))
+    elif kind != "none":
+        raise ValueError(f"{spec.name}: unknown shape kind {kind!r}")
+    return rules

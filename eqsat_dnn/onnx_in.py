@@ -1,0 +1,444 @@
+"""Stage 1: ONNX model -> :class:`~eqsat_dnn.graph.Graph`.
+
+Shapes and dtypes come from onnx's own shape inference. Every node whose op,
+domain, attributes and constant inputs fit the vocabulary in
+:mod:`eqsat_dnn.language` becomes a vocabulary node with normalised attributes
+(explicit pads, non-negative axes, constant inputs read as attributes);
+everything else is kept as an opaque node, untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference, version_converter
+from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+from eqsat_dnn.errors import InputError
+from eqsat_dnn.graph import Dim, Graph, Node, TensorType
+from eqsat_dnn.language import OPS, Attr, OpSpec
+from eqsat_dnn.protos import light_copy, without_initializers
+
+MIN_OPSET = 13
+"""Older models are brought up to this opset with onnx's version converter."""
+
+_DROPPED_ATTRS = {
+    "Conv": {"kernel_shape", "auto_pad"},
+    "MaxPool": {"auto_pad"},
+    "AveragePool": {"auto_pad"},
+    "BatchNormalization": {"momentum", "training_mode", "spatial"},
+    "Split": {"num_outputs"},
+}
+"""ONNX attributes that import folds into the normalised form (or checks)."""
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+    """Parse onnx-simplifier style ``name:d1,d2,...`` overrides."""
+    shapes: dict[str, list[int]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = [int(d) for d in dims.split(",")]
+            if any(d < 0 for d in shapes[name]):
+                raise ValueError
+        except ValueError:
+            raise InputError(f"bad input shape {spec!r}: expected name:d1,d2,... with sizes >= 0") from None
+    return shapes
+
+
+def read_model(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
+    """Load a model without its external data (that comes later), with clear errors."""
+    if isinstance(source, onnx.ModelProto):
+        copied = onnx.ModelProto()
+        copied.CopyFrom(source)
+        return copied, None
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+    if not model.graph.node and not model.graph.output:
+        raise InputError(f"{path}: not an ONNX model (empty or truncated graph)")
+    return model, path.parent
+
+
+def load_model(
+    source: str | Path | onnx.ModelProto,
+    input_shapes: dict[str, list[int]] | None = None,
+) -> Graph:
+    """Read an ONNX model into a :class:`Graph`.
+
+    ``input_shapes`` fixes graph input dims (symbolic ones otherwise stay
+    symbolic). External data is loaded from beside the file.
+    """
+    model, base_dir = read_model(source)
+    try:
+        onnx.checker.check_model(light_copy(model))
+    except onnx.checker.ValidationError as exc:
+        raise InputError(f"model fails onnx's checker: {_first_line(exc)}") from None
+    model = _upgrade_opset(model)
+    _override_input_shapes(model, input_shapes or {})
+    try:
+        # inference needs types, not weights: run it on a light copy and keep its value infos
+        inferred = shape_inference.infer_shapes(light_copy(model), strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise InputError(f"onnx shape inference failed: {_first_line(exc)}") from None
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    for original, typed in zip(model.graph.output, inferred.graph.output):
+        original.CopyFrom(typed)
+    if base_dir is not None and any(uses_external_data(t) for t in model.graph.initializer):
+        try:
+            load_external_data_for_model(model, str(base_dir))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read external data: {_first_line(exc)}") from None
+    return _Importer(model).run()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text.splitlines()[0][:300]
+
+
+def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    version = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+    if version is None:
+        raise InputError("model imports no default-domain opset")
+    if version >= MIN_OPSET:
+        return model
+    try:
+        converted = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:
+        raise InputError(f"cannot convert opset {version} to {MIN_OPSET}: {_first_line(exc)}") from None
+    converted.ir_version = max(converted.ir_version, 7)  # the IR that opset 13 needs
+    return converted
+
+
+def _override_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> None:
+    inputs = {i.name: i for i in model.graph.input}
+    for name, dims in shapes.items():
+        if name not in inputs:
+            raise InputError(f"--overwrite-input-shape names {name!r}, which is not a graph input "
+                             f"(inputs: {', '.join(inputs) or 'none'})")
+        tensor_type = inputs[name].type.tensor_type
+        tensor_type.shape.Clear()
+        for d in dims:
+            tensor_type.shape.dim.add().dim_value = d
+    # inferred types of everything downstream must be recomputed from the new dims
+    if shapes:
+        del model.graph.value_info[:]
+
+
+def _tensor_type(type_proto: onnx.TypeProto) -> TensorType | None:
+    if not type_proto.HasField("tensor_type"):
+        return None
+    tt = type_proto.tensor_type
+    shape: tuple[Dim, ...] | None = None
+    if tt.HasField("shape"):
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+        )
+    return TensorType(tt.elem_type, shape)
+
+
+class _Importer:
+    """Walks the inferred model once, turning NodeProtos into Nodes."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.opset = next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
+        self.types: dict[str, TensorType] = {}
+        for info in list(self.graph.input) + list(self.graph.value_info) + list(self.graph.output):
+            t = _tensor_type(info.type)
+            if t is not None:
+                self.types[info.name] = t
+        self.weights: dict[str, onnx.TensorProto] = {t.name: t for t in self.graph.initializer}
+        for t in self.graph.initializer:
+            self.types[t.name] = TensorType(t.data_type, tuple(t.dims))
+        self.consumed: set[str] = {i for n in self.graph.node for i in n.input if i}
+        self.consumed |= {o.name for o in self.graph.output}
+
+    def run(self) -> Graph:
+        nodes: list[Node] = []
+        for index, proto in enumerate(self.graph.node):
+            node = self._convert(proto, index)
+            if node is not None:
+                nodes.append(node)
+        initializer_names = set(self.weights)
+        inputs = [i.name for i in self.graph.input if i.name not in initializer_names]
+        skeleton = without_initializers(self.model)
+        del skeleton.graph.node[:]
+        del skeleton.graph.value_info[:]
+        real_inputs = [i for i in skeleton.graph.input if i.name not in initializer_names]
+        del skeleton.graph.input[:]
+        skeleton.graph.input.extend(real_inputs)
+        return Graph(
+            nodes=nodes,
+            inputs=inputs,
+            outputs=[o.name for o in self.graph.output],
+            types=self.types,
+            weights=self.weights,
+            model=skeleton,
+        )
+
+    # -- one node ---------------------------------------------------------
+
+    def _convert(self, proto: onnx.NodeProto, index: int) -> Node | None:
+        if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx") and len(proto.output) == 1:
+            tensor = self._constant_value(proto)
+            if tensor is not None:
+                self.weights[proto.output[0]] = tensor
+                self.types[proto.output[0]] = TensorType(tensor.data_type, tuple(tensor.dims))
+                return None
+        spec = OPS.get(proto.op_type)
+        attrs = None
+        if spec is not None and proto.domain in ("", "ai.onnx"):
+            attrs = self._vocabulary_attrs(proto, spec)
+        name = proto.name or f"{proto.op_type}_{index}"
+        if attrs is None:
+            return Node(op="Opaque", inputs=list(proto.input), outputs=list(proto.output), name=name, proto=proto)
+        inputs = [] if spec.variadic else list(proto.input[: len(spec.inputs)])
+        if spec.variadic:
+            inputs = list(proto.input)
+        while len(inputs) < spec.tensor_arity and not spec.variadic:
+            inputs.append("")
+        outputs = list(proto.output[:1]) if spec.name != "Split" else list(proto.output)
+        return Node(op=spec.name, inputs=inputs, outputs=outputs, attrs=attrs, name=name, proto=proto)
+
+    def _constant_value(self, proto: onnx.NodeProto) -> onnx.TensorProto | None:
+        if len(proto.attribute) != 1:
+            return None
+        attr = proto.attribute[0]
+        value: Any
+        if attr.name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(attr.t)
+            tensor.name = proto.output[0]
+            return tensor
+        if attr.name == "value_float":
+            value = np.array(attr.f, dtype=np.float32)
+        elif attr.name == "value_floats":
+            value = np.array(list(attr.floats), dtype=np.float32)
+        elif attr.name == "value_int":
+            value = np.array(attr.i, dtype=np.int64)
+        elif attr.name == "value_ints":
+            value = np.array(list(attr.ints), dtype=np.int64)
+        else:
+            return None
+        return numpy_helper.from_array(value, proto.output[0])
+
+    def _const_ints(self, name: str) -> list[int] | None:
+        tensor = self.weights.get(name)
+        if tensor is None or tensor.data_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            return None
+        return [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+
+    def _rank(self, name: str) -> int | None:
+        t = self.types.get(name)
+        return None if t is None or t.shape is None else len(t.shape)
+
+    def _shape(self, name: str) -> tuple[Dim, ...] | None:
+        t = self.types.get(name)
+        return None if t is None else t.shape
+
+    def _vocabulary_attrs(self, proto: onnx.NodeProto, spec: OpSpec) -> dict[str, Any] | None:
+        """Normalised attributes, or ``None`` when the node must stay opaque."""
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in proto.attribute):
+            return None
+        given = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
+        known = {a.name for a in spec.attrs} | _DROPPED_ATTRS.get(spec.name, set())
+        if set(given) - known:
+            return None
+        # extra outputs (LayerNormalization's mean, BatchNormalization's running stats) must be unused
+        if spec.name != "Split" and any(o and o in self.consumed for o in proto.output[1:]):
+            return None
+        if not spec.variadic and len(proto.input) > len(spec.inputs) and spec.name not in _INPUT_ATTR_OPS:
+            return None
+        rank = self._rank(proto.input[0]) if proto.input and proto.input[0] else None
+        attrs: dict[str, Any] = {}
+        for attr in spec.attrs:
+            value = self._attr_value(proto, spec, attr, given, rank)
+            if value is _MISSING:
+                return None
+            attrs[attr.name] = value
+        attrs.pop("index", None)  # a Split node carries all its outputs; parts are e-graph terms
+        return _NORMALISE.get(spec.name, _keep)(self, proto, attrs, given, rank)
+
+    def _attr_value(self, proto: onnx.NodeProto, spec: OpSpec, attr: Attr, given: dict, rank: int | None) -> Any:
+        if attr.from_input is not None and self.opset >= attr.input_since:
+            if len(proto.input) > attr.from_input and proto.input[attr.from_input]:
+                value = self._const_ints(proto.input[attr.from_input])
+                return _MISSING if value is None else value
+            value = None
+        elif attr.name in given:
+            value = given[attr.name]
+        else:
+            value = None
+        if value is None:
+            value = attr.default
+        if isinstance(value, bytes):
+            value = value.decode()
+        if value in ("ones", "zeros"):
+            if rank is None or rank < 3:
+                return _MISSING
+            spatial = rank - 2
+            value = [1] * spatial if value == "ones" else [0] * (2 * spatial)
+        if value is None and attr.from_input is None:
+            return _MISSING
+        if attr.sort == "IVec" and value is not None:
+            value = [int(v) for v in value]
+        return value
+
+
+_MISSING = object()
+_INPUT_ATTR_OPS = {"Reshape", "Split", "Slice", "Squeeze", "Unsqueeze", "ReduceMean", "ReduceSum"}
+
+
+def _keep(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+    return attrs
+
+
+def _axis(value: int, rank: int | None) -> int | None:
+    if value >= 0:
+        return value if rank is None or value < rank else None
+    return None if rank is None else value + rank
+
+
+def _normalise_axis(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+    axis = _axis(attrs["axis"], rank)
+    if axis is None:
+        return None
+    attrs["axis"] = axis
+    return attrs
+
+
+def _normalise_axes(out_rank: bool):
+    def normalise(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+        axes = attrs.get("axes")
+        if axes is None:
+            return None  # "all axes" forms stay opaque: their meaning depends on the shape
+        if out_rank:
+            rank = None if rank is None else rank + len(axes)
+        normalised = [_axis(a, rank) for a in axes]
+        if any(a is None for a in normalised):
+            return None
+        attrs["axes"] = sorted(normalised) if proto.op_type != "Slice" else normalised
+        return attrs
+    return normalise
+
+
+def _normalise_slice(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+    if attrs["starts"] is None or attrs["ends"] is None:
+        return None
+    count = len(attrs["starts"])
+    if attrs["axes"] is None:
+        attrs["axes"] = list(range(count))
+    if attrs["steps"] is None:
+        attrs["steps"] = [1] * count
+    if not (len(attrs["ends"]) == len(attrs["axes"]) == len(attrs["steps"]) == count):
+        return None
+    return _normalise_axes(False)(imp, proto, attrs, given, rank)
+
+
+def _normalise_reshape(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+    return attrs if attrs["shape"] is not None else None
+
+
+def _normalise_split(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+    axis = _axis(attrs["axis"], rank)
+    if axis is None:
+        return None
+    attrs["axis"] = axis
+    if attrs["split"] is None:
+        shape = imp._shape(proto.input[0])
+        size = shape[axis] if shape is not None else None
+        parts = given.get("num_outputs", len(proto.output))
+        if not isinstance(size, int) or parts <= 0:
+            return None
+        chunk = -(-size // parts)
+        attrs["split"] = [min(chunk, size - i * chunk) for i in range(parts)]
+    if len(attrs["split"]) != len(proto.output):
+        return None
+    return attrs
+
+
+def _explicit_pads(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, kernel: list[int]) -> bool:
+    """Turn auto_pad into explicit pads; False when the input shape is not known."""
+    auto_pad = given.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad == "NOTSET":
+        return True
+    spatial = len(kernel)
+    if auto_pad == "VALID":
+        attrs["pads"] = [0] * (2 * spatial)
+        return True
+    shape = imp._shape(proto.input[0])
+    if shape is None or not all(isinstance(d, int) for d in shape[2:]):
+        return False
+    begins, ends = [], []
+    for i in range(spatial):
+        size, stride, dilation = shape[2 + i], attrs["strides"][i], attrs["dilations"][i]
+        out = -(-size // stride)
+        total = max(0, (out - 1) * stride + (kernel[i] - 1) * dilation + 1 - size)
+        small, large = total // 2, total - total // 2
+        begins.append(small if auto_pad == "SAME_UPPER" else large)
+        ends.append(large if auto_pad == "SAME_UPPER" else small)
+    attrs["pads"] = begins + ends
+    return True
+
+
+def _normalise_conv(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+    weight = imp._shape(proto.input[1])
+    if weight is None or not all(isinstance(d, int) for d in weight[2:]):
+        return None
+    kernel = list(weight[2:])
+    if "kernel_shape" in given and list(given["kernel_shape"]) != kernel:
+        return None
+    return attrs if _explicit_pads(imp, proto, attrs, given, kernel) else None
+
+
+def _normalise_pool(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+    if len(proto.output) > 1 and proto.output[1]:
+        return None
+    return attrs if _explicit_pads(imp, proto, attrs, given, attrs["kernel_shape"]) else None
+
+
+def _normalise_batchnorm(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+    return None if given.get("training_mode", 0) else attrs
+
+
+def _normalise_flatten(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+    axis = attrs["axis"]
+    if axis < 0:
+        if rank is None:
+            return None
+        axis += rank
+    attrs["axis"] = axis
+    return attrs
+
+
+_NORMALISE = {
+    "Softmax": _normalise_axis,
+    "LayerNormalization": _normalise_axis,
+    "Concat": _normalise_axis,
+    "Flatten": _normalise_flatten,
+    "Split": _normalise_split,
+    "Slice": _normalise_slice,
+    "Squeeze": _normalise_axes(False),
+    "Unsqueeze": _normalise_axes(True),
+    "ReduceMean": _normalise_axes(False),
+    "ReduceSum": _normalise_axes(False),
+    "Reshape": _normalise_reshape,
+    "Conv": _normalise_conv,
+    "MaxPool": _normalise_pool,
+    "AveragePool": _normalise_pool,
+    "BatchNormalization": _normalise_batchnorm,
+}

@@ -1,0 +1,224 @@
+"""Stage 5: :class:`~eqsat_dnn.graph.Graph` -> ONNX model, and saving it safely.
+
+Vocabulary nodes are written back in the model's opset flavour (constant
+inputs versus attributes), opaque nodes verbatim. Sub-expressions over weights
+only are evaluated once here and become new initializers. The result passes
+``onnx.checker`` with ``full_check``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from eqsat_dnn.errors import InputError, OutputError
+from eqsat_dnn.graph import Graph, Node
+from eqsat_dnn.language import OPAQUE, OPS
+from eqsat_dnn.protos import light_copy, weight_bytes, without_initializers
+
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+"""Models whose weights exceed this are saved with external data (protobuf stops at 2 GB)."""
+
+
+def to_onnx(graph: Graph, fold_constants: bool = True) -> onnx.ModelProto:
+    """Write ``graph`` as a checked ONNX model."""
+    if fold_constants:
+        graph = fold_weight_expressions(graph)
+    model = without_initializers(graph.model)
+    opset = graph.opset
+    taken = {o for n in graph.nodes for o in n.outputs} | set(graph.weights) | set(graph.inputs)
+    extra: list[onnx.TensorProto] = []
+    protos = []
+    for node in graph.nodes:
+        protos.append(_node_proto(node, opset, taken, extra))
+    model.graph.node.extend(protos)
+    used = {i for p in protos for i in p.input if i} | set(graph.outputs) | _subgraph_reads(protos)
+    model.graph.initializer.extend(t for name, t in graph.weights.items() if name in used)
+    model.graph.initializer.extend(extra)
+    return model
+
+
+def _subgraph_reads(protos: list[onnx.NodeProto]) -> set[str]:
+    reads: set[str] = set()
+
+    def visit(nodes) -> None:
+        for n in nodes:
+            reads.update(i for i in n.input if i)
+            for attr in n.attribute:
+                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                    visit(sub.node)
+
+    for p in protos:
+        for attr in p.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                visit(sub.node)
+    return reads
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
+def _node_proto(node: Node, opset: int, taken: set[str], extra: list[onnx.TensorProto]) -> onnx.NodeProto:
+    if node.op == OPAQUE:
+        proto = onnx.NodeProto()
+        proto.CopyFrom(node.proto)
+        del proto.input[:]
+        proto.input.extend(node.inputs)
+        for k, out in enumerate(node.outputs):
+            if out:
+                proto.output[k] = out
+            elif proto.output[k]:
+                proto.output[k] = _fresh(f"{proto.name or proto.op_type}_unused{k}", taken)
+        return proto
+    spec = OPS[node.op]
+    inputs = list(node.inputs)
+    while inputs and not inputs[-1] and not spec.variadic:
+        inputs.pop()
+    attributes = {}
+    for attr in spec.attrs:
+        if attr.name == "index":
+            continue
+        value = node.attrs.get(attr.name)
+        if attr.from_input is not None and opset >= attr.input_since:
+            tensor_name = _fresh(f"{node.name or node.op}_{attr.name}", taken)
+            extra.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), tensor_name))
+            while len(inputs) < attr.from_input:
+                inputs.append("")
+            inputs.append(tensor_name)
+            continue
+        if value is None or _is_default(value, attr.default):
+            continue
+        attributes[attr.name] = value
+    outputs = [o or _fresh(f"{node.name or node.op}_unused{k}", taken) for k, o in enumerate(node.outputs)]
+    return helper.make_node(spec.name if spec.name != "Identity" else "Identity", inputs, outputs,
+                            name=node.name or None, **attributes)
+
+
+def _is_default(value, default) -> bool:
+    if default == "ones":
+        return all(v == 1 for v in value)
+    if default == "zeros":
+        return all(v == 0 for v in value)
+    return value == default
+
+
+def fold_weight_expressions(graph: Graph) -> Graph:
+    """Evaluate every vocabulary node whose inputs are all weights; its outputs become weights."""
+    weights = dict(graph.weights)
+    foldable: list[Node] = []
+    kept: list[Node] = []
+    known = set(weights)
+    for node in graph.nodes:
+        if node.op != OPAQUE and all((not i) or i in known for i in node.inputs) and node.op != "Identity":
+            foldable.append(node)
+            known.update(o for o in node.outputs if o)
+        else:
+            kept.append(node)
+    if not foldable:
+        return graph
+    needed = ({i for n in kept for i in n.inputs} | set(graph.outputs)) - set(graph.weights)
+    wanted = [o for n in foldable for o in n.outputs if o and o in needed]
+    if not wanted:
+        return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
+    values = _evaluate(graph, foldable, wanted)
+    if values is None:
+        return graph  # the runtime cannot evaluate it: keep the nodes, still correct
+    for name, array in zip(wanted, values):
+        weights[name] = numpy_helper.from_array(np.asarray(array), name)
+    return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
+
+
+def _evaluate(graph: Graph, nodes: list[Node], wanted: list[str]) -> list[np.ndarray] | None:
+    import onnxruntime as ort
+
+    sub = Graph(nodes, [], wanted, graph.types, graph.weights, graph.model, graph.symbols)
+    model = to_onnx(sub, fold_constants=False)
+    del model.graph.input[:]
+    del model.graph.output[:]
+    model.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in wanted)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return session.run(wanted, {})
+    except Exception:
+        return None
+
+
+def check_model(model: onnx.ModelProto) -> None:
+    """onnx's full check (with shape inference), on a light copy: weights are checked
+    for name, type and shape, which is all the graph can get wrong about them."""
+    onnx.checker.check_model(light_copy(model), full_check=True)
+
+
+def save_model(model: onnx.ModelProto, path: str | Path, source: str | Path | None = None) -> None:
+    """Write ``model`` atomically: to a temporary file beside ``path``, then renamed.
+
+    Large models go to external data (one ``<name>.data`` file beside it).
+    Refuses to overwrite ``source``.
+    """
+    path = Path(path)
+    if source is not None and Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
+        raise OutputError(f"{path}: output would overwrite the input model")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputError(f"{path}: directory {directory} does not exist")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    external = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None
+    data_name = path.name + ".data"
+    tmp_data = Path(tmp).name + ".data"
+    try:
+        if external:
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=tmp_data, size_threshold=1024)
+            # the model must refer to the final data file name
+            saved = onnx.load(tmp, load_external_data=False)
+            for tensor in saved.graph.initializer:
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = data_name
+            onnx.save_model(saved, tmp)
+            os.replace(directory / tmp_data, directory / data_name)
+        else:
+            onnx.save_model(model, tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        for leftover in (Path(tmp), directory / tmp_data):
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise
+
+
+def ensure_writable(path: str | Path, source: str | Path | None = None) -> None:
+    """Fail early, before any work, if ``path`` cannot receive the output."""
+    path = Path(path)
+    if source is not None and path.exists() and Path(source).exists() and path.resolve() == Path(source).resolve():
+        raise OutputError(f"{path}: output path is the input path; choose another file")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputError(f"{path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise OutputError(f"{path}: directory {directory} is not writable")
+    if isinstance(source, (str, Path)) and not Path(source).exists():
+        raise InputError(f"{source}: no such file")

@@ -1,0 +1,185 @@
+"""The whole job, stage by stage: ONNX -> graph -> e-graph -> saturated e-graph
+-> extracted graph -> ONNX, with the outputs checked against the original.
+
+:func:`optimize` runs it all; each stage is also a plain function
+(:func:`~eqsat_dnn.onnx_in.load_model`, :class:`~eqsat_dnn.egraph.TensorEGraph`,
+:func:`~eqsat_dnn.saturate.saturate`, :func:`extract`,
+:func:`~eqsat_dnn.onnx_out.to_onnx`, :func:`~eqsat_dnn.check.compare_models`)
+so a notebook can stop between them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from eqsat_dnn.check import CheckReport, compare_models
+from eqsat_dnn.cost import CostModel, RooflineCostModel, graph_cost
+from eqsat_dnn.egraph import Snapshot, TensorEGraph
+from eqsat_dnn.errors import CheckError, InputError
+from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json, validate
+from eqsat_dnn.extract.greedy import GreedyExtractor
+from eqsat_dnn.graph import Graph
+from eqsat_dnn.onnx_in import load_model
+from eqsat_dnn.onnx_out import check_model, to_onnx
+from eqsat_dnn.rules import Rule, select_rules
+from eqsat_dnn.saturate import Iteration, Limits, SaturationReport, saturate
+
+EXTRACTORS = ("ilp", "greedy")
+
+
+def get_extractor(name: str = "ilp", time_limit: float = 10.0) -> Extractor:
+    """An extractor by name: ``ilp`` (cvxpy + HiGHS) or ``greedy``."""
+    if name == "greedy":
+        return GreedyExtractor()
+    if name == "ilp":
+        from eqsat_dnn.extract.ilp import ILPExtractor
+
+        return ILPExtractor(time_limit=time_limit)
+    raise InputError(f"unknown extractor {name!r} (choose from {', '.join(EXTRACTORS)})")
+
+
+def extract(egraph: EGraph | Snapshot | str | Path, extractor: str | Extractor = "ilp",
+            time_limit: float = 10.0) -> Extraction:
+    """Choose the cheapest program of an e-graph (or an egraph-serialize JSON file)."""
+    if isinstance(egraph, (str, Path)):
+        egraph = load_egraph_json(egraph)
+    if isinstance(egraph, Snapshot):
+        egraph = egraph.egraph
+    chosen = get_extractor(extractor, time_limit) if isinstance(extractor, str) else extractor
+    result = chosen.extract(egraph)
+    validate(egraph, result.choices)
+    return result
+
+
+@dataclass
+class OptimizeReport:
+    """What :func:`optimize` did, stage by stage."""
+
+    ops_before: dict[str, int]
+    ops_after: dict[str, int] = field(default_factory=dict)
+    cost_before: float = 0.0
+    cost_after: float = 0.0
+    cost_model: str = ""
+    saturation: SaturationReport | None = None
+    extraction: Extraction | None = None
+    check: CheckReport | None = None
+    egraph_nodes: int = 0
+    egraph_classes: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    rules: int = 0
+
+    @property
+    def nodes_before(self) -> int:
+        return sum(self.ops_before.values())
+
+    @property
+    def nodes_after(self) -> int:
+        return sum(self.ops_after.values())
+
+    def to_dict(self) -> dict:
+        sat = self.saturation
+        ext = self.extraction
+        return {
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "ops_before": self.ops_before,
+            "ops_after": self.ops_after,
+            "cost_model": self.cost_model,
+            "cost_before": self.cost_before,
+            "cost_after": self.cost_after,
+            "rules": self.rules,
+            "egraph": {"nodes": self.egraph_nodes, "classes": self.egraph_classes},
+            "saturation": None if sat is None else {
+                "stop_reason": sat.stop_reason,
+                "iterations": [
+                    {"index": it.index, "nodes": it.nodes, "seconds": it.seconds, "matches": it.matches}
+                    for it in sat.iterations
+                ],
+            },
+            "extraction": None if ext is None else {
+                "extractor": ext.extractor, "status": ext.status, "cost": ext.cost,
+                "bound": ext.bound, "gap": ext.gap, "seconds": ext.seconds,
+            },
+            "check": None if self.check is None else {
+                "runs": self.check.runs, "ok": self.check.ok,
+                "max_abs_error": self.check.max_abs_error, "max_rel_error": self.check.max_rel_error,
+            },
+            "seconds": self.seconds,
+        }
+
+
+def optimize(
+    model: str | Path | onnx.ModelProto,
+    *,
+    rules: list[Rule] | list[str] | None = None,
+    limits: Limits = Limits(),
+    extractor: str | Extractor = "ilp",
+    extract_time_limit: float = 10.0,
+    cost_model: CostModel | None = None,
+    check: int = 1,
+    input_shapes: dict[str, list[int]] | None = None,
+    on_iteration: Callable[[Iteration], None] | None = None,
+) -> tuple[onnx.ModelProto, OptimizeReport]:
+    """Optimize a model; returns the new model and a report.
+
+    ``check`` input sets are run through both models in onnxruntime; a
+    mismatch raises :class:`~eqsat_dnn.errors.CheckError`. ``check=0`` skips it.
+    """
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    graph = load_model(model, input_shapes)
+    cost_model = cost_model or RooflineCostModel()
+    if rules is None or (rules and isinstance(rules[0], str)):
+        rules = select_rules(rules)  # type: ignore[arg-type]
+    seconds["load"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    teg = TensorEGraph(graph)
+    seconds["build"] = time.perf_counter() - t
+
+    report = OptimizeReport(ops_before=graph.op_counts(), cost_model=cost_model.name, rules=len(rules))
+    report.cost_before = graph_cost(graph, cost_model)
+    t = time.perf_counter()
+    report.saturation = saturate(teg, rules, limits, on_iteration)
+    seconds["saturate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    snapshot = teg.snapshot(cost_model)
+    report.egraph_nodes, report.egraph_classes = snapshot.egraph.num_nodes, snapshot.egraph.num_classes
+    chosen = get_extractor(extractor, extract_time_limit) if isinstance(extractor, str) else extractor
+    report.extraction = extract(snapshot.egraph, chosen)
+    report.cost_after = report.extraction.cost
+    optimized_graph: Graph = teg.program(snapshot, report.extraction)
+    seconds["extract"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    optimized = to_onnx(optimized_graph)
+    try:
+        check_model(optimized)
+    except Exception as exc:  # the checker raises validation and inference errors alike
+        raise CheckError(f"optimized model fails onnx's checker: {str(exc).strip().splitlines()[0]}") from None
+    report.ops_after = _op_counts(optimized)
+    seconds["export"] = time.perf_counter() - t
+
+    if check > 0:
+        t = time.perf_counter()
+        original = str(model) if isinstance(model, (str, Path)) else model
+        report.check = compare_models(original, optimized, runs=check)
+        seconds["check"] = time.perf_counter() - t
+        if not report.check.ok:
+            raise CheckError("optimized model disagrees with the original: " + report.check.failures[0])
+    seconds["total"] = sum(seconds.values())
+    report.seconds = seconds
+    return optimized, report
+
+
+def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

@@ -1,0 +1,58 @@
+"""Cheap views of large ONNX models.
+
+Serialising a model with hundreds of MB of weights costs seconds, and onnx's
+checker and shape inference both serialise. They only need each weight's name,
+type and shape, so they run on a *light* copy where every large initializer is
+replaced by a graph input of the same type.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper
+
+SMALL_TENSOR_BYTES = 4096
+"""Initializers up to this size stay in light copies (shape inference reads small int tensors)."""
+
+
+def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with no initializers, made without copying any weight."""
+    copy = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(copy, field.name, value)
+    for field, value in model.graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(copy.graph, field.name, value)
+    return copy
+
+
+def _copy_field(target, name: str, value) -> None:
+    if isinstance(value, (int, float, str, bytes)):
+        setattr(target, name, value)
+    elif hasattr(value, "CopyFrom"):
+        getattr(target, name).CopyFrom(value)
+    else:
+        getattr(target, name).extend(value)
+
+
+def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with each large initializer turned into a typed graph input."""
+    light = without_initializers(model)
+    for tensor in model.graph.initializer:
+        if _tensor_bytes(tensor) <= SMALL_TENSOR_BYTES:
+            light.graph.initializer.append(tensor)
+        else:
+            light.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    return light
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return 1 << 40
+    return tensor.ByteSize()  # computed without copying the data out
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of initializer data, without serialising."""
+    return sum(_tensor_bytes(t) for t in model.graph.initializer)

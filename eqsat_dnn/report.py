@@ -1,0 +1,45 @@
+"""Human-readable reports: the before/after table of ``eqsat-dnn optimize``."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+
+from eqsat_dnn.pipeline import OptimizeReport
+
+
+def optimize_table(report: OptimizeReport, source: str = "", target: str = "") -> Group:
+    """Ops by type before and after, totals, estimated cost and time per stage."""
+    ops = Table(title=f"{source} -> {target}" if source else None)
+    ops.add_column("op")
+    ops.add_column("before", justify="right")
+    ops.add_column("after", justify="right")
+    names = sorted(set(report.ops_before) | set(report.ops_after),
+                   key=lambda op: (-report.ops_before.get(op, 0), op))
+    for op in names:
+        before, after = report.ops_before.get(op, 0), report.ops_after.get(op, 0)
+        style = "green" if after < before else ("red" if after > before else None)
+        ops.add_row(op, str(before), str(after), style=style)
+    ops.add_row("total", str(report.nodes_before), str(report.nodes_after), style="bold", end_section=True)
+    speedup = report.cost_before / report.cost_after if report.cost_after > 0 else float("inf")
+    ops.add_row(f"est. cost ({report.cost_model})", f"{report.cost_before * 1e3:.3f} ms",
+                f"{report.cost_after * 1e3:.3f} ms ({speedup:.2f}x)")
+
+    stages = Table(title="stages")
+    for column in ("stage", "seconds", "details"):
+        stages.add_column(column)
+    sat, ext, chk = report.saturation, report.extraction, report.check
+    details = {
+        "saturate": "" if sat is None else (
+            f"{len(sat.iterations)} iterations, {sat.nodes} e-nodes, stop: {sat.stop_reason}, "
+            f"{report.rules} rules, {sum(sat.matches_per_rule().values())} matches"),
+        "extract": "" if ext is None else (
+            f"{ext.extractor}: {ext.status}, gap {ext.gap:.2%}, "
+            f"{report.egraph_nodes} e-nodes / {report.egraph_classes} classes"),
+        "check": "" if chk is None else (
+            f"{chk.runs} input sets, max rel. error {chk.max_rel_error:.2e}"),
+    }
+    for stage, seconds in report.seconds.items():
+        stages.add_row(stage, f"{seconds:.2f}", details.get(stage, ""),
+                       style="bold" if stage == "total" else None)
+    return Group(ops, stages)

@@ -1,0 +1,122 @@
+"""Rules are data: egglog ``.egg`` files in ``rules/``, one family per file.
+
+A rule file holds ``rewrite``, ``birewrite`` and ``rule`` forms over the
+constructors of :mod:`eqsat_dnn.language`. The comment lines just above a form
+are its description; ``:name "..."`` names it (else ``<family>/<line>``). The
+loader adds each rule to a ruleset named after its family, so files never say
+``:ruleset`` themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from eqsat_dnn.egraph import split_forms
+from eqsat_dnn.errors import RuleError
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+"""The shipped library (a source checkout keeps it beside the package)."""
+
+_PACKAGED_RULES = Path(__file__).resolve().parent / "rules"
+
+_KINDS = ("rewrite", "birewrite", "rule")
+_NAME_RE = re.compile(r':name\s+"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One named rewrite rule."""
+
+    name: str
+    family: str
+    kind: str
+    text: str
+    """The egglog form as written in the file (no ruleset)."""
+    description: str
+    file: str
+    line: int
+
+    def egglog(self) -> str:
+        """The form with its ruleset and name attached, ready for egglog."""
+        text = self.text[:-1].rstrip()
+        if not _NAME_RE.search(text):
+            text += f' :name "{self.name}"'
+        return f"{text} :ruleset {self.family})"
+
+
+def library_dir() -> Path:
+    """Where the shipped rule files live (source checkout or installed package)."""
+    return RULES_DIR if RULES_DIR.is_dir() else _PACKAGED_RULES
+
+
+def parse_rule_file(path: str | Path, family: str | None = None) -> list[Rule]:
+    """Read one ``.egg`` rule file; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleError(f"{path}: cannot read rule file ({exc.__class__.__name__})") from None
+    family = family or re.sub(r"[^A-Za-z0-9_]", "_", path.stem)
+    rules: list[Rule] = []
+    try:
+        forms = list(split_forms(text))
+    except ValueError as exc:
+        raise RuleError(f"{path}: {exc}") from None
+    for form, comment, line in forms:
+        head = form[1:].split(None, 1)[0] if len(form) > 2 else ""
+        if head not in _KINDS:
+            raise RuleError(f"{path}:{line}: expected a rewrite, birewrite or rule form, found ({head} ...)")
+        if ":ruleset" in form:
+            raise RuleError(f"{path}:{line}: rule files must not name a ruleset (the family is the file)")
+        match = _NAME_RE.search(form)
+        name = match.group(1) if match else f"{family}/{line}"
+        description = comment.splitlines()[0] if comment else ""
+        rules.append(Rule(name, family, head, form, description, str(path), line))
+    names = [r.name for r in rules]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RuleError(f"{path}: duplicate rule names {duplicates[:3]}")
+    return rules
+
+
+def load_library(directory: str | Path | None = None) -> list[Rule]:
+    """Every rule of every ``.egg`` file in the library, ordered by file then line."""
+    directory = Path(directory) if directory else library_dir()
+    rules: list[Rule] = []
+    for path in sorted(directory.glob("*.egg")):
+        rules += parse_rule_file(path)
+    return rules
+
+
+def select_rules(selectors: list[str] | None = None, directory: str | Path | None = None) -> list[Rule]:
+    """Rules chosen by file path, family name or rule name; all of the library when empty.
+
+    A selector that is an existing path loads that file (or every ``.egg`` in that
+    directory); otherwise it names a family or a rule of the library.
+    """
+    if not selectors:
+        return load_library(directory)
+    library: list[Rule] | None = None
+    chosen: list[Rule] = []
+    for selector in selectors:
+        path = Path(selector)
+        if path.is_dir():
+            chosen += load_library(path)
+            continue
+        if path.suffix == ".egg" or path.exists():
+            if not path.is_file():
+                raise RuleError(f"{path}: no such rule file")
+            chosen += parse_rule_file(path)
+            continue
+        library = library if library is not None else load_library(directory)
+        matched = [r for r in library if r.family == selector or r.name == selector]
+        if not matched:
+            families = sorted({r.family for r in library})
+            raise RuleError(f"no rule file, family or rule named {selector!r} (families: {', '.join(families)})")
+        chosen += matched
+    unique: dict[tuple[str, str], Rule] = {}
+    for rule in chosen:
+        unique.setdefault((rule.family, rule.name), rule)
+    return list(unique.values())

@@ -1,0 +1,137 @@
+"""Stage 3: saturate the e-graph with rules, within limits (egg's Runner).
+
+Each iteration runs every rule family once, then re-establishes the shape and
+dtype analyses. The runner stops when nothing changes (saturated) or at the
+first limit reached (iterations, e-nodes, seconds) and reports every iteration:
+e-graph size, matches per rule, time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from egglog import bindings
+
+from eqsat_dnn.egraph import TensorEGraph
+from eqsat_dnn.errors import RuleError
+from eqsat_dnn.language import LEAVES, OPAQUE, OPS
+from eqsat_dnn.rules import Rule
+
+_ENODE_TABLES = set(OPS) | set(LEAVES) | {OPAQUE, "TNil", "TCons"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When saturation must stop, whatever the rules would still do."""
+
+    iterations: int = 8
+    nodes: int = 50_000
+    seconds: float = 10.0
+
+
+@dataclass
+class Iteration:
+    """What one iteration did."""
+
+    index: int
+    nodes: int
+    """e-nodes after the iteration."""
+    matches: dict[str, int]
+    """rule name -> matches in this iteration (rules with none left out)."""
+    seconds: float
+
+
+@dataclass
+class SaturationReport:
+    """The iterations run and why the runner stopped."""
+
+    iterations: list[Iteration] = field(default_factory=list)
+    stop_reason: str = "not run"
+    """``saturated``, ``iteration limit``, ``node limit``, ``time limit`` or ``no rules``."""
+    initial_nodes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def nodes(self) -> int:
+        return self.iterations[-1].nodes if self.iterations else self.initial_nodes
+
+    def matches_per_rule(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for it in self.iterations:
+            for name, count in it.matches.items():
+                total[name] = total.get(name, 0) + count
+        return total
+
+
+def count_enodes(teg: TensorEGraph) -> int:
+    """Number of e-nodes in the tensor language (analysis tables not counted)."""
+    outputs = teg.command("(print-size)")
+    sizes = outputs[0].sizes if hasattr(outputs[0], "sizes") else outputs[0][0]
+    return sum(size for name, size in sizes if name in _ENODE_TABLES)
+
+
+def add_rules(teg: TensorEGraph, rules: list[Rule]) -> list[str]:
+    """Declare each family's ruleset and add its rules; returns the families in order."""
+    families: list[str] = []
+    for rule in rules:
+        if rule.family not in families:
+            families.append(rule.family)
+            if rule.family not in teg.rulesets:
+                teg.command(f"(ruleset {rule.family})")
+                teg.rulesets.add(rule.family)
+        if rule.name in teg.rule_names:
+            continue
+        try:
+            teg.command(rule.egglog())
+        except bindings.EggSmolError as exc:
+            first = str(exc).strip().splitlines()
+            message = first[-1] if first else "invalid rule"
+            raise RuleError(f"{rule.file}:{rule.line}: rule {rule.name!r}: {message}") from None
+        teg.rule_names.add(rule.name)
+    return families
+
+
+def run_analysis(teg: TensorEGraph) -> None:
+    teg.command("(run-schedule (saturate (run analysis)))")
+
+
+def saturate(
+    teg: TensorEGraph,
+    rules: list[Rule],
+    limits: Limits = Limits(),
+    on_iteration: Callable[[Iteration], None] | None = None,
+) -> SaturationReport:
+    """Run ``rules`` over ``teg`` until saturated or a limit is reached."""
+    start = time.perf_counter()
+    run_analysis(teg)
+    report = SaturationReport(initial_nodes=count_enodes(teg))
+    if not rules:
+        report.stop_reason = "no rules"
+        return report
+    families = add_rules(teg, rules)
+    schedule = "(run-schedule (seq " + " ".join(f"(run {f})" for f in families) + "))"
+    while True:
+        if len(report.iterations) >= limits.iterations:
+            report.stop_reason = "iteration limit"
+            break
+        if report.nodes >= limits.nodes:
+            report.stop_reason = "node limit"
+            break
+        if time.perf_counter() - start >= limits.seconds:
+            report.stop_reason = "time limit"
+            break
+        t0 = time.perf_counter()
+        run_report = teg.command(schedule)[0].report
+        run_analysis(teg)
+        matches = {name: n for name, n in run_report.num_matches_per_rule.items() if n}
+        iteration = Iteration(len(report.iterations) + 1, count_enodes(teg), matches, time.perf_counter() - t0)
+        report.iterations.append(iteration)
+        if on_iteration:
+            on_iteration(iteration)
+        if not run_report.updated:
+            report.stop_reason = "saturated"
+            break
+    report.seconds = time.perf_counter() - start
+    return report

@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks (real ONNX exports from torch/transformers)."""

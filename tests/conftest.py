@@ -1,0 +1,46 @@
+"""Shared fixtures: real models built or found at test time (no model files in git)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+import pytest
+
+from eqsat_dnn.examples import attention_block
+
+LIGHT_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def light_model(name: str) -> Path:
+    path = LIGHT_DIR / f"light_{name}.onnx"
+    if not path.exists():
+        pytest.skip(f"onnx no longer ships {path.name}")
+    return path
+
+
+@pytest.fixture
+def example_path(tmp_path: Path) -> Path:
+    path = tmp_path / "example.onnx"
+    onnx.save_model(attention_block(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory) -> dict[str, Path]:
+    """Tiny BERT and GPT-2 exported by torch's dynamo and TorchScript exporters."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from eqsat_dnn.testing.exports import export_bert, export_gpt2
+
+    root = tmp_path_factory.mktemp("exports")
+    tiny = dict(layers=2, hidden=64, heads=4, vocab=97, seq=16)
+    paths = {}
+    for exporter in ("dynamo", "torchscript"):
+        paths[f"bert-{exporter}"] = export_bert(root / f"bert-{exporter}.onnx", intermediate=128,
+                                                exporter=exporter, **tiny)
+        paths[f"gpt2-{exporter}"] = export_gpt2(root / f"gpt2-{exporter}.onnx", exporter=exporter, **tiny)
+    paths["bert-dynamic"] = export_bert(root / "bert-dynamic.onnx", intermediate=128, dynamic=True, **tiny)
+    return paths

@@ -1,0 +1,113 @@
+"""The command line: outputs, JSON, and one-line errors with documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from eqsat_dnn.cli import main
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "eqsat_dnn.cli", *args], capture_output=True, text=True)
+
+
+def test_optimize_writes_a_checked_model(example_path, tmp_path):
+    out = tmp_path / "out.onnx"
+    before = example_path.read_bytes()
+    result = _cli("optimize", str(example_path), str(out), "--extractor", "greedy", "--check", "2")
+    assert result.returncode == 0, result.stderr
+    assert "MatMul" in result.stdout and "total" in result.stdout
+    onnx.checker.check_model(str(out), full_check=True)
+    assert example_path.read_bytes() == before
+
+
+def test_optimize_json_is_one_object(example_path, tmp_path):
+    result = _cli("optimize", str(example_path), str(tmp_path / "o.onnx"), "--json", "--extractor", "greedy")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["nodes_after"] < data["nodes_before"]
+    assert data["check"]["ok"] is True
+    assert data["saturation"]["stop_reason"] in {"saturated", "iteration limit", "node limit", "time limit"}
+
+
+@pytest.mark.parametrize("content, code", [
+    (None, 2),                      # missing file
+    (b"not an onnx model at all", 2),
+    (b"\x08\x07\x12\x03abc\x3a\x05", 2),  # truncated protobuf
+])
+def test_bad_input_gives_one_line(tmp_path, content, code):
+    src = tmp_path / "in.onnx"
+    if content is not None:
+        src.write_bytes(content)
+    out = tmp_path / "out.onnx"
+    result = _cli("optimize", str(src), str(out))
+    assert result.returncode == code
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("eqsat-dnn: error:")
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_output_equal_to_input_is_refused(example_path):
+    before = example_path.read_bytes()
+    result = _cli("optimize", str(example_path), str(example_path))
+    assert result.returncode == 3 and "input" in result.stderr
+    assert example_path.read_bytes() == before
+
+
+def test_unwritable_output_directory(example_path, tmp_path):
+    result = _cli("optimize", str(example_path), str(tmp_path / "missing" / "out.onnx"))
+    assert result.returncode == 3 and result.stderr.count("\n") == 1
+
+
+def test_bad_shape_override(example_path, tmp_path):
+    result = _cli("optimize", str(example_path), str(tmp_path / "o.onnx"), "--overwrite-input-shape", "nope:1,2")
+    assert result.returncode == 2 and "not a graph input" in result.stderr
+
+
+def test_malformed_rule_file(example_path, tmp_path):
+    rules = tmp_path / "bad.egg"
+    rules.write_text("(rewrite (MatMul a b)\n")
+    result = _cli("optimize", str(example_path), str(tmp_path / "o.onnx"), "--rules", str(rules))
+    assert result.returncode == 5 and str(rules) in result.stderr
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_version_and_rules_list(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert "eqsat-dnn" in capsys.readouterr().out
+    assert main(["rules", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"identity-elim", "matmul-distribute-right"} <= {r["name"] for r in listed}
+    assert all(r["description"] for r in listed)
+
+
+def test_extract_command_json(tmp_path):
+    egraph = {
+        "nodes": {
+            "a": {"op": "x", "children": [], "eclass": "c0", "cost": 1.0},
+            "b": {"op": "f", "children": ["a"], "eclass": "c1", "cost": 5.0},
+            "c": {"op": "g", "children": ["a"], "eclass": "c1", "cost": 2.0},
+        },
+        "root_eclasses": ["c1"],
+    }
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(egraph))
+    result = _cli("extract", str(path), "--extractor", "greedy", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["choices"] == {"c0": "a", "c1": "c"} and data["cost"] == 3.0
+
+
+def test_malformed_egraph_json(tmp_path):
+    path = tmp_path / "e.json"
+    path.write_text("{\"nodes\": 3}")
+    result = _cli("extract", str(path), "--extractor", "greedy")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1

@@ -1,0 +1,112 @@
+"""End to end: real models in, verified models out."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from eqsat_dnn import Limits, compare_models, load_model, optimize
+from eqsat_dnn.examples import attention_block
+from eqsat_dnn.onnx_out import check_model
+from tests.conftest import light_model
+
+
+def _run(model: onnx.ModelProto | str, feeds: dict) -> list[np.ndarray]:
+    source = model if isinstance(model, str) else model.SerializeToString()
+    return ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def test_example_is_optimized_and_matches():
+    model = attention_block()
+    optimized, report = optimize(model, extractor="greedy", check=3)
+    assert report.check is not None and report.check.ok and report.check.runs == 3
+    # the starter rules remove the Identity, the reshape round trip and fold the LoRA adapter
+    assert report.ops_after.get("Identity", 0) == 0
+    assert report.ops_after["MatMul"] < report.ops_before["MatMul"]
+    assert report.ops_after["Reshape"] < report.ops_before["Reshape"]
+    assert report.cost_after < report.cost_before
+    assert report.saturation.stop_reason == "saturated"
+    check_model(optimized)
+    # graph interface, names and metadata survive
+    assert [i.name for i in optimized.graph.input] == ["x"]
+    assert [o.name for o in optimized.graph.output] == ["y"]
+    assert optimized.producer_name == "eqsat-dnn"
+    assert optimized.graph.doc_string == model.graph.doc_string
+    names = {n.name for n in optimized.graph.node}
+    assert {"ln", "softmax", "residual2"} <= names
+    # independent check of the outputs, with a fresh seed
+    x = np.random.default_rng(123).standard_normal((32, 64)).astype(np.float32)
+    np.testing.assert_allclose(_run(optimized, {"x": x})[0], _run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "squeezenet", "inception_v2"])
+def test_real_cnn_round_trip(name):
+    path = light_model(name)
+    optimized, report = optimize(str(path), extractor="greedy", check=1)
+    assert report.check.ok
+    assert report.nodes_after <= report.nodes_before
+    check_model(optimized)
+    # the reference output shipped with onnx, through the optimized model
+    original = onnx.load(str(path))
+    expected = onnx.numpy_helper.to_array(onnx.load_tensor(str(path).replace(".onnx", "_output_0.pb")))
+    feeds = {i.name: np.zeros([d.dim_value for d in i.type.tensor_type.shape.dim], np.float32)
+             for i in original.graph.input if i.name not in {t.name for t in original.graph.initializer}}
+    del expected  # the light models ship reference outputs for their own (unpublished) inputs
+    np.testing.assert_allclose(_run(optimized, feeds)[0], _run(str(path), feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_opset9_model_is_upgraded():
+    path = light_model("squeezenet")
+    assert onnx.load(str(path)).opset_import[0].version < 13
+    graph = load_model(str(path))
+    assert graph.opset >= 13
+    assert graph.op_counts()["Conv"] > 10
+
+
+@pytest.mark.parametrize("key", ["bert-dynamo", "gpt2-dynamo", "bert-torchscript", "gpt2-torchscript"])
+def test_real_transformer_exports(tiny_exports, key):
+    optimized, report = optimize(str(tiny_exports[key]), extractor="greedy", check=2)
+    assert report.check.ok and report.check.runs == 2
+    assert report.cost_after <= report.cost_before * 1.0001
+    check_model(optimized)
+    original = onnx.load(str(tiny_exports[key]))
+    assert [o.name for o in optimized.graph.output] == [o.name for o in original.graph.output]
+    assert [i.name for i in optimized.graph.input] == [i.name for i in original.graph.input]
+
+
+def test_dynamic_dims_kept_and_overridable(tiny_exports):
+    path = str(tiny_exports["bert-dynamic"])
+    optimized, report = optimize(path, extractor="greedy", check=1)
+    dims = [d.dim_param for d in optimized.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "seq"]
+    fixed, _ = optimize(path, extractor="greedy", check=1, input_shapes={"input_ids": [3, 8],
+                                                                         "attention_mask": [3, 8]})
+    dims = [d.dim_value for d in fixed.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [3, 8]
+
+
+def test_limits_stop_saturation():
+    _, report = optimize(attention_block(), extractor="greedy", limits=Limits(iterations=1), check=1)
+    assert report.saturation.stop_reason == "iteration limit"
+    assert len(report.saturation.iterations) == 1
+    _, report = optimize(attention_block(), extractor="greedy", limits=Limits(nodes=10), check=1)
+    assert report.saturation.stop_reason == "node limit"
+
+
+def test_a_wrong_rule_is_caught_by_the_check(tmp_path):
+    from eqsat_dnn.errors import CheckError
+
+    wrong = tmp_path / "wrong.egg"
+    wrong.write_text(';; matmul does not commute\n(rewrite (MatMul a b) (MatMul b a) :name "matmul-comm")\n'
+                     ';; and this one makes it pay off\n(rewrite (Relu x) (Sigmoid x) :name "relu-sigmoid")\n')
+    with pytest.raises(CheckError):
+        optimize(attention_block(), rules=[str(wrong)], extractor="greedy", check=1)
+
+
+def test_compare_models_reports_a_difference():
+    model = attention_block()
+    other = attention_block(seed=1)
+    report = compare_models(model, other, runs=1)
+    assert not report.ok and "y" in report.failures[0]
