@@ -1,9 +1,12 @@
 """Cost models: the price of one e-node from its op, attributes and types.
 
-A cost model is anything with ``name`` and ``node_cost(op, attrs, inputs,
-output) -> seconds``. Nodes computed from weights alone are priced at zero by
-the caller (they are folded into initializers at export), so models only see
-real run-time work.
+A cost model is anything with ``name`` and ``node_cost(node, inputs, output) ->
+seconds``, where ``node`` is a :class:`~eqsat_dnn.graph.Node` (vocabulary op with
+normalised attributes, or an opaque node with its ``NodeProto``) and ``inputs`` /
+``output`` are the tensor types. Nodes computed from weights alone are priced at
+zero by the caller (they are folded into initializers at export), so models only
+see real run-time work. A multi-output node is priced once per output e-node, at
+its cost divided by the number of outputs.
 
 :class:`RooflineCostModel` is the analytic model: the larger of compute time
 (FLOPs over peak) and memory time (bytes over bandwidth), plus a fixed per-kernel
@@ -19,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 from onnx import helper
 
-from eqsat_dnn.graph import Graph, TensorType
+from eqsat_dnn.graph import Graph, Node, TensorType
 from eqsat_dnn.language import OPS
 
 SYMBOLIC_DIM = 1
@@ -29,8 +32,12 @@ SYMBOLIC_DIM = 1
 class CostModel(Protocol):
     name: str
 
-    def node_cost(self, op: str, attrs: dict[str, Any], inputs: list[TensorType | None],
-                  output: TensorType | None) -> float: ...
+    def node_cost(self, node: Node, inputs: list[TensorType | None], output: TensorType | None) -> float: ...
+
+
+def op_type(node: Node) -> str:
+    """The ONNX op type of a node, opaque or not."""
+    return node.proto.op_type if node.op == "Opaque" and node.proto is not None else node.op
 
 
 @dataclass(frozen=True)
@@ -113,11 +120,11 @@ class RooflineCostModel:
         self.profile = profile
         self.name = f"roofline:{profile.name}"
 
-    def node_cost(self, op: str, attrs: dict[str, Any], inputs: list[TensorType | None],
-                  output: TensorType | None) -> float:
+    def node_cost(self, node: Node, inputs: list[TensorType | None], output: TensorType | None) -> float:
+        op = op_type(node)
         if op in _FREE:
             return self.profile.overhead * 0.1
-        compute = flops(op, attrs, inputs, output) / self.profile.flops
+        compute = flops(op, node.attrs, inputs, output) / self.profile.flops
         memory = bytes_moved(inputs, output) / self.profile.bandwidth
         return max(compute, memory) + self.profile.overhead
 
@@ -133,6 +140,5 @@ def graph_cost(graph: Graph, model: CostModel) -> float:
             continue
         inputs = [graph.types.get(i) for i in node.inputs]
         output = graph.types.get(node.outputs[0]) if node.outputs else None
-        op = node.proto.op_type if node.op == "Opaque" and node.proto is not None else node.op
-        total += model.node_cost(op, node.attrs, inputs, output)
+        total += model.node_cost(node, inputs, output)
     return total

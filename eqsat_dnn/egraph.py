@@ -247,15 +247,14 @@ class TensorEGraph:
                 cost = 0.0
             else:
                 inputs = [types.get(c) for c in _flat_children(node_info, info, first_of)]
-                op = node_info.op
-                outputs = 1
-                if op == OPAQUE:
-                    proto = self.opaque[node_info.attrs["arg0"]].proto
-                    op, outputs = proto.op_type, len(proto.output)
-                elif op == "Split":
-                    outputs = len(node_info.attrs["split"])
+                if node_info.op == OPAQUE:
+                    node = self.opaque[node_info.attrs["arg0"]]
+                    outputs = len(node.outputs)
+                else:
+                    node = Node(node_info.op, [], [], node_info.attrs)
+                    outputs = len(node_info.attrs["split"]) if node_info.op == "Split" else 1
                 # a multi-output node is one kernel: each output e-node carries its share
-                cost = cost_model.node_cost(op, node_info.attrs, inputs, types.get(cls)) / outputs
+                cost = cost_model.node_cost(node, inputs, types.get(cls)) / outputs
             nodes[node_id] = ENode(node_info.op, tuple(children), cls, cost)
         roots = [class_of_global[g] for g in self.roots()]
         return Snapshot(EGraph(nodes=nodes, roots=roots), info, types, names, constant)

@@ -155,6 +155,10 @@ def optimize(
     report.extraction = extract(snapshot.egraph, chosen)
     report.cost_after = report.extraction.cost
     optimized_graph: Graph = teg.program(snapshot, report.extraction)
+    if report.cost_after > report.cost_before:
+        # the extractor found nothing better (a greedy pick can even be worse): keep the input program
+        optimized_graph, report.cost_after = graph, report.cost_before
+        report.extraction.status += " (kept input program)"
     seconds["extract"] = time.perf_counter() - t
 
     t = time.perf_counter()

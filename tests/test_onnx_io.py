@@ -1,0 +1,117 @@
+"""Import and export details: opaque nodes, subgraphs, custom domains, external data, metadata."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from eqsat_dnn import load_model, optimize, save_model
+from eqsat_dnn.errors import InputError
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17, extra_opsets=(), functions=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets],
+                              functions=list(functions))
+    model.ir_version = 8
+    return model
+
+
+def _vi(name, shape, dtype=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _w(name, *shape, seed=0):
+    return numpy_helper.from_array(np.random.default_rng(seed).standard_normal(shape).astype(np.float32), name)
+
+
+def test_if_subgraph_reading_outer_values_passes_through():
+    then_graph = helper.make_graph([helper.make_node("Relu", ["h"], ["t"])], "then", [], [_vi("t", [4, 4])])
+    else_graph = helper.make_graph([helper.make_node("Neg", ["h"], ["e"])], "else", [], [_vi("e", [4, 4])])
+    nodes = [
+        helper.make_node("Identity", ["x"], ["h0"]),
+        helper.make_node("MatMul", ["h0", "w"], ["h"]),
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["c"]),
+        helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph),
+    ]
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    model = _model(nodes, [_vi("x", [4, 4])], [_vi("y", [4, 4])], [_w("w", 4, 4), zero])
+    optimized, report = optimize(model, extractor="greedy", check=4)
+    assert report.check.ok
+    assert "If" in report.ops_after and "Identity" not in report.ops_after
+    # the branch still reads "h" from the outer graph, and "h" is still computed under that name
+    assert any("h" in n.output for n in optimized.graph.node)
+
+
+def test_custom_domain_and_multi_output_ops_are_kept():
+    nodes = [
+        helper.make_node("TopK", ["x", "k"], ["vals", "idx"], axis=-1),
+        helper.make_node("Relu", ["vals"], ["r"]),
+        helper.make_node("MyOp", ["r"], ["y"], domain="my.domain", alpha=2.0),
+    ]
+    k = numpy_helper.from_array(np.array([2], np.int64), "k")
+    model = _model(nodes, [_vi("x", [3, 5])], [_vi("y", [3, 2]), _vi("idx", [3, 2], TensorProto.INT64)], [k],
+                   extra_opsets=[helper.make_opsetid("my.domain", 1)])
+    graph = load_model(model)
+    assert [n.op for n in graph.nodes] == ["Opaque", "Relu", "Opaque"]
+    optimized, _ = optimize(model, extractor="greedy", check=0)  # onnxruntime cannot run MyOp
+    custom = [n for n in optimized.graph.node if n.op_type == "MyOp"][0]
+    assert custom.domain == "my.domain" and custom.attribute[0].f == 2.0
+    assert {"my.domain"} <= {o.domain for o in optimized.opset_import}
+    assert [o.name for o in optimized.graph.output] == ["y", "idx"]
+
+
+def test_external_data_round_trip(tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("MatMul", ["x", "w2"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    model = _model(nodes, [_vi("x", [8, 256])], [_vi("y", [8, 256])], [_w("w1", 256, 256), _w("w2", 256, 256, seed=1)])
+    src = tmp_path / "in.onnx"
+    onnx.save_model(model, src, save_as_external_data=True, location="in.onnx.data", size_threshold=1024)
+    optimized, report = optimize(str(src), extractor="greedy", check=2)
+    assert report.check.ok and report.ops_after["MatMul"] == 1
+    out = tmp_path / "out.onnx"
+    from eqsat_dnn import onnx_out
+    old = onnx_out.EXTERNAL_DATA_THRESHOLD
+    onnx_out.EXTERNAL_DATA_THRESHOLD = 1000  # exercise the large-model path on a small model
+    try:
+        save_model(optimized, out, source=src)
+    finally:
+        onnx_out.EXTERNAL_DATA_THRESHOLD = old
+    assert (tmp_path / "out.onnx.data").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "in.onnx.data", "out.onnx", "out.onnx.data"]
+    x = np.ones((8, 256), np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_metadata_and_doc_strings_survive():
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="act", doc_string="keep me")]
+    model = _model(nodes, [_vi("x", [2])], [_vi("y", [2])])
+    model.doc_string = "model doc"
+    model.producer_name, model.producer_version = "prod", "1.2"
+    helper.set_model_props(model, {"author": "someone"})
+    optimized, _ = optimize(model, extractor="greedy")
+    assert optimized.doc_string == "model doc" and optimized.producer_name == "prod"
+    assert {p.key: p.value for p in optimized.metadata_props} == {"author": "someone"}
+    assert optimized.graph.node[0].name == "act"
+
+
+def test_weight_only_subexpressions_are_folded():
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "wt"], ["y"])]
+    model = _model(nodes, [_vi("x", [2, 3])], [_vi("y", [2, 4])], [_w("w", 4, 3)])
+    optimized, report = optimize(model, extractor="greedy", check=2)
+    assert [n.op_type for n in optimized.graph.node] == ["MatMul"]
+    assert report.check.ok
+
+
+def test_model_failing_the_checker_is_rejected():
+    nodes = [helper.make_node("Relu", ["x", "extra"], ["y"])]
+    model = _model(nodes, [_vi("x", [2])], [_vi("y", [2])])
+    with pytest.raises(InputError):
+        load_model(model)
