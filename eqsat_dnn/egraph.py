@@ -112,7 +112,7 @@ class TensorEGraph:
         """value name -> egglog global holding its e-class."""
         self.opaque: dict[str, Node] = {}
         self.symbols: dict[str, int] = dict(graph.symbols)
-        self.rulesets: set[str] = set()
+        self.rulesets: set[str] = {"analysis"}
         self.rule_names: set[str] = set()
         for form, _, _ in split_forms(prelude()):
             self.command(form)
@@ -195,16 +195,16 @@ class TensorEGraph:
 
     def snapshot(self, cost_model: CostModel | None = None) -> Snapshot:
         """Read the e-graph out, each e-node priced by ``cost_model`` (zero when ``None``)."""
-        frozen = self.egraph.freeze()
+        functions = self.egraph.freeze().functions  # each access of .functions rebuilds every table
         eg = self.egraph
-        constructors = {name: sig for name, sig in _constructor_signatures().items() if name in frozen.functions}
+        constructors = {name: sig for name, sig in _constructor_signatures().items() if name in functions}
         nodes: dict[str, Any] = {}
         info: dict[str, NodeInfo] = {}
         rows: list[tuple[str, str, list[str], dict[str, Any]]] = []
         for name, sorts in constructors.items():
             spec = OPS.get(name)
             attr_names = [a.name for a in spec.attrs] if spec else []
-            for i, row in enumerate(frozen.functions[name].rows):
+            for i, row in enumerate(functions[name].rows):
                 if row.subsumed:
                     continue
                 out_sort = "TL" if name in ("TNil", "TCons") else "T"
@@ -226,11 +226,11 @@ class TensorEGraph:
                 rows.append((node_id, cls, children, attrs))
                 info[node_id] = NodeInfo(name, children, attrs)
 
-        types = self._class_types(frozen)
+        types = self._class_types(functions)
         names: dict[str, list[str]] = {}
         class_of_global = {
             fname: _class_id("T", fn.rows[0].output)
-            for fname, fn in frozen.functions.items()
+            for fname, fn in functions.items()
             if fn.is_let_binding and fn.rows
         }
         for value, global_name in self.globals.items():
@@ -259,15 +259,15 @@ class TensorEGraph:
         roots = [class_of_global[g] for g in self.roots()]
         return Snapshot(EGraph(nodes=nodes, roots=roots), info, types, names, constant)
 
-    def _class_types(self, frozen: Any) -> dict[str, TensorType]:
+    def _class_types(self, functions: dict) -> dict[str, TensorType]:
         eg = self.egraph
         dtypes = {
             _class_id("T", row.inputs[0]): eg.value_to_i64(row.output)
-            for row in frozen.functions["dtype"].rows
+            for row in functions["dtype"].rows
         }
         shapes = {
             _class_id("T", row.inputs[0]): tuple(eg.value_to_i64(v) for v in eg.value_to_vec(row.output))
-            for row in frozen.functions["shape"].rows
+            for row in functions["shape"].rows
         }
         names = {v: k for k, v in self.symbols.items()}
         types = {}

@@ -3,8 +3,8 @@
 A rule file holds ``rewrite``, ``birewrite`` and ``rule`` forms over the
 constructors of :mod:`eqsat_dnn.language`. The comment lines just above a form
 are its description; ``:name "..."`` names it (else ``<family>/<line>``). The
-loader adds each rule to a ruleset named after its family, so files never say
-``:ruleset`` themselves.
+loader adds each rule to a ruleset named after its family (``family_<stem>``), so
+files never say ``:ruleset`` themselves.
 """
 
 from __future__ import annotations
@@ -38,12 +38,17 @@ class Rule:
     file: str
     line: int
 
+    @property
+    def ruleset(self) -> str:
+        """The egglog ruleset of the family (prefixed, so no family shadows an egglog name)."""
+        return f"family_{self.family}"
+
     def egglog(self) -> str:
         """The form with its ruleset and name attached, ready for egglog."""
         text = self.text[:-1].rstrip()
         if not _NAME_RE.search(text):
             text += f' :name "{self.name}"'
-        return f"{text} :ruleset {self.family})"
+        return f"{text} :ruleset {self.ruleset})"
 
 
 def library_dir() -> Path:

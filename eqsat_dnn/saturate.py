@@ -73,14 +73,14 @@ def count_enodes(teg: TensorEGraph) -> int:
 
 
 def add_rules(teg: TensorEGraph, rules: list[Rule]) -> list[str]:
-    """Declare each family's ruleset and add its rules; returns the families in order."""
+    """Declare each family's ruleset and add its rules; returns the rulesets in order."""
     families: list[str] = []
     for rule in rules:
-        if rule.family not in families:
-            families.append(rule.family)
-            if rule.family not in teg.rulesets:
-                teg.command(f"(ruleset {rule.family})")
-                teg.rulesets.add(rule.family)
+        if rule.ruleset not in families:
+            families.append(rule.ruleset)
+            if rule.ruleset not in teg.rulesets:
+                teg.command(f"(ruleset {rule.ruleset})")
+                teg.rulesets.add(rule.ruleset)
         if rule.name in teg.rule_names:
             continue
         try:
@@ -123,8 +123,13 @@ def saturate(
             report.stop_reason = "time limit"
             break
         t0 = time.perf_counter()
-        run_report = teg.command(schedule)[0].report
-        run_analysis(teg)
+        try:
+            run_report = teg.command(schedule)[0].report
+            run_analysis(teg)
+        except bindings.EggSmolError as exc:
+            # a rule whose action fails (a primitive out of its domain) stops egglog mid-run
+            message = str(exc).strip().splitlines()
+            raise RuleError(f"egglog failed while running the rules: {message[-1] if message else exc}") from None
         matches = {name: n for name, n in run_report.num_matches_per_rule.items() if n}
         iteration = Iteration(len(report.iterations) + 1, count_enodes(teg), matches, time.perf_counter() - t0)
         report.iterations.append(iteration)

@@ -111,3 +111,17 @@ def test_malformed_egraph_json(tmp_path):
     path.write_text("{\"nodes\": 3}")
     result = _cli("extract", str(path), "--extractor", "greedy")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+def test_output_is_byte_identical_across_runs(example_path, tmp_path):
+    import os
+
+    outputs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"out{seed}.onnx"
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        result = subprocess.run([sys.executable, "-m", "eqsat_dnn.cli", "optimize", str(example_path), str(out),
+                                 "--quiet"], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
