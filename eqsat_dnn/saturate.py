@@ -1,7 +1,9 @@
 """Stage 3: saturate the e-graph with rules, within limits (egg's Runner).
 
 Each iteration runs every rule family once, then re-establishes the shape and
-dtype analyses. The runner stops when nothing changes (saturated) or at the
+dtype analyses. Rules named ``multi-...`` (merging parallel operators, which can
+grow the e-graph fast) run only in the first ``Limits.multi_iterations``
+iterations, like Tensat's k_multi. The runner stops when nothing changes (saturated) or at the
 first limit reached (iterations, e-nodes, seconds) and reports every iteration:
 e-graph size, matches per rule, time.
 """
@@ -29,6 +31,8 @@ class Limits:
     iterations: int = 8
     nodes: int = 50_000
     seconds: float = 10.0
+    multi_iterations: int = 1
+    """Iterations in which ``multi-`` rules (merging parallel operators) run: Tensat's k_multi."""
 
 
 @dataclass
@@ -72,19 +76,29 @@ def count_enodes(teg: TensorEGraph) -> int:
     return sum(size for name, size in sizes if name in _ENODE_TABLES)
 
 
+MULTI_PREFIX = "multi-"
+"""Rules named so merge parallel operators; they run only in the first iterations."""
+
+
+def _ruleset_of(rule: Rule) -> str:
+    return rule.ruleset + "_multi" if rule.name.startswith(MULTI_PREFIX) else rule.ruleset
+
+
 def add_rules(teg: TensorEGraph, rules: list[Rule]) -> list[str]:
-    """Declare each family's ruleset and add its rules; returns the rulesets in order."""
+    """Declare each family's ruleset and add its rules; returns the rulesets in order
+    (a family's ``multi-`` rules get a ruleset of their own)."""
     families: list[str] = []
     for rule in rules:
-        if rule.ruleset not in families:
-            families.append(rule.ruleset)
-            if rule.ruleset not in teg.rulesets:
-                teg.command(f"(ruleset {rule.ruleset})")
-                teg.rulesets.add(rule.ruleset)
+        ruleset = _ruleset_of(rule)
+        if ruleset not in families:
+            families.append(ruleset)
+            if ruleset not in teg.rulesets:
+                teg.command(f"(ruleset {ruleset})")
+                teg.rulesets.add(ruleset)
         if rule.name in teg.rule_names:
             continue
         try:
-            teg.command(rule.egglog())
+            teg.command(rule.egglog().replace(f":ruleset {rule.ruleset})", f":ruleset {ruleset})"))
         except bindings.EggSmolError as exc:
             first = str(exc).strip().splitlines()
             message = first[-1] if first else "invalid rule"
@@ -110,8 +124,12 @@ def saturate(
     if not rules:
         report.stop_reason = "no rules"
         return report
-    families = add_rules(teg, rules)
-    schedule = "(run-schedule (seq " + " ".join(f"(run {f})" for f in families) + "))"
+    rulesets = add_rules(teg, rules)
+    every = [r for r in rulesets if not r.endswith("_multi")]
+    schedules = {
+        with_multi: "(run-schedule (seq " + " ".join(f"(run {r})" for r in (rulesets if with_multi else every)) + "))"
+        for with_multi in (True, False)
+    }
     while True:
         if len(report.iterations) >= limits.iterations:
             report.stop_reason = "iteration limit"
@@ -123,8 +141,12 @@ def saturate(
             report.stop_reason = "time limit"
             break
         t0 = time.perf_counter()
+        with_multi = len(report.iterations) < limits.multi_iterations
+        if not every and not with_multi:
+            report.stop_reason = "saturated"
+            break
         try:
-            run_report = teg.command(schedule)[0].report
+            run_report = teg.command(schedules[with_multi])[0].report
             run_analysis(teg)
         except bindings.EggSmolError as exc:
             # a rule whose action fails (a primitive out of its domain) stops egglog mid-run

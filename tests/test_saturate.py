@@ -1,0 +1,39 @@
+"""The saturation runner: limits, stop reasons, per-iteration reports, k_multi."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import eqsat_dnn as ed
+from eqsat_dnn.examples import attention_block
+
+MULTI = str(Path(__file__).resolve().parents[1] / "rules" / "multi")
+
+
+def _run(limits: ed.Limits, rules=None) -> ed.SaturationReport:
+    teg = ed.TensorEGraph(ed.load_model(attention_block()))
+    return ed.saturate(teg, rules if rules is not None else ed.select_rules(), limits)
+
+
+def test_report_per_iteration():
+    report = _run(ed.Limits())
+    assert report.stop_reason == "saturated"
+    assert report.initial_nodes > 0 and report.nodes >= report.initial_nodes
+    assert [it.index for it in report.iterations] == list(range(1, len(report.iterations) + 1))
+    assert all(it.seconds >= 0 and it.nodes > 0 for it in report.iterations)
+    assert sum(report.matches_per_rule().values()) > 0
+
+
+def test_each_limit_is_a_stop_reason():
+    assert _run(ed.Limits(iterations=2)).stop_reason == "iteration limit"
+    assert _run(ed.Limits(nodes=40)).stop_reason == "node limit"
+    assert _run(ed.Limits(seconds=0.0)).stop_reason == "time limit"
+    assert _run(ed.Limits(), rules=[]).stop_reason == "no rules"
+
+
+def test_multi_rules_run_only_in_the_first_iterations():
+    rules = ed.select_rules() + ed.select_rules([MULTI])
+    for k in (0, 1, 2):
+        report = _run(ed.Limits(multi_iterations=k), rules)
+        fired = [it.index for it in report.iterations if any(n.startswith("multi-") for n in it.matches)]
+        assert fired == list(range(1, k + 1)), (k, fired)
