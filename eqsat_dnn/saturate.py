@@ -33,6 +33,9 @@ class Limits:
     seconds: float = 10.0
     multi_iterations: int = 1
     """Iterations in which ``multi-`` rules (merging parallel operators) run: Tensat's k_multi."""
+    match_limit: int = 5_000
+    """A rule with more matches than this in one step is skipped for that step (egg's back-off):
+    one explosive rule cannot multiply the e-graph in a single iteration."""
 
 
 @dataclass
@@ -107,6 +110,20 @@ def add_rules(teg: TensorEGraph, rules: list[Rule]) -> list[str]:
     return families
 
 
+def _run_step(teg: TensorEGraph, ruleset: str, match_limit: int):
+    """One run of a ruleset under a back-off match limit, then the analyses to fixpoint."""
+    try:
+        report = teg.command(
+            f"(run-schedule (let-scheduler bo (back-off :match-limit {match_limit})) (run-with bo {ruleset}))"
+        )[0].report
+        run_analysis(teg)
+    except bindings.EggSmolError as exc:
+        # a rule whose action fails (a primitive out of its domain) stops egglog mid-run
+        message = str(exc).strip().splitlines()
+        raise RuleError(f"egglog failed while running the rules: {message[-1] if message else exc}") from None
+    return report
+
+
 def run_analysis(teg: TensorEGraph) -> None:
     teg.command("(run-schedule (saturate (run analysis)))")
 
@@ -125,11 +142,6 @@ def saturate(
         report.stop_reason = "no rules"
         return report
     rulesets = add_rules(teg, rules)
-    every = [r for r in rulesets if not r.endswith("_multi")]
-    schedules = {
-        with_multi: "(run-schedule (seq " + " ".join(f"(run {r})" for r in (rulesets if with_multi else every)) + "))"
-        for with_multi in (True, False)
-    }
     while True:
         if len(report.iterations) >= limits.iterations:
             report.stop_reason = "iteration limit"
@@ -140,24 +152,31 @@ def saturate(
         if time.perf_counter() - start >= limits.seconds:
             report.stop_reason = "time limit"
             break
-        t0 = time.perf_counter()
         with_multi = len(report.iterations) < limits.multi_iterations
-        if not every and not with_multi:
+        active = [r for r in rulesets if with_multi or not r.endswith("_multi")]
+        if not active:
             report.stop_reason = "saturated"
             break
-        try:
-            run_report = teg.command(schedules[with_multi])[0].report
-            run_analysis(teg)
-        except bindings.EggSmolError as exc:
-            # a rule whose action fails (a primitive out of its domain) stops egglog mid-run
-            message = str(exc).strip().splitlines()
-            raise RuleError(f"egglog failed while running the rules: {message[-1] if message else exc}") from None
-        matches = {name: n for name, n in run_report.num_matches_per_rule.items() if n}
-        iteration = Iteration(len(report.iterations) + 1, count_enodes(teg), matches, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        matches: dict[str, int] = {}
+        updated = False
+        nodes = report.nodes
+        for ruleset in active:
+            # one family at a time, the size read after each: a family that overshoots the
+            # node limit ends the iteration before the next one compounds it
+            run_report = _run_step(teg, ruleset, limits.match_limit)
+            updated |= run_report.updated
+            for name, n in run_report.num_matches_per_rule.items():
+                if n:
+                    matches[name] = matches.get(name, 0) + n
+            nodes = count_enodes(teg)
+            if nodes >= limits.nodes:
+                break
+        iteration = Iteration(len(report.iterations) + 1, nodes, matches, time.perf_counter() - t0)
         report.iterations.append(iteration)
         if on_iteration:
             on_iteration(iteration)
-        if not run_report.updated:
+        if not updated:
             report.stop_reason = "saturated"
             break
     report.seconds = time.perf_counter() - start
