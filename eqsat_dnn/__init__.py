@@ -15,7 +15,7 @@ The pipeline, one stage per module, each a plain function over a plain type::
 """
 
 from eqsat_dnn.check import CheckReport, compare_models
-from eqsat_dnn.cost import CostModel, DeviceProfile, RooflineCostModel
+from eqsat_dnn.cost import CostModel, DeviceProfile, RooflineCostModel, get_cost_model
 from eqsat_dnn.egraph import Snapshot, TensorEGraph
 from eqsat_dnn.errors import CheckError, EqsatError, InputError, OutputError, RuleError
 from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json
@@ -33,6 +33,6 @@ __all__ = [
     "CheckError", "CheckReport", "CostModel", "DeviceProfile", "EGraph", "EqsatError", "Extraction",
     "Extractor", "Graph", "GreedyExtractor", "InputError", "Limits", "Node", "OptimizeReport",
     "OutputError", "RooflineCostModel", "Rule", "RuleError", "SaturationReport", "Snapshot",
-    "TensorEGraph", "TensorType", "compare_models", "extract", "load_egraph_json", "load_library",
+    "TensorEGraph", "TensorType", "compare_models", "extract", "get_cost_model", "load_egraph_json", "load_library",
     "load_model", "optimize", "saturate", "save_model", "select_rules", "to_onnx", "__version__",
 ]

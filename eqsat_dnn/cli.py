@@ -37,6 +37,8 @@ def _build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--time-limit", type=float, default=10.0, help="saturation seconds (default 10)")
     opt.add_argument("--extractor", choices=["ilp", "greedy"], default="ilp", help="extractor (default ilp)")
     opt.add_argument("--extract-time-limit", type=float, default=10.0, help="ILP seconds (default 10)")
+    opt.add_argument("--cost-model", default="roofline:cpu-nominal", metavar="NAME",
+                     help="measured, roofline, roofline:cpu-nominal (default), roofline:t4|v100|a100|h100")
     opt.add_argument("--check", type=int, default=1, metavar="N",
                      help="compare outputs on N random input sets (default 1)")
     opt.add_argument("--no-check", action="store_const", const=0, dest="check", help="skip the output check")
@@ -115,7 +117,10 @@ def _optimize(args: argparse.Namespace) -> int:
 
     ensure_writable(args.output, args.input)
     shapes = parse_input_shapes(args.overwrite_input_shape)
+    from eqsat_dnn.cost import get_cost_model
+
     rules = select_rules(args.rules)
+    cost_model = get_cost_model(args.cost_model)
     limits = Limits(iterations=args.iter_limit, nodes=args.node_limit, seconds=args.time_limit)
     console = Console(stderr=True)
     show = not (args.quiet or args.json)
@@ -129,6 +134,7 @@ def _optimize(args: argparse.Namespace) -> int:
         model, report = optimize(
             args.input, rules=rules, limits=limits, extractor=args.extractor,
             extract_time_limit=args.extract_time_limit, check=args.check, input_shapes=shapes,
+            cost_model=cost_model,
             on_iteration=progress,
         )
     save_model(model, args.output, source=args.input)

@@ -14,6 +14,13 @@ LIGHT_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" /
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cost_cache(tmp_path_factory):
+    """Measured costs go to a temporary cache: tests never write to the user's ~/.cache."""
+    os.environ["EQSAT_DNN_CACHE"] = str(tmp_path_factory.mktemp("cost-cache"))
+    yield
+
+
 def light_model(name: str) -> Path:
     path = LIGHT_DIR / f"light_{name}.onnx"
     if not path.exists():
