@@ -131,7 +131,7 @@ def find_cycle(egraph: EGraph, choices: dict[str, str]) -> list[str] | None:
 
 def validate(egraph: EGraph, choices: dict[str, str]) -> None:
     """Raise ``ValueError`` unless ``choices`` is a complete, acyclic program."""
-    for cls in reachable_choices_lenient(egraph, choices):
+    for cls in _reachable_classes(egraph, choices):
         node_id = choices.get(cls)
         if node_id is None:
             raise ValueError(f"class {cls} is reachable but has no chosen node")
@@ -142,7 +142,8 @@ def validate(egraph: EGraph, choices: dict[str, str]) -> None:
         raise ValueError(f"chosen program has a cycle through classes {cycle[:5]}")
 
 
-def reachable_choices_lenient(egraph: EGraph, choices: dict[str, str]) -> list[str]:
+def _reachable_classes(egraph: EGraph, choices: dict[str, str]) -> list[str]:
+    """Classes reached from the roots through ``choices``, tolerating missing or bad entries."""
     seen: set[str] = set()
     order: list[str] = []
     stack = list(egraph.roots)
