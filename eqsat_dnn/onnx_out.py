@@ -173,14 +173,9 @@ def save_model(model: onnx.ModelProto, path: str | Path, source: str | Path | No
     Large models go to external data (one ``<name>.data`` file beside it).
     Refuses to overwrite ``source``.
     """
+    ensure_writable(path, source)
     path = Path(path)
-    if source is not None and Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
-        raise OutputError(f"{path}: output would overwrite the input model")
     directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise OutputError(f"{path}: directory {directory} does not exist")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory")
     external = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)

@@ -112,7 +112,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, find_cycle, reachable_choices
-from eqsat_dnn.extract.greedy import greedy_choices
+from eqsat_dnn.extract.greedy import GreedyExtractor
 
 _TOL = 1e-9
 
@@ -205,12 +205,8 @@ class ILPExtractor:
         info: dict = {"rounds": 0, "cuts": 0}
         self.last_info = info
 
-        greedy = greedy_choices(egraph)
-        missing = [r for r in egraph.roots if r not in greedy]
-        if missing:
-            raise ValueError(f"no finite program for root classes {missing[:3]}")
-        greedy = reachable_choices(egraph, greedy)
-        greedy_cost = dag_cost(egraph, greedy)
+        first = GreedyExtractor().extract(egraph)
+        greedy, greedy_cost = first.choices, first.cost
         best = _Best(greedy, greedy_cost, start)
         info["greedy_cost"] = greedy_cost
         bound = 0.0
