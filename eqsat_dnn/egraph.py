@@ -236,15 +236,16 @@ class TensorEGraph:
         for value, global_name in self.globals.items():
             names.setdefault(class_of_global[global_name], []).append(value)
 
-        constant = _constant_classes(rows, info)
+        constant = _constant_classes(rows, info, self.opaque)
         first_of = {cls: node_id for node_id, cls, _, _ in reversed(rows)}
 
         for node_id, cls, children, attrs in rows:
             node_info = info[node_id]
             if node_info.op in ("TNil", "TCons", "Absent", "Input", "Weight") or cost_model is None:
                 cost = 0.0
-            elif all(c in constant for c in children) and node_info.op != OPAQUE:
-                cost = 0.0
+            elif all(c in constant for c in children) and (
+                    node_info.op != OPAQUE or self.opaque[node_info.attrs["arg0"]].folds):
+                cost = 0.0  # evaluated once at export
             else:
                 inputs = [types.get(c) for c in _flat_children(node_info, info, first_of)]
                 if node_info.op == OPAQUE:
@@ -344,7 +345,8 @@ def _implicit_inputs(node: Node) -> list[str]:
     return [n for n in found if n not in node.inputs]
 
 
-def _constant_classes(rows: list[tuple[str, str, list[str], dict]], info: dict[str, NodeInfo]) -> set[str]:
+def _constant_classes(rows: list[tuple[str, str, list[str], dict]], info: dict[str, NodeInfo],
+                      opaque: dict[str, Node]) -> set[str]:
     """Classes that some node computes from weights alone (a fixpoint over the rows)."""
     constant: set[str] = set()
     changed = True
@@ -354,7 +356,7 @@ def _constant_classes(rows: list[tuple[str, str, list[str], dict]], info: dict[s
             if cls in constant:
                 continue
             op = info[node_id].op
-            if op in ("Input", OPAQUE, "Absent"):
+            if op in ("Input", "Absent") or (op == OPAQUE and not opaque[info[node_id].attrs["arg0"]].folds):
                 continue
             if all(c in constant for c in children):
                 constant.add(cls)

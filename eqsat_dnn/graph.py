@@ -47,6 +47,22 @@ class Node:
     name: str = ""
     proto: onnx.NodeProto | None = None
 
+    @property
+    def folds(self) -> bool:
+        """Whether, given constant inputs, this node computes a constant that export may
+        evaluate once: every vocabulary op, and opaque standard ops that are deterministic
+        and carry no subgraph (ConstantOfShape, Range, Cast, ...)."""
+        if self.op != "Opaque":
+            return True
+        proto = self.proto
+        return (proto is not None and proto.domain in ("", "ai.onnx") and proto.op_type not in _NOT_FOLDABLE
+                and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in proto.attribute))
+
+
+_NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                 "Bernoulli", "Dropout"}
+"""Standard ops whose result is not a function of their inputs alone."""
+
 
 @dataclass
 class Graph:

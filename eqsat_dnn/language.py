@@ -141,7 +141,7 @@ OPS: dict[str, OpSpec] = {
                                  Attr("ends", "IVec", from_input=2, input_since=10),
                                  Attr("axes", "IVec", from_input=3, input_since=10),
                                  Attr("steps", "IVec", from_input=4, input_since=10)),
-               shape="none", description="constant-index slice"),
+               shape="slice", description="constant-index slice (clamped at import where dims are known)"),
         OpSpec("Squeeze", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13),),
                shape="none", description="drop size-1 axes"),
         OpSpec("Unsqueeze", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13),),
@@ -251,6 +251,11 @@ def _helper_rules() -> list[str]:
             "(= d (bdim (vec-get sa (- (vec-length sa) 1)) (vec-get sb (- (vec-length sb) 1))))",
             "(set (bshape sa sb) (vec-push r d))",
         ),
+        # a shape with no symbolic dims, the condition for writing it as a Reshape target
+        "(relation static (IVec))",
+        *[_rule(f"(= s (shape e)) {_rank_is('s', rank)} "
+                + " ".join(f"(>= (vec-get s {i}) 0)" for i in range(rank)), "(static s)")
+          for rank in range(MAX_RANK + 1)],
         # sum of one dimension over a tensor list, for Concat
         "(relation dimsum-demand (TL i64))",
         "(function dimsum (TL i64) i64 :merge old)",
@@ -368,6 +373,20 @@ def shape_rules(spec: OpSpec) -> list[str]:
             f"{pat} (= s (shape x0)) {_rank_is('s', 4)} {weight} (>= (vec-get s 2) 0) (>= (vec-get s 3) 0)",
             f"(set (shape e) (vec-of (vec-get s 0) {channels} {spatial[0]} {spatial[1]}))",
         ))
+    elif kind == "slice":
+        # canonical slices only (0 <= start <= end <= dim, step > 0), which import produces
+        # wherever the sliced dims are known; a slice whose ends are not canonical gets no shape
+        for count in range(1, MAX_RANK + 1):
+            conditions = [_rank_is("a_axes", count), _rank_is("a_starts", count), _rank_is("a_ends", count),
+                          _rank_is("a_steps", count)]
+            out = "s"
+            for i in range(count):
+                start, end, step = (f"(vec-get a_{n} {i})" for n in ("starts", "ends", "steps"))
+                axis = f"(vec-get a_axes {i})"
+                conditions += [f"(> {step} 0)", f"(>= {start} 0)", f"(<= {start} {end})",
+                               f"(< {axis} (vec-length s))", f"(<= {end} (vec-get s {axis}))"]
+                out = f"(vec-set {out} {axis} (/ (+ (- {end} {start}) (- {step} 1)) {step}))"
+            rules.append(_rule(f"{pat} (= s (shape x0)) {' '.join(conditions)}", f"(set (shape e) {out})"))
     elif kind == "global_pool":
         rules.append(_rule(f"{pat} (= s (shape x0)) {_rank_is('s', 4)}",
                            "(set (shape e) (vec-of (vec-get s 0) (vec-get s 1) 1 1))"))

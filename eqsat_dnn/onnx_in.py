@@ -345,7 +345,27 @@ def _normalise_slice(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: 
         attrs["steps"] = [1] * count
     if not (len(attrs["ends"]) == len(attrs["axes"]) == len(attrs["steps"]) == count):
         return None
-    return _normalise_axes(False)(imp, proto, attrs, given, rank)
+    attrs = _normalise_axes(False)(imp, proto, attrs, given, rank)
+    if attrs is not None:
+        _clamp_slice(imp.types.get(proto.input[0]), attrs)
+    return attrs
+
+
+def _clamp_slice(source: TensorType | None, attrs: dict) -> None:
+    """Write a forward slice over known dims in the canonical 0 <= start <= end <= dim form
+    (ONNX clamps the same way), which the e-graph's shape rule and the slicing rules expect."""
+    if source is None or source.shape is None:
+        return
+    dims = [source.shape[a] if a < len(source.shape) else None for a in attrs["axes"]]
+    if any(not isinstance(d, int) for d in dims) or any(step <= 0 for step in attrs["steps"]):
+        return
+
+    def clamp(index: int, dim: int) -> int:
+        return min(max(index + dim if index < 0 else index, 0), dim)
+
+    starts = [clamp(s, d) for s, d in zip(attrs["starts"], dims)]
+    attrs["ends"] = [max(clamp(e, d), s) for e, s, d in zip(attrs["ends"], starts, dims)]
+    attrs["starts"] = starts
 
 
 def _normalise_reshape(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:

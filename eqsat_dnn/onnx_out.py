@@ -118,21 +118,33 @@ def _is_default(value, default) -> bool:
 
 
 def fold_weight_expressions(graph: Graph) -> Graph:
-    """Evaluate every vocabulary node whose inputs are all weights; its outputs become weights."""
+    """Evaluate every vocabulary node whose inputs are all constant; its outputs become weights.
+
+    Constant opaque nodes (ConstantOfShape, ...) are evaluated where a folded node reads them
+    and otherwise left as they are: folding them alone would only trade a small node for a
+    large initializer."""
     weights = dict(graph.weights)
     foldable: list[Node] = []
     kept: list[Node] = []
     known = set(weights)
     for node in graph.nodes:
-        if node.op != OPAQUE and all((not i) or i in known for i in node.inputs) and node.op != "Identity":
+        if node.folds and node.op != "Identity" and all((not i) or i in known for i in node.inputs):
             foldable.append(node)
             known.update(o for o in node.outputs if o)
         else:
             kept.append(node)
     if not foldable:
         return graph
-    needed = ({i for n in kept for i in n.inputs} | set(graph.outputs)) - set(graph.weights)
-    wanted = [o for n in foldable for o in n.outputs if o and o in needed]
+    folded = {id(n) for n in foldable}
+    while True:  # an opaque constant read by a node that stays, stays itself
+        needed = ({i for n in graph.nodes if id(n) not in folded for i in n.inputs} | set(graph.outputs)) - set(weights)
+        staying = {id(n) for n in foldable if id(n) in folded and n.op == OPAQUE
+                   and any(o in needed for o in n.outputs)}
+        if not staying:
+            break
+        folded -= staying
+    kept = [n for n in graph.nodes if id(n) not in folded]
+    wanted = [o for n in foldable if n.op != OPAQUE for o in n.outputs if o and o in needed]
     if not wanted:
         return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
     values = _evaluate(graph, foldable, wanted)

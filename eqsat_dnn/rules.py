@@ -22,6 +22,8 @@ RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 _PACKAGED_RULES = Path(__file__).resolve().parent / "rules"
 
 _KINDS = ("rewrite", "birewrite", "rule")
+SCHEDULES = ("bounded", "fixpoint")
+_SCHEDULE_RE = re.compile(r"^;;\s*schedule:\s*(\S+)\s*$", re.MULTILINE)
 _NAME_RE = re.compile(r':name\s+"((?:[^"\\]|\\.)*)"')
 
 
@@ -37,6 +39,11 @@ class Rule:
     description: str
     file: str
     line: int
+    schedule: str = "bounded"
+    """How the runner applies the family each iteration: ``bounded`` (one step under the
+    back-off match limit) or ``fixpoint`` (repeated until nothing changes, for families of
+    simplifications that cannot grow the e-graph without end). A file says
+    ``;; schedule: fixpoint`` on a line of its own."""
 
     @property
     def ruleset(self) -> str:
@@ -64,6 +71,10 @@ def parse_rule_file(path: str | Path, family: str | None = None) -> list[Rule]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RuleError(f"{path}: cannot read rule file ({exc.__class__.__name__})") from None
     family = family or re.sub(r"[^A-Za-z0-9_]", "_", path.stem)
+    declared = _SCHEDULE_RE.findall(text)
+    if len(set(declared)) > 1 or (declared and declared[0] not in SCHEDULES):
+        raise RuleError(f"{path}: 'schedule:' must be said once, as one of {', '.join(SCHEDULES)}")
+    schedule = declared[0] if declared else "bounded"
     rules: list[Rule] = []
     try:
         forms = list(split_forms(text))
@@ -78,7 +89,7 @@ def parse_rule_file(path: str | Path, family: str | None = None) -> list[Rule]:
         match = _NAME_RE.search(form)
         name = match.group(1) if match else f"{family}/{line}"
         description = comment.splitlines()[0] if comment else ""
-        rules.append(Rule(name, family, head, form, description, str(path), line))
+        rules.append(Rule(name, family, head, form, description, str(path), line, schedule))
     names = [r.name for r in rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

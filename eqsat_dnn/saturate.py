@@ -124,6 +124,33 @@ def _run_step(teg: TensorEGraph, ruleset: str, match_limit: int):
     return report
 
 
+FIXPOINT_ROUNDS = 32
+"""A ``fixpoint`` family stops after this many rounds even if it still changes the e-graph."""
+
+
+def _run_to_fixpoint(teg: TensorEGraph, ruleset: str, node_limit: int):
+    """Run a family of simplifications round after round until a round changes nothing;
+    returns the matches per rule over all rounds."""
+    matches: dict[str, int] = {}
+    updated = False
+    for _ in range(FIXPOINT_ROUNDS):
+        try:
+            report = teg.command(f"(run-schedule (run {ruleset}))")[0].report
+            run_analysis(teg)
+        except bindings.EggSmolError as exc:
+            message = str(exc).strip().splitlines()
+            raise RuleError(f"egglog failed while running the rules: {message[-1] if message else exc}") from None
+        for name, n in report.num_matches_per_rule.items():
+            if n:
+                matches[name] = matches.get(name, 0) + n
+        if not report.updated:
+            break
+        updated = True
+        if count_enodes(teg) >= node_limit:
+            break
+    return updated, matches
+
+
 def run_analysis(teg: TensorEGraph) -> None:
     teg.command("(run-schedule (saturate (run analysis)))")
 
@@ -142,6 +169,9 @@ def saturate(
         report.stop_reason = "no rules"
         return report
     rulesets = add_rules(teg, rules)
+    # simplifications first, each to its fixpoint, so every iteration's growth starts from them
+    fixpoint = {_ruleset_of(r) for r in rules if r.schedule == "fixpoint" and not r.name.startswith(MULTI_PREFIX)}
+    rulesets = [r for r in rulesets if r in fixpoint] + [r for r in rulesets if r not in fixpoint]
     while True:
         if len(report.iterations) >= limits.iterations:
             report.stop_reason = "iteration limit"
@@ -164,9 +194,13 @@ def saturate(
         for ruleset in active:
             # one family at a time, the size read after each: a family that overshoots the
             # node limit ends the iteration before the next one compounds it
-            run_report = _run_step(teg, ruleset, limits.match_limit)
-            updated |= run_report.updated
-            for name, n in run_report.num_matches_per_rule.items():
+            if ruleset in fixpoint:
+                changed, found = _run_to_fixpoint(teg, ruleset, limits.nodes)
+            else:
+                run_report = _run_step(teg, ruleset, limits.match_limit)
+                changed, found = run_report.updated, run_report.num_matches_per_rule
+            updated |= changed
+            for name, n in found.items():
                 if n:
                     matches[name] = matches.get(name, 0) + n
             nodes = count_enodes(teg)

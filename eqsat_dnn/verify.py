@@ -549,7 +549,8 @@ class _Builder:
         self.terms: dict[str, str] = {}
         self.expanding: set[str] = set()
         self.counter = 0
-        self.slice_plan: list[tuple[int, int | None]] = []
+        self.slice_plan: dict[str, list[int]] = {}
+        """Slice attributes drawn together for the Slice being built (they constrain each other)."""
         """(start, end or None for 'after start') per axis of the Slice being drawn."""
 
     # -- variables ------------------------------------------------------------
@@ -721,6 +722,12 @@ class _Builder:
                 shapes_so_far = [self.shapes.get(v) if v else None for v in inputs]
                 inputs.append(self.tensor(arg, lambda i=i, s=shapes_so_far: _suggest(self, spec.name, i, s, known)))
         in_shapes = [self.shapes.get(v) if v else None for v in inputs]
+        if spec.name == "Slice" and in_shapes[0]:
+            given = dict(known)
+            for attr, arg in zip(spec.attrs, args[n_tensor:]):
+                if _is_var(arg) and self.canon(str(arg)) in self.attrs:
+                    given[attr.name] = self.attrs[self.canon(str(arg))]
+            self.slice_plan = _plan_slice(self.s, in_shapes[0], given)
         attrs: dict[str, Any] = {}
         for attr, arg in zip(spec.attrs, args[n_tensor:]):
             if _is_var(arg):
@@ -971,6 +978,37 @@ def _generic(s: _Sampler, sort: str, rank: int | None) -> Any:
     raise _Unsupported(f"cannot draw a value of sort {sort}")
 
 
+def _plan_slice(s: _Sampler, x: tuple[int, ...], given: dict[str, Any]) -> dict[str, list[int]]:
+    """Starts, ends, axes and steps for one Slice of ``x``, consistent with the values the rule fixes.
+
+    Mostly canonical forward slices (what import writes and the slicing rules expect), sometimes
+    anything ONNX allows (negative, reversed, out of range), so rules are tried on those too."""
+    r = len(x)
+    axes = given.get("axes")
+    if not isinstance(axes, list) or not all(isinstance(a, int) and 0 <= a < r for a in axes):
+        count = 1 if s.chance(0.6) else int(s.rng.integers(1, r + 1))
+        axes = [int(a) for a in s.rng.permutation(r)[:count]]
+    plan: dict[str, list[int]] = {"axes": axes, "starts": [], "ends": [], "steps": []}
+    fixed = {k: v for k, v in given.items() if isinstance(v, list) and len(v) == len(axes)}
+    for i, axis in enumerate(axes):
+        d = x[axis]
+        step = fixed["steps"][i] if "steps" in fixed else (1 if s.chance(0.75) else s.pick([2, -1]))
+        start = fixed["starts"][i] if "starts" in fixed else None
+        end = fixed["ends"][i] if "ends" in fixed else None
+        if s.chance(0.8) and step > 0:
+            if start is None:
+                start = int(s.rng.integers(0, d + 1)) if d else 0
+            if end is None:
+                end = int(s.rng.integers(min(start, d), d + 1)) if d and start <= d else start
+        else:
+            start = int(s.rng.integers(-d - 1, d + 2)) if start is None else start
+            end = int(s.rng.integers(-d - 1, d + 2)) if end is None else end
+        plan["starts"].append(start)
+        plan["ends"].append(end)
+        plan["steps"].append(step)
+    return plan
+
+
 def _reshape_target(s: _Sampler, b: _Builder, x: tuple[int, ...]) -> list[int]:
     n = _numel(x)
     others = sorted({shape for shape in b.shapes.values() if _numel(shape) == n and shape != x},
@@ -1028,25 +1066,8 @@ def _generate(s: _Sampler, op: str, name: str, sort: str, shapes: list, chosen: 
             return s.composition(x[axis]) if 0 <= axis < r else [1]
         if name == "index":
             return int(s.rng.integers(0, len(chosen.get("split", [1]))))
-    if op == "Slice" and x is not None and r:
-        if name == "axes":
-            axes = [int(a) for a in s.rng.permutation(r)[: int(s.rng.integers(1, r + 1))]]
-            return axes
-        axes = chosen.get("axes") or [0]
-        dims = [x[a] if 0 <= a < r else 1 for a in axes]
-        if name == "starts":
-            # mostly non-empty forward slices; sometimes anything (negative, reversed, out of range)
-            b.slice_plan = [(int(s.rng.integers(0, d)), None) if s.chance(0.75) else
-                            (int(s.rng.integers(-d, d + 1)), int(s.rng.integers(-d, d + 2))) for d in dims]
-            return [start for start, _ in b.slice_plan]
-        plan = b.slice_plan
-        if [start for start, _ in plan] != chosen.get("starts") or len(plan) != len(dims):
-            plan = [(int(s.rng.integers(-d, d + 1)), int(s.rng.integers(-d, d + 2))) for d in dims]
-        if name == "ends":
-            return [end if end is not None else int(s.rng.integers(start + 1, d + 1))
-                    for (start, end), d in zip(plan, dims)]
-        if name == "steps":
-            return [1 if end is None and s.chance(0.7) else s.pick([1, 2, -1]) for start, end in plan]
+    if op == "Slice" and name in b.slice_plan:
+        return b.slice_plan[name]
     if op == "Squeeze" and name == "axes" and x is not None:
         ones = [i for i, d in enumerate(x) if d == 1]
         if not ones:
