@@ -204,13 +204,18 @@ def saturate(
                 if n:
                     matches[name] = matches.get(name, 0) + n
             nodes = count_enodes(teg)
-            if nodes >= limits.nodes:
+            if _limit_reached(limits, 0, nodes, start) is not None:
                 break
         iteration = Iteration(len(report.iterations) + 1, nodes, matches, time.perf_counter() - t0)
         report.iterations.append(iteration)
         if on_iteration:
             on_iteration(iteration)
-        if not updated:
+        previous = report.iterations[-2] if len(report.iterations) > 1 else None
+        # egglog reports "updated" for any rule that fired, even when its unions were already
+        # true; an iteration that adds no e-node and matches exactly as the last one did found
+        # nothing new
+        flat = previous is not None and previous.nodes == nodes and previous.matches == matches
+        if not updated or flat:
             report.stop_reason = "saturated"
             break
     report.seconds = time.perf_counter() - start
