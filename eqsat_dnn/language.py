@@ -108,6 +108,8 @@ OPS: dict[str, OpSpec] = {
         _unary("Exp", "e ** x"),
         _unary("Reciprocal", "1 / x"),
         OpSpec("Identity", ("X",), description="the input itself (removed by the rules)"),
+        OpSpec("Cast", ("X",), (Attr("to", "i64"), Attr("saturate", "i64", 1)), elementwise=True,
+               description="element type conversion (the output's dtype is `to`)"),
         OpSpec("Gelu", ("X",), (Attr("approximate", "String", "none"),), elementwise=True,
                description="Gaussian error linear unit (opset 20)"),
         OpSpec("MatMul", ("A", "B"), shape="matmul", description="numpy-style matrix product"),
@@ -279,6 +281,8 @@ def _pattern(spec: OpSpec) -> str:
 
 
 def _dtype_rules(spec: OpSpec) -> list[str]:
+    if spec.name == "Cast":
+        return [_rule(_pattern(spec), "(set (dtype e) a_to)")]
     source = "(= l (TCons x0 rest))" if spec.variadic else ""
     return [_rule(f"{_pattern(spec)} {source} (= d (dtype x0))", "(set (dtype e) d)")]
 

@@ -71,7 +71,7 @@ DEFAULT_TRIALS = 12
 RULESET = "rulecheck"
 """Prefix of the ruleset each rule under test is put in (family names could clash with ``analysis``)."""
 
-TOLERANCES = {TensorProto.DOUBLE: (1e-7, 1e-9), TensorProto.FLOAT: (1e-4, 1e-6)}
+TOLERANCES = {TensorProto.DOUBLE: (1e-10, 1e-12), TensorProto.FLOAT: (1e-4, 1e-6)}
 """dtype -> (rtol, atol): a difference is an error above ``atol + rtol * scale``."""
 
 _CONSTRUCTORS = set(OPS) | set(LEAVES) | {OPAQUE, "TNil", "TCons"}
@@ -551,7 +551,6 @@ class _Builder:
         self.counter = 0
         self.slice_plan: dict[str, list[int]] = {}
         """Slice attributes drawn together for the Slice being built (they constrain each other)."""
-        """(start, end or None for 'after start') per axis of the Slice being drawn."""
 
     # -- variables ------------------------------------------------------------
 
@@ -796,7 +795,7 @@ class _Builder:
                 t = info.type.tensor_type
                 if not t.HasField("shape") or not all(d.HasField("dim_value") for d in t.shape.dim):
                     raise _Reject
-                if t.elem_type != self.dtype:
+                if t.elem_type not in TOLERANCES:  # a Cast may change float32 <-> float64, nothing else
                     raise _Reject
                 return tuple(d.dim_value for d in t.shape.dim)
         raise _Reject
@@ -882,7 +881,8 @@ def _skeleton(inputs: list[str], types: dict[str, TensorType], outputs: list[str
     graph = helper.make_graph(
         [], "rule_instance",
         [helper.make_tensor_value_info(v, dtype, list(types[v].shape)) for v in inputs],
-        [helper.make_tensor_value_info(o, dtype, None) for o in outputs],
+        # outputs untyped: a Cast inside the instance may give one another float type
+        [helper.make_empty_tensor_value_info(o) for o in outputs],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="eqsat-dnn")
     model.ir_version = 9
@@ -919,8 +919,10 @@ def _suggest(b: _Builder, op: str, position: int, known: list, attrs: dict) -> t
         return None
     spec = OPS[op]
     if spec.shape == "broadcast":
-        choice = int(s.rng.integers(5))
-        if choice <= 1:
+        choice = int(s.rng.integers(6))
+        if choice == 5 and len(first) == 4:
+            return (1, first[1], 1, 1)  # per-channel, as scales and biases of NCHW tensors are
+        if choice <= 1 or choice == 5:
             return first
         if choice == 2:
             return first[int(s.rng.integers(len(first) + 1)):]
@@ -1121,6 +1123,10 @@ def _generate(s: _Sampler, op: str, name: str, sort: str, shapes: list, chosen: 
             return 0 if s.chance(0.7) else 1
         if name == "count_include_pad":
             return int(s.rng.integers(0, 2))
+    if op == "Cast" and name == "to":
+        return s.pick([TensorProto.FLOAT, TensorProto.DOUBLE])  # the float types instances use
+    if op == "Cast" and name == "saturate":
+        return 1
     if op == "BatchNormalization" and name == "epsilon":
         return s.pick([1e-5, 1e-3])
     if op == "Gelu" and name == "approximate":
