@@ -132,6 +132,9 @@ OPS: dict[str, OpSpec] = {
         OpSpec("Reshape", ("X",), (Attr("shape", "IVec", from_input=1, input_since=5),
                                    Attr("allowzero", "i64", 0)),
                shape="reshape", description="reshape to a constant target"),
+        OpSpec("Pad", ("X",), (Attr("pads", "IVec", from_input=1, input_since=11),
+                               Attr("mode", "String", "constant")),
+               shape="pad", description="pad with zeros (or edge/reflect values) before and after each axis"),
         OpSpec("Flatten", ("X",), (Attr("axis", "i64", 1),), shape="flatten",
                description="collapse to 2-D at an axis"),
         OpSpec("Concat", ("inputs",), (Attr("axis", "i64"),), shape="concat", variadic=True,
@@ -391,6 +394,12 @@ def shape_rules(spec: OpSpec) -> list[str]:
                                f"(< {axis} (vec-length s))", f"(<= {end} (vec-get s {axis}))"]
                 out = f"(vec-set {out} {axis} (/ (+ (- {end} {start}) (- {step} 1)) {step}))"
             rules.append(_rule(f"{pat} (= s (shape x0)) {' '.join(conditions)}", f"(set (shape e) {out})"))
+    elif kind == "pad":
+        for rank in range(1, MAX_RANK + 1):
+            dims = [f"(+ (vec-get s {i}) (+ (vec-get a_pads {i}) (vec-get a_pads {i + rank})))" for i in range(rank)]
+            static = " ".join(f"(>= (vec-get s {i}) 0)" for i in range(rank))
+            rules.append(_rule(f"{pat} (= s (shape x0)) {_rank_is('s', rank)} {_rank_is('a_pads', 2 * rank)} {static}",
+                               f"(set (shape e) {_vec(dims)})"))
     elif kind == "global_pool":
         rules.append(_rule(f"{pat} (= s (shape x0)) {_rank_is('s', 4)}",
                            "(set (shape e) (vec-of (vec-get s 0) (vec-get s 1) 1 1))"))

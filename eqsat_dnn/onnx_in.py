@@ -299,7 +299,7 @@ class _Importer:
 
 
 _MISSING = object()
-_INPUT_ATTR_OPS = {"Reshape", "Split", "Slice", "Squeeze", "Unsqueeze", "ReduceMean", "ReduceSum"}
+_INPUT_ATTR_OPS = {"Reshape", "Split", "Slice", "Squeeze", "Unsqueeze", "ReduceMean", "ReduceSum", "Pad"}
 
 
 def _keep(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
@@ -366,6 +366,16 @@ def _clamp_slice(source: TensorType | None, attrs: dict) -> None:
     starts = [clamp(s, d) for s, d in zip(attrs["starts"], dims)]
     attrs["ends"] = [max(clamp(e, d), s) for e, s, d in zip(attrs["ends"], starts, dims)]
     attrs["starts"] = starts
+
+
+def _normalise_pad(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
+    if attrs["pads"] is None or any(p < 0 for p in attrs["pads"]) or (len(proto.input) > 3 and proto.input[3]):
+        return None  # negative pads crop, and an axes input pads some axes only: both stay opaque
+    if len(proto.input) > 2 and proto.input[2]:
+        value = imp.weights.get(proto.input[2])
+        if value is None or np.any(numpy_helper.to_array(value) != 0):
+            return None  # only the default zero fill is in the vocabulary
+    return attrs
 
 
 def _normalise_reshape(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
@@ -452,6 +462,7 @@ _NORMALISE = {
     "Flatten": _normalise_flatten,
     "Split": _normalise_split,
     "Slice": _normalise_slice,
+    "Pad": _normalise_pad,
     "Squeeze": _normalise_axes(False),
     "Unsqueeze": _normalise_axes(True),
     "ReduceMean": _normalise_axes(False),

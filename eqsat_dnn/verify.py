@@ -1102,7 +1102,9 @@ def _generate(s: _Sampler, op: str, name: str, sort: str, shapes: list, chosen: 
         if name == "strides":
             return [s.pick([1, 1, 2]), s.pick([1, 1, 2])]
         if name == "pads":
-            return [int(s.rng.integers(0, 2)) for _ in range(4)]
+            if w is not None and len(w) == 4 and w[2] % 2 and w[3] % 2 and s.chance(0.4):
+                return [w[2] // 2, w[3] // 2] * 2  # "same" padding, as most real convs have
+            return [int(s.rng.integers(0, 3)) for _ in range(4)]
         if name == "dilations":
             return [s.pick([1, 1, 2]), s.pick([1, 1, 2])]
         if name == "group":
@@ -1123,6 +1125,13 @@ def _generate(s: _Sampler, op: str, name: str, sort: str, shapes: list, chosen: 
             return 0 if s.chance(0.7) else 1
         if name == "count_include_pad":
             return int(s.rng.integers(0, 2))
+    if op == "Pad" and name == "pads" and r is not None:
+        if r == 4 and s.chance(0.6):  # a conv kernel grown spatially
+            top, left, bottom, right = (int(s.rng.integers(0, 2)) for _ in range(4))
+            return [0, 0, top, left, 0, 0, bottom, right]
+        return [int(s.rng.integers(0, 3)) for _ in range(2 * r)]
+    if op == "Pad" and name == "mode":
+        return s.pick(["constant", "constant", "edge", "reflect"])
     if op == "Cast" and name == "to":
         return s.pick([TensorProto.FLOAT, TensorProto.DOUBLE])  # the float types instances use
     if op == "Cast" and name == "saturate":
@@ -1221,9 +1230,8 @@ class _Base:
             name = f"{rule.name}#{k}"
             text = _NAME_RE.sub(lambda _: f":name {lit(name, 'String')}", rule.text, count=1)
             renamed = replace(rule, name=name, text=text, family=f"{RULESET}{k}")
-            ruleset = renamed.ruleset
             try:
-                add_rules(self.teg, [renamed])
+                (ruleset,) = add_rules(self.teg, [renamed])  # multi- rules get a ruleset of their own
             except RuleError as exc:
                 raise RuleError(str(exc).replace(repr(name), repr(rule.name))) from None
             self.rules[key] = (name, ruleset)

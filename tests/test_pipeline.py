@@ -6,10 +6,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-from eqsat_dnn import Limits, compare_models, load_model, optimize
+from eqsat_dnn import Limits, compare_models, get_cost_model, load_model, optimize, select_rules
 from eqsat_dnn.examples import attention_block
 from eqsat_dnn.onnx_out import check_model
+from eqsat_dnn.rules import library_dir
 from tests.conftest import light_model
 
 
@@ -110,3 +112,46 @@ def test_compare_models_reports_a_difference():
     other = attention_block(seed=1)
     report = compare_models(model, other, runs=1)
     assert not report.ok and "y" in report.failures[0]
+
+
+def _inception_branches(batch_norm: bool) -> onnx.ModelProto:
+    """A 1x1 and a 3x3 conv ("same" padding) of one input, concatenated (an Inception block),
+    each followed by BatchNormalization when asked."""
+    rng = np.random.default_rng(0)
+
+    def init(name, *shape, positive=False):
+        value = rng.uniform(0.5, 1.5, shape) if positive else rng.standard_normal(shape) * 0.3
+        return numpy_helper.from_array(value.astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[0, 0, 0, 0]),
+             helper.make_node("Conv", ["x", "w3"], ["c3"], pads=[1, 1, 1, 1])]
+    inits = [init("w1", 8, 4, 1, 1), init("w3", 8, 4, 3, 3)]
+    outs = ["c1", "c3"]
+    if batch_norm:
+        for k, c in enumerate(outs):
+            nodes.append(helper.make_node("BatchNormalization", [c, f"s{k}", f"b{k}", f"m{k}", f"v{k}"], [f"n{k}"]))
+            inits += [init(f"s{k}", 8), init(f"b{k}", 8), init(f"m{k}", 8), init(f"v{k}", 8, positive=True)]
+        outs = ["n0", "n1"]
+    nodes.append(helper.make_node("Concat", outs, ["y"], axis=1))
+    graph = helper.make_graph(nodes, "branches", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_batchnorm_folds_into_convs():
+    optimized, report = optimize(_inception_branches(batch_norm=True), check=3)
+    assert report.check.ok
+    assert report.ops_before["BatchNormalization"] == 2 and "BatchNormalization" not in report.ops_after
+    assert report.ops_after["Conv"] == 2 and report.cost_after < report.cost_before
+
+
+def test_enlarge_then_merge_under_a_gpu_profile():
+    # Tensat's enlarge-then-merge: the 1x1 kernel zero-padded to 3x3, both convs in one; a GPU
+    # profile pays for one launch less, the outputs must still match
+    rules = select_rules() + select_rules([str(library_dir() / "multi")])
+    optimized, report = optimize(_inception_branches(batch_norm=False), rules=rules, check=3,
+                                 cost_model=get_cost_model("roofline:t4"))
+    assert report.check.ok
+    matches = report.saturation.matches_per_rule()
+    assert matches.get("multi-conv-enlarge-merge", 0) >= 1
+    assert report.ops_after.get("Conv") == 1, report.ops_after

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from eqsat_dnn.cli import main
-from eqsat_dnn.rules import parse_rule_file, select_rules
+from eqsat_dnn.rules import library_dir, parse_rule_file, select_rules
 from eqsat_dnn.verify import check_rule, check_rules, parse_sexp
 
 WRONG = {
@@ -47,7 +47,8 @@ def _rules(tmp_path: Path, text: str, name: str = "scratch") -> list:
 
 
 def test_library_verifies():
-    results = check_rules(select_rules(), trials=3)
+    # the default library and the opt-in multi-pattern family
+    results = check_rules(select_rules() + select_rules([str(library_dir() / "multi")]), trials=3)
     assert results
     bad = {r.rule.name: (r.status, r.note, r.counterexample) for r in results if r.status != "verified"}
     assert not bad
