@@ -279,6 +279,61 @@ class TensorEGraph:
             types[cls] = TensorType(dtypes.get(cls, 0), shape)
         return types
 
+    def input_choices(self, snapshot: Snapshot) -> dict[str, str] | None:
+        """The input program, as one e-node per e-class of ``snapshot``: a starting incumbent for
+        extraction (any node of a class computes its value; taking, per class, the node of the
+        first original node that computes it keeps the program acyclic). ``None`` when it cannot
+        be found whole."""
+        from eqsat_dnn.extract.base import validate
+
+        class_of = {value: cls for cls, values in snapshot.names.items() for value in values}
+        classes, info = snapshot.egraph.classes, snapshot.info
+        absent = next((snapshot.egraph.nodes[n].eclass for n in info if info[n].op == "Absent"), None)
+        choices: dict[str, str] = {}
+
+        def pick(cls: str, op: str, children: list[str] | None = None, name: str | None = None) -> str | None:
+            if cls in choices:
+                return choices[cls]
+            for node_id in classes.get(cls, []):
+                node = info[node_id]
+                if node.op == op and (children is None or node.children == children) and (
+                        name is None or node.attrs.get("arg0") == name):
+                    choices[cls] = node_id
+                    return node_id
+            return None
+
+        def pick_list(cls: str, items: list[str]) -> None:
+            while True:
+                candidates = [n for n in classes.get(cls, []) if info[n].op in ("TNil", "TCons")]
+                fitting = [n for n in candidates if (info[n].op == "TNil") == (not items)
+                           and (not items or info[n].children[0] == items[0])]
+                chosen = choices.setdefault(cls, (fitting or candidates or [None])[0])
+                if chosen is None or info[chosen].op == "TNil":
+                    return
+                cls, items = info[chosen].children[1], items[1:]
+
+        for value in self.graph.inputs:
+            if value in class_of:
+                pick(class_of[value], "Input", name=value)
+        for value in self.graph.weights:
+            if value in class_of:
+                pick(class_of[value], "Weight", name=value)
+        for node in self.graph.nodes:
+            inputs = [class_of.get(i) if i else absent for i in node.inputs]
+            for out in node.outputs:
+                cls = class_of.get(out)
+                if not out or cls is None or cls in choices:
+                    continue
+                variadic = node.op == OPAQUE or OPS[node.op].variadic
+                chosen = pick(cls, node.op, None if variadic else inputs)
+                if chosen is not None and variadic:
+                    pick_list(info[chosen].children[0], inputs)
+        try:
+            validate(snapshot.egraph, choices)
+        except (ValueError, KeyError):
+            return None
+        return choices
+
     def program(self, snapshot: Snapshot, extraction: Extraction) -> Graph:
         """The Graph that ``extraction`` chose, named after the original where possible."""
         return _ProgramBuilder(self, snapshot, extraction.choices).build()

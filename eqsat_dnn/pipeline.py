@@ -24,8 +24,9 @@ from eqsat_dnn.errors import CheckError, InputError
 from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json, validate
 from eqsat_dnn.extract.greedy import GreedyExtractor
 from eqsat_dnn.graph import Graph
-from eqsat_dnn.onnx_in import load_model
+from eqsat_dnn.onnx_in import load_model, read_model
 from eqsat_dnn.onnx_out import check_model, to_onnx
+from eqsat_dnn.protos import light_copy
 from eqsat_dnn.rules import Rule, select_rules
 from eqsat_dnn.saturate import Iteration, Limits, SaturationReport, saturate
 
@@ -44,14 +45,17 @@ def get_extractor(name: str = "ilp", time_limit: float = 10.0) -> Extractor:
 
 
 def extract(egraph: EGraph | Snapshot | str | Path, extractor: str | Extractor = "ilp",
-            time_limit: float = 10.0) -> Extraction:
-    """Choose the cheapest program of an e-graph (or an egraph-serialize JSON file)."""
+            time_limit: float = 10.0, initial: dict[str, str] | None = None) -> Extraction:
+    """Choose the cheapest program of an e-graph (or an egraph-serialize JSON file).
+
+    ``initial`` is a known program (e-class -> e-node), such as the input model's
+    (:meth:`TensorEGraph.input_choices`): the answer is never costlier than it."""
     if isinstance(egraph, (str, Path)):
         egraph = load_egraph_json(egraph)
     if isinstance(egraph, Snapshot):
         egraph = egraph.egraph
     chosen = get_extractor(extractor, time_limit) if isinstance(extractor, str) else extractor
-    result = chosen.extract(egraph)
+    result = chosen.extract(egraph, initial)
     validate(egraph, result.choices)
     return result
 
@@ -113,6 +117,10 @@ class OptimizeReport:
         }
 
 
+MIN_GAIN = 0.005
+"""The extracted program replaces the input only when predicted cheaper by this fraction."""
+
+
 def optimize(
     model: str | Path | onnx.ModelProto,
     *,
@@ -152,21 +160,19 @@ def optimize(
     snapshot = teg.snapshot(cost_model)
     report.egraph_nodes, report.egraph_classes = snapshot.egraph.num_nodes, snapshot.egraph.num_classes
     chosen = get_extractor(extractor, extract_time_limit) if isinstance(extractor, str) else extractor
-    report.extraction = extract(snapshot.egraph, chosen)
+    report.extraction = extract(snapshot.egraph, chosen, initial=teg.input_choices(snapshot))
     report.cost_after = report.extraction.cost
     optimized_graph: Graph = teg.program(snapshot, report.extraction)
-    if report.cost_after > report.cost_before:
-        # the extractor found nothing better (a greedy pick can even be worse): keep the input program
+    if report.cost_after > report.cost_before * (1.0 - MIN_GAIN):
+        # the extractor found nothing better (a greedy pick can even be worse), or a gain within the
+        # cost model's error, which the runtime may well turn into a loss: keep the input program
         optimized_graph, report.cost_after = graph, report.cost_before
         report.extraction.status += " (kept input program)"
     seconds["extract"] = time.perf_counter() - t
 
     t = time.perf_counter()
     optimized = to_onnx(optimized_graph)
-    try:
-        check_model(optimized)
-    except Exception as exc:  # the checker raises validation and inference errors alike
-        raise CheckError(f"optimized model fails onnx's checker: {str(exc).strip().splitlines()[0]}") from None
+    _check_optimized(optimized, model)
     report.ops_after = _op_counts(optimized)
     seconds["export"] = time.perf_counter() - t
 
@@ -180,6 +186,25 @@ def optimize(
     seconds["total"] = sum(seconds.values())
     report.seconds = seconds
     return optimized, report
+
+
+def _check_optimized(optimized: onnx.ModelProto, original: str | Path | onnx.ModelProto) -> None:
+    """onnx's full check of the output; where the input itself fails the full check (onnx
+    cannot infer some ops' function bodies), the plain check the input passed."""
+    try:
+        check_model(optimized)
+        return
+    except Exception as exc:  # the checker raises validation and inference errors alike
+        error = exc
+    try:
+        check_model(read_model(original)[0])
+    except Exception:
+        try:
+            onnx.checker.check_model(light_copy(optimized))
+            return
+        except Exception as exc:
+            error = exc
+    raise CheckError(f"optimized model fails onnx's checker: {str(error).strip().splitlines()[0]}")
 
 
 def _op_counts(model: onnx.ModelProto) -> dict[str, int]:

@@ -77,7 +77,9 @@ class Extractor(Protocol):
 
     name: str
 
-    def extract(self, egraph: EGraph) -> Extraction: ...
+    def extract(self, egraph: EGraph, initial: dict[str, str] | None = None) -> Extraction:
+        """The chosen program; never costlier than ``initial``, a known valid program, if given."""
+        ...
 
 
 def reachable_choices(egraph: EGraph, choices: dict[str, str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ import heapq
 import math
 import time
 
-from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, reachable_choices
+from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, reachable_choices, validate
 
 
 class GreedyExtractor:
@@ -19,7 +19,7 @@ class GreedyExtractor:
 
     name = "greedy"
 
-    def extract(self, egraph: EGraph) -> Extraction:
+    def extract(self, egraph: EGraph, initial: dict[str, str] | None = None) -> Extraction:
         start = time.perf_counter()
         choices = greedy_choices(egraph)
         missing = [r for r in egraph.roots if r not in choices]
@@ -27,6 +27,16 @@ class GreedyExtractor:
             raise ValueError(f"no finite program for root classes {missing[:3]}")
         choices = reachable_choices(egraph, choices)
         cost = dag_cost(egraph, choices)
+        if initial is not None:
+            # tree costs count shared subterms once per use, so greedy can lose to a known program
+            try:
+                validate(egraph, initial)
+            except (ValueError, KeyError):
+                pass
+            else:
+                initial = reachable_choices(egraph, initial)
+                if dag_cost(egraph, initial) < cost:
+                    choices, cost = initial, dag_cost(egraph, initial)
         return Extraction(
             choices=choices,
             cost=cost,

@@ -192,12 +192,14 @@ class ILPExtractor:
         self.last_info: dict = {}
         """Diagnostics of the last call: sizes after reduction, phases, timings."""
 
-    def extract(self, egraph: EGraph) -> Extraction:
+    def extract(self, egraph: EGraph, initial: dict[str, str] | None = None) -> Extraction:
+        """The cheapest program; ``initial`` (a known program, such as the input model's) is a
+        starting incumbent: the answer is never worse than it nor than greedy."""
         with _quiet(to_stderr=self.verbose):
-            return self._extract(egraph)
+            return self._extract(egraph, initial)
 
     # ------------------------------------------------------------------ driver
-    def _extract(self, egraph: EGraph) -> Extraction:
+    def _extract(self, egraph: EGraph, initial: dict[str, str] | None = None) -> Extraction:
         start = time.perf_counter()
         deadline = start + self.time_limit
         # kept back from the solvers for collecting and checking their answers
@@ -209,6 +211,16 @@ class ILPExtractor:
         greedy, greedy_cost = first.choices, first.cost
         best = _Best(greedy, greedy_cost, start)
         info["greedy_cost"] = greedy_cost
+        if initial is not None:
+            try:
+                validate(egraph, initial)
+            except (ValueError, KeyError):
+                initial = None
+            else:
+                initial = reachable_choices(egraph, initial)
+                info["initial_cost"] = initial_cost = dag_cost(egraph, initial)
+                if initial_cost < best.cost - _TOL:
+                    best = _Best(initial, initial_cost, start)
         bound = 0.0
 
         def finish() -> Extraction:
@@ -240,6 +252,8 @@ class ILPExtractor:
         # starting programs: greedy through the reductions, greedy on the
         # reduced e-graph, and greedy with children's costs shared by parents
         candidates = [red.map_original(greedy), red.bottom_up(red.node_cost)]
+        if initial is not None:
+            candidates.append(red.map_original(initial))
         users = red.parent_class_counts()
         for alpha in (0.5, 0.75, 1.0):
             if deadline - time.perf_counter() < 0.25 * self.time_limit:
