@@ -322,6 +322,11 @@ GPU_PROFILES: dict[str, DeviceProfile] = {
 # the roofline model
 
 
+FOLDED_SHARE = 0.05
+"""What a node onnxruntime folds into a Conv's weights costs, as a share of the kernel overhead:
+not zero, or the extractor would keep useless ones."""
+
+
 class RooflineCostModel:
     """max(FLOPs / peak, bytes / bandwidth) + per-kernel overhead, fusion-aware.
 
@@ -343,6 +348,11 @@ class RooflineCostModel:
             return p.view_overhead if p.view_overhead is not None else p.overhead * 0.1
         if role == "gelu_part":
             return flops(op, node.attrs, inputs, output) / p.peak(output.dtype if output else None)
+        if role == "conv_epilogue" and (op == "BatchNormalization" or (
+                op in ("Add", "Mul") and not _same(inputs[0], inputs[1]))):
+            # folded into the Conv's weights when the session is created (ConvBNFusion,
+            # ConvAddFusion, ConvMulFusion): next to nothing, but not free (see FOLDED_SHARE)
+            return p.overhead * FOLDED_SHARE
         if role in ("conv_epilogue", "gemm_epilogue"):
             main = 0 if op in CONV_ACTIVATIONS or op == "BatchNormalization" else main_operand(inputs, output)
             extra = sum(numel(t) * itemsize(t) for k, t in enumerate(inputs) if k != main and t is not None)
