@@ -23,6 +23,8 @@ from eqsat_dnn.extract.greedy import GreedyExtractor
 from eqsat_dnn.graph import Graph, Node, TensorType
 from eqsat_dnn.onnx_in import load_model
 from eqsat_dnn.onnx_out import save_model, to_onnx
+from eqsat_dnn.partition import DeviceMesh, Plan, get_mesh, run_plan
+from eqsat_dnn.partition import partition as partition_model
 from eqsat_dnn.pipeline import OptimizeReport, extract, optimize
 from eqsat_dnn.rules import Rule, load_library, select_rules
 from eqsat_dnn.saturate import Limits, SaturationReport, saturate
@@ -35,4 +37,5 @@ __all__ = [
     "OutputError", "RooflineCostModel", "Rule", "RuleError", "SaturationReport", "Snapshot",
     "TensorEGraph", "TensorType", "compare_models", "extract", "get_cost_model", "load_egraph_json", "load_library",
     "load_model", "optimize", "saturate", "save_model", "select_rules", "to_onnx", "__version__",
+    "DeviceMesh", "Plan", "get_mesh", "partition_model", "run_plan",
 ]

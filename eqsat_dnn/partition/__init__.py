@@ -1,0 +1,30 @@
+"""Second pass: partition a program across a device mesh, and run the plan on torch.distributed.
+
+One stage per module::
+
+    mesh.get_mesh("2x4", machine)      shape, preset   -> DeviceMesh        (mesh)
+    strategies.node_strategies(...)    node            -> its strategies    (strategies)
+    problem.build_problem(graph, mesh) Graph, mesh     -> PartitionProblem  (problem)
+    ilp.solve(problem)                 problem         -> an assignment     (ilp)
+    plan.partition(graph, mesh)        all the above   -> Plan (JSON, table, ONNX annotation)  (plan)
+    run.run_plan(graph, plan, ...)     Graph, Plan     -> RunReport (outputs and collectives checked)  (run)
+
+``run`` needs torch (``pip install eqsat-dnn[dist]``); everything else does not.
+"""
+
+from eqsat_dnn.partition.mesh import MACHINES, DeviceMesh, Link, MeshAxis, get_mesh, parse_mesh_shape
+from eqsat_dnn.partition.placements import PARTIAL, REPLICATE, Partial, Replicate, Shard
+from eqsat_dnn.partition.plan import Plan, PlanNode, annotate, partition, plan_table
+from eqsat_dnn.partition.problem import Collective, Evaluation, build_problem
+
+
+def run_plan(*args, **kwargs):
+    """See :func:`eqsat_dnn.partition.run.run_plan` (imported on first use: it needs torch)."""
+    from eqsat_dnn.partition.run import run_plan as _run_plan
+
+    return _run_plan(*args, **kwargs)
+
+
+__all__ = ["Collective", "DeviceMesh", "Evaluation", "Link", "MACHINES", "MeshAxis", "PARTIAL", "Partial", "Plan",
+           "PlanNode", "REPLICATE", "Replicate", "Shard", "annotate", "build_problem", "get_mesh",
+           "parse_mesh_shape", "partition", "plan_table", "run_plan"]

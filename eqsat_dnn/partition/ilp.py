@@ -1,0 +1,339 @@
+"""The partitioning ILP (cvxpy + HiGHS), after Alpa's intra-operator pass.
+
+Variables: one binary ``x[i, c]`` per item and choice (each item takes exactly one;
+``X[s]`` below sums a producer's choices that produce placement ``s``, ``Z_c[k]`` a
+consumer's choices that read the tensor as ``k``), and continuous ones per edge:
+
+* for every consumer ``c`` of a tensor, a transport ``e_c[s, k] >= 0`` with row sums
+  ``X[s]`` and column sums ``Z_c[k]`` (Alpa's edge variables, linearising the product
+  of the two choices exactly: with binary ``x`` the only non-zero entry is
+  ``e_c[chosen s, chosen k] = 1``, and the LP relaxation stays tight);
+* a tensor with one consumer is priced on ``e`` directly; one with several gets shared
+  conversion variables ``f[s, d] >= sum_k e_c[s, k]`` over the keys reading ``d``, for
+  every consumer, priced once: a conversion several consumers need is paid once,
+  as the executor performs it once.
+
+Keys are the placement read plus, in training, the mesh axes along which the
+consumer leaves a partial gradient, priced by
+:meth:`~eqsat_dnn.partition.problem.PartitionProblem.backward_steps`.
+
+Two exact reductions: when memory cannot bind, an input or weight read by a single
+consumer is folded into that consumer (its choices are charged the cheapest source
+placement; the source takes it afterwards), which removes the weights' fractional
+mixing from the relaxation; and a tensor whose every conversion is free gets no edge variables.
+
+Memory: the weights as placed plus, in inference, a ``peak`` variable at least
+every node's working set; in training, weights, gradients and activations;
+bounded by the device memory. The constraint is left out when even the
+all-replicated plan fits.
+
+The objective is :meth:`~eqsat_dnn.partition.problem.PartitionProblem.evaluate`'s
+time, in microseconds. HiGHS runs under a time limit; a timed-out solve keeps its
+best solution (status ``time_limit``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from eqsat_dnn.errors import InputError
+from eqsat_dnn.partition.problem import PartitionProblem
+
+_SCALE = 1e6
+"""Seconds -> microseconds in the objective (HiGHS tolerances are absolute)."""
+_GIB = float(1 << 30)
+
+
+_STATUS = {"optimal": "optimal", "optimal_inaccurate": "time_limit", "user_limit": "time_limit",
+           "infeasible": "infeasible", "infeasible_inaccurate": "infeasible"}
+"""cvxpy's statuses as the plan reports them (``time_limit``: stopped with a solution, not proven optimal)."""
+
+
+@dataclass
+class SolveResult:
+    """What the solver found."""
+
+    assignment: list[int] | None
+    """Item index -> choice index, ``None`` when no solution was found."""
+    status: str
+    """``optimal`` (within ``mip_rel_gap``), ``time_limit`` (the best found when time ran out), ``infeasible``,
+    or what cvxpy said."""
+    seconds: float
+    """Wall time of building and solving."""
+    objective: float | None
+    """Predicted seconds of the solution (the objective, unscaled)."""
+    bound: float | None
+    """HiGHS's dual bound on the optimum, seconds, when it reports one."""
+    variables: int
+    constraints: int
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """HiGHS prints a banner on the C-level stdout; keep it out of machine-readable output."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as sink:
+            os.dup2(sink.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class _Builder:
+    """Sparse rows over ``[x | y]`` (``<=`` rows and ``==`` rows), the objective and right-hand sides."""
+
+    def __init__(self, num_x: int) -> None:
+        self.num_x = num_x
+        self.num_y = 0
+        self.cost_x = np.zeros(num_x)
+        self.cost_y: list[float] = []
+        self.ub: tuple[list, list, list, list] = ([], [], [], [])
+        self.eq: tuple[list, list, list, list] = ([], [], [], [])
+
+    def new_y(self, cost: float) -> int:
+        self.cost_y.append(cost)
+        self.num_y += 1
+        return self.num_x + self.num_y - 1
+
+    def row(self, terms: list[tuple[int, float]], rhs: float, equal: bool = False) -> None:
+        rows, cols, vals, rhss = self.eq if equal else self.ub
+        r = len(rhss)
+        for col, val in terms:
+            rows.append(r)
+            cols.append(col)
+            vals.append(val)
+        rhss.append(rhs)
+
+    def matrix(self, equal: bool):
+        rows, cols, vals, rhss = self.eq if equal else self.ub
+        n = self.num_x + self.num_y
+        return sp.csr_matrix((vals, (rows, cols)), shape=(len(rhss), n)), np.asarray(rhss, dtype=float)
+
+
+def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: float = 1e-4) -> SolveResult:
+    """Find the cheapest assignment (see the module docstring).
+
+    When memory cannot bind, an input or weight read by a single consumer is folded
+    into it: each of the consumer's choices is charged the cheapest way to get the
+    tensor stored in a placement it converts from, and the source takes that
+    placement afterwards (exact: such a source has no other price)."""
+    import cvxpy as cp
+
+    start = time.perf_counter()
+    items = problem.items
+    tensors = problem.tensors
+    train = problem.mode == "train"
+    memory = _memory_terms(problem)
+    absorbed: set[int] = set()
+    if memory is None:
+        for i, item in enumerate(items):
+            if item.kind in ("input", "weight") and len(tensors[item.produces[0]].consumers) == 1:
+                absorbed.add(i)
+    first: list[int] = []
+    total = 0
+    for i, item in enumerate(items):
+        first.append(-1 if i in absorbed else total)
+        total += 0 if i in absorbed else len(item.choices)
+    b = _Builder(total)
+    for i, item in enumerate(items):
+        if i not in absorbed:
+            for c, choice in enumerate(item.choices):
+                b.cost_x[first[i] + c] = problem.compute_seconds(item, choice) * _SCALE
+
+    def key_of(name: str, choice, pos: int):
+        dst = choice.consumes[pos]
+        return (dst, problem.grad_axes(choice, dst)) if train and tensors[name].grad else (dst, frozenset())
+
+    def source_price(name: str, src, key) -> float:
+        cost = problem.forward_seconds(name, src, key[0])
+        if train and tensors[name].grad:
+            cost += problem.backward_seconds(name, src, key[0], key[1])
+        return cost
+
+    def groups(i: int, pos: int, produced: bool) -> dict:
+        found: dict = {}
+        for c, choice in enumerate(items[i].choices):
+            spec = choice.produces[pos] if produced else choice.consumes[pos]
+            found.setdefault(spec, []).append(first[i] + c)
+        return found
+
+    for name, info in tensors.items():
+        if info.producer is None or not info.consumers:
+            continue
+        if info.producer[0] in absorbed:
+            (c, pos), = info.consumers
+            specs = [ch.produces[0] for ch in items[info.producer[0]].choices]
+            for j, choice in enumerate(items[c].choices):
+                key = key_of(name, choice, pos)
+                b.cost_x[first[c] + j] += min(source_price(name, s, key) for s in specs) * _SCALE
+            continue
+        sources = groups(info.producer[0], info.producer[1], True)
+        readers = []
+        for c, pos in info.consumers:
+            found: dict = {}
+            for j, choice in enumerate(items[c].choices):
+                found.setdefault(key_of(name, choice, pos), []).append(first[c] + j)
+            readers.append(found)
+        _transport(problem, b, name, sources, readers)
+
+    if memory is not None:
+        _memory_rows(problem, b, first, memory)
+    kept = [i for i in range(len(items)) if i not in absorbed]
+    for i in kept:  # one choice per item
+        b.row([(first[i] + c, 1.0) for c in range(len(items[i].choices))], 1.0, equal=True)
+    n = b.num_x + b.num_y
+    a_ub, b_ub = b.matrix(equal=False)
+    a_eq, b_eq = b.matrix(equal=True)
+    x = cp.Variable(b.num_x, boolean=True)
+    y = cp.Variable(max(b.num_y, 1), nonneg=True)  # (cvxpy wants at least one entry)
+
+    def lhs(a):
+        if not b.num_y:
+            return a[:, : b.num_x] @ x
+        return a[:, : b.num_x] @ x + a[:, b.num_x:] @ y
+
+    constraints = [lhs(a_eq) == b_eq]
+    if len(b_ub):
+        constraints.append(lhs(a_ub) <= b_ub)
+    objective = b.cost_x @ x + (np.asarray(b.cost_y) @ y if b.num_y else 0)
+    prob = cp.Problem(cp.Minimize(objective), constraints)
+    remaining = max(0.5, time_limit - (time.perf_counter() - start))
+    try:
+        with _quiet_stdout(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cvxpy warns "may be inaccurate" whenever the time limit stops HiGHS
+            prob.solve(solver="HIGHS", time_limit=remaining, mip_rel_gap=mip_rel_gap)
+    except cp.error.SolverError as exc:
+        return SolveResult(None, f"solver error: {exc}", time.perf_counter() - start, None, None, n, len(b_ub) + len(b_eq))
+    status = _STATUS.get(str(prob.status), str(prob.status))
+    assignment = None
+    if x.value is not None:
+        values = np.asarray(x.value)
+        assignment = [-1 if i in absorbed else int(np.argmax(values[first[i]:first[i] + len(items[i].choices)]))
+                      for i in range(len(items))]
+        for i in absorbed:
+            name = items[i].produces[0]
+            (c, pos), = tensors[name].consumers
+            key = key_of(name, items[c].choices[assignment[c]], pos)
+
+            def rank(s: int, i=i, name=name, key=key):
+                spec = items[i].choices[s].produces[0]
+                # ties (slicing a replicated weight is free too): store it as it is read
+                return (round(source_price(name, spec, key) * _SCALE, 9), spec != key[0])
+
+            assignment[i] = min(range(len(items[i].choices)), key=rank)
+    bound = None
+    stats = getattr(getattr(prob, "solver_stats", None), "extra_stats", None)
+    raw = getattr(stats, "mip_dual_bound", None)
+    if raw is not None and np.isfinite(raw):
+        bound = float(raw) / _SCALE
+    objective_value = float(prob.value) / _SCALE if prob.value is not None and np.isfinite(prob.value) else None
+    return SolveResult(assignment, status, time.perf_counter() - start, objective_value, bound, n, len(b_ub) + len(b_eq))
+
+
+def _transport(problem: PartitionProblem, b: _Builder, name: str, sources: dict, readers: list[dict]) -> None:
+    """Rows and variables of one tensor. ``sources``: produced spec -> x columns; ``readers``: per
+    consumer, key (spec read, gradient axes) -> x columns.
+
+    Per consumer, a transport ``e[s, k]`` from the producer's choice to the consumer's (row sums
+    ``X[s]``, column sums ``Z[k]``: Alpa's edge formulation, tight in the LP relaxation). A tensor with
+    one consumer is priced on ``e`` directly; with several, shared conversions ``f[s, d] >= sum of
+    e[s, k] over keys reading d`` (forward) and ``g[s, k] >= e[s, k]`` (backward) are priced, so a
+    conversion several consumers need is paid once."""
+    fwd = {}
+    bwd = {}
+    for s in sources:
+        for r in readers:
+            for k in r:
+                if (s, k[0]) not in fwd:
+                    fwd[(s, k[0])] = problem.forward_seconds(name, s, k[0])
+                if (s, k) not in bwd:
+                    bwd[(s, k)] = (problem.backward_seconds(name, s, k[0], k[1])
+                                   if problem.mode == "train" and problem.tensors[name].grad else 0.0)
+    if all(v <= 0 for v in fwd.values()) and all(v <= 0 for v in bwd.values()):
+        return
+    single = len(readers) == 1
+    shared_f: dict = {}
+    shared_b: dict = {}
+    for r in readers:
+        e = {}
+        for s in sources:
+            for k in r:
+                cost = (fwd[(s, k[0])] + bwd[(s, k)]) if single else 0.0
+                e[(s, k)] = b.new_y(cost * _SCALE)
+        for s, cols in sources.items():
+            b.row([(e[(s, k)], 1.0) for k in r] + [(col, -1.0) for col in cols], 0.0, equal=True)
+        for k, cols in r.items():
+            b.row([(e[(s, k)], 1.0) for s in sources] + [(col, -1.0) for col in cols], 0.0, equal=True)
+        if single:
+            continue
+        for s in sources:
+            for d in dict.fromkeys(k[0] for k in r):
+                if fwd[(s, d)] > 0:
+                    if (s, d) not in shared_f:
+                        shared_f[(s, d)] = b.new_y(fwd[(s, d)] * _SCALE)
+                    b.row([(e[(s, k)], 1.0) for k in r if k[0] == d] + [(shared_f[(s, d)], -1.0)], 0.0)
+            for k in r:
+                if bwd[(s, k)] > 0:
+                    if (s, k) not in shared_b:
+                        shared_b[(s, k)] = b.new_y(bwd[(s, k)] * _SCALE)
+                    b.row([(e[(s, k)], 1.0), (shared_b[(s, k)], -1.0)], 0.0)
+
+
+def _memory_terms(problem: PartitionProblem) -> dict | None:
+    """Per-choice memory in GiB when the bound can bind, ``None`` when even the all-replicated
+    plan fits; an error when even the most sharded plan cannot fit."""
+    items = problem.items
+    limit = problem.mesh.memory_bytes / _GIB
+    weights = [(i, [problem.weight_bytes(item, ch) / _GIB for ch in item.choices])
+               for i, item in enumerate(items) if item.kind == "weight"]
+    nodes = [(i, item) for i, item in enumerate(items) if item.kind == "node"]
+    w_max = sum(max(v) for _, v in weights)
+    w_min = sum(min(v) for _, v in weights)
+    if problem.mode == "train":
+        acts = [(i, [problem.output_bytes(item, ch) / _GIB for ch in item.choices]) for i, item in nodes]
+        least = w_min + sum(min(v) for _, v in acts)
+        if least > limit:
+            raise InputError(f"the model cannot fit: it needs at least {least:.3g} GiB per device "
+                             f"(weights, gradients and activations), the devices have {limit:.3g} GiB")
+        if w_max + sum(max(v) for _, v in acts) <= limit:
+            return None
+        return {"limit": limit, "weights": weights, "activations": acts}
+    ios = [(i, [problem.io_bytes(item, ch) / _GIB for ch in item.choices]) for i, item in nodes]
+    peak_min = max((min(v) for _, v in ios), default=0.0)
+    if w_min + peak_min > limit:
+        raise InputError(f"the model cannot fit: it needs at least {w_min + peak_min:.3g} GiB per device "
+                         f"(weights and the largest working set), the devices have {limit:.3g} GiB")
+    if w_max + max((max(v) for _, v in ios), default=0.0) <= limit:
+        return None
+    return {"limit": limit, "weights": weights, "io": ios}
+
+
+def _memory_rows(problem: PartitionProblem, b: _Builder, first: list[int], memory: dict) -> None:
+    """The memory bound: weights plus activations (training) or plus the peak working set (inference)."""
+    limit, weights = memory["limit"], memory["weights"]
+    if "activations" in memory:
+        b.row([(first[i] + c, v) for i, vs in weights + memory["activations"] for c, v in enumerate(vs)], limit)
+        return
+    peak = b.new_y(0.0)
+    for i, vs in memory["io"]:
+        b.row([(first[i] + c, v) for c, v in enumerate(vs)] + [(peak, -1.0)], 0.0)
+    b.row([(first[i] + c, v) for i, vs in weights for c, v in enumerate(vs)] + [(peak, 1.0)], limit)
+
+
+__all__ = ["SolveResult", "solve"]

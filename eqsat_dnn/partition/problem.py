@@ -1,0 +1,524 @@
+"""The partitioning problem: one choice per graph item, a price for every choice
+and for every conversion between a producer's placement and a consumer's.
+
+Items are the graph's inputs and weights (a choice is a placement: inputs
+arrive however the plan wants them, each device reading its own slice, as a data
+loader does; weights are stored as placed), its nodes (a choice is a
+:class:`~eqsat_dnn.partition.strategies.Strategy`) and its outputs (the placement
+the result must end in: replicated by default, so every device holds what the
+single-device program returns).
+
+Prices, in seconds (:func:`evaluate` computes them for any assignment; the ILP
+in :mod:`eqsat_dnn.partition.ilp` minimises exactly the same sum):
+
+* compute: each node's strategy at its per-device shapes; in training, nodes on
+  the gradient path cost three times their forward time (backward ~ 2x forward);
+* forward resharding: for each tensor and each distinct placement its consumers
+  need, the collectives of :func:`~eqsat_dnn.partition.collectives.redistribute`
+  (a conversion shared by several consumers is paid once);
+* training only, backward: each forward collective's dual on the gradient
+  (all-gather <-> reduce-scatter, all-to-all <-> all-to-all; an all-reduce's
+  gradient passes through), and for every tensor that needs a gradient and is
+  consumed *replicated* along a mesh axis by a strategy that divides its work
+  along that axis, the partial gradients are summed: an all-reduce (the
+  gradient synchronisation of replicated weights in data parallelism, and the
+  backward all-reduce of Megatron's column-parallel input).
+
+Memory per device: the weights as placed, plus, in inference, the largest
+working set of one node (its inputs and outputs as that node holds them); in
+training, weights and their gradients plus every activation (kept for the
+backward pass). Optimizer state is not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from eqsat_dnn.cost import CostModel, RooflineCostModel, itemsize, numel
+from eqsat_dnn.errors import InputError
+from eqsat_dnn.graph import Graph, Node, TensorType
+from eqsat_dnn.onnx_out import fold_weight_expressions
+from eqsat_dnn.partition.collectives import DUAL, Step, redistribute, step_seconds, step_traffic
+from eqsat_dnn.partition.mesh import DeviceMesh
+from eqsat_dnn.partition.placements import REPLICATE, Replicate, Shard, Spec, all_specs, replicated
+from eqsat_dnn.partition.strategies import (is_float, node_strategies, static_shape, tensor_bytes)
+
+MODES = ("inference", "train")
+OUTPUT_POLICIES = ("replicate", "any")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One option of an item."""
+
+    name: str
+    produces: tuple[Spec | None, ...]
+    consumes: tuple[Spec | None, ...]
+    compute: float = 0.0
+    """Forward seconds on one device."""
+
+    def splits(self, axis: int) -> bool:
+        return any(s is not None and s[axis] != REPLICATE for s in self.produces + self.consumes)
+
+
+@dataclass
+class Item:
+    """A graph input, weight, node or output, and its options."""
+
+    kind: str
+    """``input``, ``weight``, ``node`` or ``output``."""
+    label: str
+    produces: list[str]
+    consumes: list[str]
+    choices: list[Choice]
+    node: Node | None = None
+    replicate_only: bool = False
+    backward: bool = False
+    """Training: this node is on the gradient path (its compute counts three times)."""
+
+
+@dataclass
+class TensorInfo:
+    type: TensorType | None
+    producer: tuple[int, int] | None = None
+    """(item, output position)."""
+    consumers: list[tuple[int, int]] = field(default_factory=list)
+    """(item, input position) of every use, graph outputs included."""
+    weight: bool = False
+    parameter: bool = False
+    """A trainable weight: a float initializer with more than one element."""
+    grad: bool = False
+    """Training: needs a gradient (a parameter, or computed from one)."""
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        return static_shape(self.type)
+
+    @property
+    def itemsize(self) -> int:
+        return itemsize(self.type)
+
+
+@dataclass(frozen=True)
+class Collective:
+    """One collective of a plan."""
+
+    kind: str
+    tensor: str
+    mesh_axis: int
+    bytes: int
+    """The tensor bytes the collective works on (see :mod:`eqsat_dnn.partition.collectives`)."""
+    seconds: float
+    phase: str = "forward"
+    src: Spec = ()
+    dst: Spec = ()
+
+
+@dataclass
+class Evaluation:
+    """The price of one assignment."""
+
+    time_s: float
+    compute_s: float
+    comm_s: float
+    comm_bytes: float
+    """Bytes one device sends, all collectives together."""
+    memory_bytes_per_device: float
+    weight_bytes_per_device: float
+    collectives: list[Collective]
+    fits: bool
+
+    def to_dict(self) -> dict:
+        return {"time_s": self.time_s, "compute_s": self.compute_s, "comm_s": self.comm_s,
+                "comm_bytes": self.comm_bytes, "memory_bytes_per_device": self.memory_bytes_per_device,
+                "weight_bytes_per_device": self.weight_bytes_per_device, "fits_memory": self.fits,
+                "collectives": len(self.collectives)}
+
+
+@dataclass
+class PartitionProblem:
+    """Items, tensors and prices of one graph on one mesh (see the module docstring)."""
+
+    graph: Graph
+    mesh: DeviceMesh
+    mode: str
+    items: list[Item]
+    tensors: dict[str, TensorInfo]
+    cost_model: str
+    outputs: str
+
+    # -- conversions --------------------------------------------------------
+
+    def steps(self, tensor: str, src: Spec, dst: Spec) -> tuple[Step, ...]:
+        info = self.tensors[tensor]
+        if src == dst:
+            return ()
+        # a tensor with symbolic dims is never sharded: a flat shape of its representative size will do
+        shape = info.shape if info.shape is not None else (max(1, int(numel(info.type))),)
+        return redistribute(shape, info.itemsize, src, dst, self.mesh.shape)
+
+    def forward_seconds(self, tensor: str, src: Spec, dst: Spec) -> float:
+        return sum(step_seconds(s, self.mesh) for s in self.steps(tensor, src, dst))
+
+    def grad_axes(self, choice: Choice, dst: Spec) -> frozenset[int]:
+        """Mesh axes along which a consumer in ``choice`` leaves a partial gradient for an input it
+        reads as ``dst``: the input is replicated on the axis while the work is divided on it."""
+        return frozenset(k for k in range(self.mesh.ndim)
+                         if isinstance(dst[k], Replicate) and choice.splits(k))
+
+    def backward_steps(self, tensor: str, src: Spec, dst: Spec, grad_axes: frozenset[int]) -> list[Step]:
+        """The backward pass's collectives for a tensor produced as ``src`` and read as ``dst``."""
+        steps: list[Step] = []
+        for step in self.steps(tensor, src, dst):
+            if not step.is_collective or step.kind == "all_reduce":
+                continue
+            if step.kind == "all_gather" and step.axis not in grad_axes:
+                continue  # a replicated consumer's gradient is replicated: slicing it is local
+            steps.append(Step(DUAL[step.kind], step.axis, step.dim2 if step.kind == "all_to_all" else step.dim,
+                              step.dim if step.kind == "all_to_all" else None, step.bytes))
+        info = self.tensors[tensor]
+        for k in sorted(grad_axes):
+            if not isinstance(src[k], Shard):
+                steps.append(Step("all_reduce", k, bytes=tensor_bytes(info.type, dst, self.mesh)))
+        return steps
+
+    def backward_seconds(self, tensor: str, src: Spec, dst: Spec, grad_axes: frozenset[int]) -> float:
+        return sum(step_seconds(s, self.mesh) for s in self.backward_steps(tensor, src, dst, grad_axes))
+
+    # -- item prices --------------------------------------------------------
+
+    def compute_seconds(self, item: Item, choice: Choice) -> float:
+        return choice.compute * (3.0 if self.mode == "train" and item.backward else 1.0)
+
+    def io_bytes(self, item: Item, choice: Choice) -> float:
+        """Bytes a node holds while it runs (its inputs as it reads them, its outputs)."""
+        total = 0.0
+        for name, spec in zip(item.consumes, choice.consumes):
+            if name:
+                total += tensor_bytes(self.tensors[name].type, spec, self.mesh)
+        for name, spec in zip(item.produces, choice.produces):
+            if name:
+                total += tensor_bytes(self.tensors[name].type, spec, self.mesh)
+        return total
+
+    def output_bytes(self, item: Item, choice: Choice) -> float:
+        return float(sum(tensor_bytes(self.tensors[n].type, s, self.mesh)
+                         for n, s in zip(item.produces, choice.produces) if n))
+
+    def weight_bytes(self, item: Item, choice: Choice) -> float:
+        """Memory a weight takes as placed (twice for a parameter in training: its gradient too)."""
+        name = item.produces[0]
+        factor = 2.0 if self.mode == "train" and self.tensors[name].parameter else 1.0
+        return factor * tensor_bytes(self.tensors[name].type, choice.produces[0], self.mesh)
+
+    # -- whole assignments --------------------------------------------------
+
+    def evaluate(self, assignment: list[int]) -> Evaluation:
+        """Price an assignment (item index -> choice index) the way the ILP prices it."""
+        compute = 0.0
+        weights = 0.0
+        peak = 0.0
+        activations = 0.0
+        for item, c in zip(self.items, assignment):
+            choice = item.choices[c]
+            compute += self.compute_seconds(item, choice)
+            if item.kind == "weight":
+                weights += self.weight_bytes(item, choice)
+            elif item.kind == "node":
+                peak = max(peak, self.io_bytes(item, choice))
+                activations += self.output_bytes(item, choice)
+        collectives: list[Collective] = []
+        for name, info in self.tensors.items():
+            if info.producer is None or not info.consumers:
+                continue
+            p_item, p_pos = info.producer
+            src = self.items[p_item].choices[assignment[p_item]].produces[p_pos]
+            needed: dict[Spec, None] = {}
+            keys: dict[tuple[Spec, frozenset[int]], None] = {}
+            for c_item, c_pos in info.consumers:
+                choice = self.items[c_item].choices[assignment[c_item]]
+                dst = choice.consumes[c_pos]
+                needed[dst] = None
+                if self.mode == "train" and info.grad:
+                    keys[(dst, self.grad_axes(choice, dst))] = None
+            for dst in needed:
+                for step in self.steps(name, src, dst):
+                    if step.is_collective:
+                        collectives.append(Collective(step.kind, name, step.axis, step.bytes,
+                                                      step_seconds(step, self.mesh), "forward", src, dst))
+            for dst, axes in keys:
+                for step in self.backward_steps(name, src, dst, axes):
+                    collectives.append(Collective(step.kind, name, step.axis, step.bytes,
+                                                  step_seconds(step, self.mesh), "backward", src, dst))
+        comm = sum(c.seconds for c in collectives)
+        traffic = sum(step_traffic(Step(c.kind, c.mesh_axis, bytes=c.bytes), self.mesh) for c in collectives)
+        memory = weights + (activations if self.mode == "train" else peak)
+        return Evaluation(compute + comm, compute, comm, traffic, memory, weights, collectives,
+                          memory <= self.mesh.memory_bytes)
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def as_graph(model: Graph | str | Path | onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> Graph:
+    """A Graph from a Graph, an ONNX file or a ``ModelProto``."""
+    if isinstance(model, Graph):
+        return model
+    from eqsat_dnn.onnx_in import load_model
+
+    return load_model(model, input_shapes=input_shapes)
+
+
+def prepare_graph(graph: Graph) -> Graph:
+    """The graph a plan is made for: sub-expressions over weights folded into weights (as ONNX
+    export does), nodes in an order where every producer comes first."""
+    graph = fold_weight_expressions(graph)
+    available = set(graph.inputs) | set(graph.weights)
+    producers = graph.producers()
+    order: list[Node] = []
+    pending = list(graph.nodes)
+    while pending:
+        rest = []
+        for node in pending:
+            if all((not i) or i in available or i not in producers for i in node.inputs):
+                order.append(node)
+                available.update(o for o in node.outputs if o)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise InputError("the graph has a cycle")
+        pending = rest
+    return Graph(order, graph.inputs, graph.outputs, graph.types, graph.weights, graph.model, graph.symbols)
+
+
+def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_model: CostModel | None = None,
+                  outputs: str = "replicate") -> PartitionProblem:
+    """Items, tensors and strategies of ``graph`` on ``mesh`` (see the module docstring)."""
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if outputs not in OUTPUT_POLICIES:
+        raise InputError(f"unknown output policy {outputs!r} (choose from {', '.join(OUTPUT_POLICIES)})")
+    model = cost_model or RooflineCostModel(mesh.device)
+    graph = prepare_graph(graph)
+    nodes = graph.nodes
+    tensors: dict[str, TensorInfo] = {}
+    items: list[Item] = []
+
+    def info(name: str) -> TensorInfo:
+        if name not in tensors:
+            tensors[name] = TensorInfo(graph.types.get(name))
+        return tensors[name]
+
+    def source(kind: str, name: str) -> None:
+        t = info(name)
+        specs = all_specs(static_shape(t.type), mesh.shape)
+        items.append(Item(kind, name, [name], [], [Choice(_spec_name(s), (s,), ()) for s in specs]))
+        t.producer = (len(items) - 1, 0)
+
+    used = {i for n in nodes for i in n.inputs if i} | set(graph.outputs)
+    for name in graph.inputs:
+        if name in used:
+            source("input", name)
+    for name in graph.weights:
+        if name in used and name not in tensors:
+            source("weight", name)
+            t = tensors[name]
+            t.weight = True
+            t.parameter = is_float(t.type) and numel(t.type) > 1
+    names: set[str] = set()
+    for node in nodes:
+        label = node.name or (node.outputs[0] if node.outputs else f"node{len(items)}")
+        while label in names:
+            label += "_"
+        names.add(label)
+        ops = node_strategies(node, graph, mesh, model)
+        choices = [Choice(s.name, s.outputs, s.inputs, s.compute) for s in ops.strategies]
+        if not choices:
+            raise InputError(f"node {label} ({node.op}) has no valid placement on this mesh")
+        index = len(items)
+        for k, name in enumerate(node.inputs):
+            if name:
+                if name not in tensors or tensors[name].producer is None:
+                    raise InputError(f"node {label} reads {name!r}, which nothing produces")
+                tensors[name].consumers.append((index, k))
+        for k, name in enumerate(node.outputs):
+            if name:
+                info(name).producer = (index, k)
+        items.append(Item("node", label, list(node.outputs), list(node.inputs), choices, node, ops.replicate_only))
+    for name in graph.outputs:
+        if name not in tensors or tensors[name].producer is None:
+            raise InputError(f"graph output {name!r} is not computed by the graph")
+        t = tensors[name]
+        specs = ([replicated(mesh.ndim)] if outputs == "replicate"
+                 else all_specs(static_shape(t.type), mesh.shape))
+        t.consumers.append((len(items), 0))
+        items.append(Item("output", name, [], [name], [Choice(_spec_name(s), (), (s,)) for s in specs]))
+    if mode == "train":
+        for item in items:
+            if item.kind == "node":
+                if any(i and tensors[i].grad for i in item.consumes):
+                    item.backward = True
+                    for o in item.produces:
+                        if o and is_float(tensors[o].type):
+                            tensors[o].grad = True
+            elif item.kind == "weight" and tensors[item.produces[0]].parameter:
+                tensors[item.produces[0]].grad = True
+    name = getattr(model, "name", type(model).__name__)
+    return PartitionProblem(graph, mesh, mode, items, tensors, name, outputs)
+
+
+def _spec_name(spec: Spec) -> str:
+    from eqsat_dnn.partition.placements import short
+
+    return short(spec)
+
+
+# ---------------------------------------------------------------------------- heuristic plans
+
+
+def _weight_operand(problem: PartitionProblem, item: Item) -> int | None:
+    """For a MatMul/Gemm, the position of a 2-D weight operand (a Linear layer's matrix)."""
+    node = item.node
+    if node is None:
+        return None
+    from eqsat_dnn.cost import op_type
+
+    if op_type(node) not in ("MatMul", "Gemm"):
+        return None
+    for k in (1, 0):
+        name = node.inputs[k] if k < len(node.inputs) else ""
+        t = problem.tensors.get(name) if name else None
+        if t is not None and t.weight and t.shape is not None and len(t.shape) == 2:
+            return k
+    return None
+
+
+def _source_spec(problem: PartitionProblem, name: str, assignment: list[int]) -> Spec | None:
+    """The placement ``name`` is produced in, when its producer has been decided."""
+    p_item, p_pos = problem.tensors[name].producer
+    if assignment[p_item] < 0:
+        return None
+    return problem.items[p_item].choices[assignment[p_item]].produces[p_pos]
+
+
+def greedy_assignment(problem: PartitionProblem, allow: Callable[[int, Item, Choice, list[int]], bool],
+                      source_spec: Callable[[Item], Spec | None]) -> list[int]:
+    """Walk the items in order; each node takes, among its allowed choices (all of them when none
+    is allowed), the one of least compute plus conversion from what its producers chose. A source
+    (input, weight) whose ``source_spec`` is ``None`` takes the placement its first consumer asks for."""
+    assignment = [-1] * len(problem.items)
+    for i, item in enumerate(problem.items):
+        if item.kind in ("input", "weight"):
+            spec = source_spec(item)
+            if spec is not None:
+                assignment[i] = next((c for c, ch in enumerate(item.choices) if ch.produces[0] == spec), 0)
+    for i, item in enumerate(problem.items):
+        if item.kind in ("input", "weight"):
+            continue
+        allowed = [c for c, choice in enumerate(item.choices) if allow(i, item, choice, assignment)]
+        best, best_cost = 0, math.inf
+        for c in allowed or range(len(item.choices)):
+            choice = item.choices[c]
+            cost = problem.compute_seconds(item, choice)
+            for name, dst in zip(item.consumes, choice.consumes):
+                src = _source_spec(problem, name, assignment) if name else None
+                if src is not None:  # an undecided source will take this placement
+                    cost += problem.forward_seconds(name, src, dst)
+            if cost < best_cost - 1e-15:
+                best, best_cost = c, cost
+        assignment[i] = best
+        choice = item.choices[best]
+        for name, dst in zip(item.consumes, choice.consumes):
+            if name and _source_spec(problem, name, assignment) is None:
+                p_item = problem.tensors[name].producer[0]
+                src_item = problem.items[p_item]
+                assignment[p_item] = next((c for c, ch in enumerate(src_item.choices) if ch.produces[0] == dst), 0)
+    return [max(a, 0) for a in assignment]
+
+
+def _batch_spec(problem: PartitionProblem, item: Item, axes: list[int]) -> Spec:
+    """Dim 0 sharded over ``axes`` (as many of them as divide it), replicated elsewhere."""
+    ndim = problem.mesh.ndim
+    shape = problem.tensors[item.produces[0]].shape
+    chosen: list[int] = []
+    for k in axes:
+        trial = chosen + [k]
+        if shape and len(shape) >= 1 and shape[0] % math.prod(problem.mesh.shape[a] for a in trial) == 0:
+            chosen = trial
+    return tuple(Shard(0) if k in chosen else REPLICATE for k in range(ndim))
+
+
+def data_parallel(problem: PartitionProblem) -> list[int]:
+    """Pure data parallelism: inputs split along dim 0 (the batch) on every mesh axis, weights
+    replicated, every op the cheapest way that keeps its weights whole."""
+    axes = list(range(problem.mesh.ndim))
+    rep = replicated(problem.mesh.ndim)
+
+    def allow(i: int, item: Item, choice: Choice, assignment: list[int]) -> bool:
+        return all(not n or not problem.tensors[n].weight or s == rep for n, s in zip(item.consumes, choice.consumes))
+
+    def source(item: Item) -> Spec:
+        return rep if item.kind == "weight" else _batch_spec(problem, item, axes)
+
+    return greedy_assignment(problem, allow, source)
+
+
+def megatron(problem: PartitionProblem) -> list[int]:
+    """Megatron-LM's tensor parallelism on the last mesh axis (data parallelism on the others):
+    a Linear layer whose input arrives split along its features is row-parallel (its weight split
+    by rows, the result partial), every other Linear layer column-parallel (weight split by
+    columns); everything else takes the cheapest way given its inputs."""
+    ndim = problem.mesh.ndim
+    tp = ndim - 1
+    dp_axes = list(range(ndim - 1))
+
+    def allow(i: int, item: Item, choice: Choice, assignment: list[int]) -> bool:
+        for n, s in zip(item.consumes, choice.consumes):
+            if n and problem.tensors[n].weight and any(not isinstance(s[k], Replicate) for k in dp_axes):
+                return False
+        k = _weight_operand(problem, item)
+        if k is None:
+            # any other op reads its activations on the tensor-parallel axis as they come
+            for n, s in zip(item.consumes, choice.consumes):
+                if n and not problem.tensors[n].weight:
+                    src = _source_spec(problem, n, assignment)
+                    if src is not None and src[tp] != s[tp]:
+                        return False
+            return True
+        act = 1 - k
+        name = item.consumes[act]
+        src = _source_spec(problem, name, assignment)
+        if src is None:
+            return True
+        rank = len(problem.tensors[name].shape or ())
+        contraction = rank - 1 if act == 0 else rank - 2
+        node = item.node
+        if node is not None and node.op == "Gemm":
+            trans = int(node.attrs.get("transA" if act == 0 else "transB", 0))
+            contraction = (0 if trans else 1) if act == 0 else (1 if trans else 0)
+        rule = choice.name.split("/")[tp]
+        if src[tp] == Shard(contraction):
+            return rule == "k"
+        return rule == ("col" if k == 1 else "row")
+
+    def source(item: Item) -> Spec | None:
+        if item.kind == "weight":
+            return None  # placed as its first consumer wants it
+        return _batch_spec(problem, item, dp_axes)
+
+    return greedy_assignment(problem, allow, source)
+
+
+BASELINES: dict[str, Callable[[PartitionProblem], list[int]]] = {
+    "data_parallel": data_parallel,
+    "megatron": megatron,
+}
+"""Hand-written plans the ILP is compared with."""
+
+__all__ = ["BASELINES", "as_graph", "prepare_graph", "Choice", "Collective", "Evaluation", "Item", "MODES", "OUTPUT_POLICIES",
+           "PartitionProblem", "TensorInfo", "build_problem", "data_parallel", "greedy_assignment", "megatron"]
