@@ -202,6 +202,8 @@ def saturate(
             updated |= changed
             for name, n in found.items():
                 if n:
+                    # egglog runs a birewrite as two rules, "name=>" and "name<=": report it as one
+                    name = name.removesuffix("=>").removesuffix("<=")
                     matches[name] = matches.get(name, 0) + n
             nodes = count_enodes(teg)
             if _limit_reached(limits, 0, nodes, start) is not None:
