@@ -505,7 +505,10 @@ def run_plan(model: Graph | str | Path | onnx.ModelProto, plan: Plan, *, seed: i
 
     The report's ``ok`` is true when every output matches the single-device
     output within ``atol + rtol * max|expected|`` and the collectives issued are
-    exactly the plan's forward collectives."""
+    exactly the plan's forward collectives.
+
+    The worker processes start from a fork server, which imports the calling script: call this
+    under ``if __name__ == "__main__":`` in a script (notebooks and the CLI need nothing)."""
     return run_plans([(as_graph(model, input_shapes), plan)], seed=seed, rtol=rtol, atol=atol,
                      start_method=start_method, timeout=timeout)[0]
 
