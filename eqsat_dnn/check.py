@@ -40,7 +40,7 @@ def _session(model: onnx.ModelProto | str | Path):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # its failures become our one-line errors; no log lines of its own
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     providers = ["CPUExecutionProvider"]
     if isinstance(model, (str, Path)):
@@ -51,6 +51,11 @@ def _session(model: onnx.ModelProto | str | Path):
         path = Path(tmp) / "model.onnx"
         onnx.save_model(model, str(path), save_as_external_data=True, location="model.data")
         return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text.splitlines()[0][:200]
 
 
 def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:
@@ -79,6 +84,8 @@ def random_inputs(model: onnx.ModelProto, seed: int, symbolic_size: int = 2,
         tt = info.type.tensor_type
         if not info.type.HasField("tensor_type"):
             raise InputError(f"input {info.name!r} is not a tensor; cannot generate check inputs")
+        if not tt.HasField("shape"):
+            raise InputError(f"input {info.name!r} has no shape (its rank is unknown); cannot generate check inputs")
         dims = [d.dim_value if d.HasField("dim_value") else symbolic_size for d in tt.shape.dim]
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if np.issubdtype(dtype, np.floating):
@@ -90,7 +97,7 @@ def random_inputs(model: onnx.ModelProto, seed: int, symbolic_size: int = 2,
             value = rng.integers(0, max(1, high), size=dims).astype(dtype)
         else:
             raise InputError(f"input {info.name!r} has dtype {dtype}; cannot generate check inputs")
-        feeds[info.name] = value
+        feeds[info.name] = np.asarray(value)  # a rank-0 comparison gives a numpy scalar, not an array
     return feeds
 
 
@@ -106,14 +113,32 @@ def compare_models(
     report = CheckReport(runs=runs)
     if runs <= 0:
         return report
-    a, b = _session(original), _session(optimized)
     names = [o.name for o in optimized.graph.output]
+    try:
+        a = _session(original)
+    except Exception as exc:  # onnxruntime cannot load it: there is nothing to compare with
+        raise InputError(f"the check cannot load the original model in onnxruntime ({_first_line(exc)}); "
+                         "skip the check with --no-check") from None
+    try:
+        b = _session(optimized)
+    except Exception as exc:
+        report.failures.append(f"onnxruntime cannot load the optimized model: {_first_line(exc)}")
+        return report
     for run in range(runs):
         # the optimized model's inputs carry any --overwrite-input-shape dims, and its
         # embedding Gathers (opaque to the rules) bound the integer inputs
         feeds = random_inputs(optimized, seed + run)
-        expected = a.run(names, feeds)
-        actual = b.run(names, feeds)
+        try:
+            expected = a.run(names, feeds)
+        except Exception as exc:  # random inputs need not be valid for every model (indices, shapes)
+            raise InputError(f"the check cannot run the original model on random inputs ({_first_line(exc)}); "
+                             "skip the check with --no-check") from None
+        try:
+            actual = b.run(names, feeds)
+        except Exception as exc:
+            report.failures.append(f"the optimized model fails in onnxruntime where the original runs: "
+                                   f"{_first_line(exc)}")
+            return report
         for name, x, y in zip(names, expected, actual):
             x, y = np.asarray(x), np.asarray(y)
             if x.shape != y.shape or x.dtype != y.dtype:

@@ -463,6 +463,7 @@ class _ProgramBuilder:
                 self.nodes.append(Node("Identity", [value], [name], {}, name=self._fresh(f"{name}_identity")))
             outputs.append(name)
         used = {i for n in self.nodes for i in n.inputs if i} | set(outputs)
+        used |= {v for n in self.nodes if n.op == OPAQUE for v in _implicit_inputs(n)}  # read by subgraphs
         weights = {k: v for k, v in self.graph.weights.items() if k in used}
         return Graph(self.nodes, list(self.graph.inputs), outputs, dict(self.graph.types), weights,
                      self.graph.model, dict(self.teg.symbols))

@@ -9,6 +9,7 @@ everything else is kept as an opaque node, untouched.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,18 @@ def load_model(
     symbolic). External data is loaded from beside the file.
     """
     model, base_dir = read_model(source)
+    _check_opsets(model)
+    # overrides first: they may give a rank-unknown input the shape the checker demands
+    _override_input_shapes(model, input_shapes or {})
+    _require_input_ranks(model)
+    _infer_output_ranks(model)
     try:
         onnx.checker.check_model(light_copy(model))
     except onnx.checker.ValidationError as exc:
         raise InputError(f"model fails onnx's checker: {_first_line(exc)}") from None
-    model = _upgrade_opset(model)
-    _override_input_shapes(model, input_shapes or {})
+    upgraded = _upgrade_opset(model)
+    vocabulary = upgraded is not None
+    model = upgraded if upgraded is not None else model
     try:
         # inference needs types, not weights: run it on a light copy and keep its value infos
         inferred = shape_inference.infer_shapes(light_copy(model), strict_mode=False, data_prop=True)
@@ -97,9 +104,33 @@ def load_model(
     if base_dir is not None and any(uses_external_data(t) for t in model.graph.initializer):
         try:
             load_external_data_for_model(model, str(base_dir))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing file is a ValidationError
             raise InputError(f"cannot read external data: {_first_line(exc)}") from None
-    return _Importer(model).run()
+    return _Importer(model, vocabulary).run()
+
+
+@functools.cache
+def _newest_opsets() -> dict[str, int]:
+    """Domain -> the newest opset version this onnx release has schemas for."""
+    newest: dict[str, int] = {}
+    for schema in onnx.defs.get_all_schemas_with_history():
+        newest[schema.domain] = max(newest.get(schema.domain, 0), schema.since_version)
+    newest[""] = max(newest.get("", 0), onnx.defs.onnx_opset_version())
+    newest["ai.onnx"] = newest[""]
+    return newest
+
+
+def _check_opsets(model: onnx.ModelProto) -> None:
+    """Refuse opsets of onnx's own domains that this onnx release does not know: onnx's checker
+    lets them through, and nothing downstream can interpret them. Custom domains pass (their
+    nodes stay opaque)."""
+    newest = _newest_opsets()
+    for entry in model.opset_import:
+        known = newest.get(entry.domain)
+        if known is not None and entry.version > known:
+            domain = entry.domain or "ai.onnx"
+            raise InputError(f"unsupported opset: the model imports {domain} opset {entry.version}, but onnx "
+                             f"{onnx.__version__} knows opsets up to {known}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -107,18 +138,55 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The model at :data:`MIN_OPSET` or later; ``None`` where onnx's converter cannot bring
+    it there faithfully (it fails, or changes the graph's inputs or outputs, as its Scan-8
+    adapter does): such a model is imported all opaque and comes out unchanged."""
     version = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
-    if version is None:
-        raise InputError("model imports no default-domain opset")
-    if version >= MIN_OPSET:
+    if version is None or version >= MIN_OPSET:
+        # no default-domain opset (an ai.onnx.ml-only model): no node can be a vocabulary op,
+        # so the model travels through opaque and unchanged
         return model
     try:
         converted = version_converter.convert_version(model, MIN_OPSET)
-    except Exception as exc:
-        raise InputError(f"cannot convert opset {version} to {MIN_OPSET}: {_first_line(exc)}") from None
+    except Exception:
+        return None
+    if _interface(converted) != _interface(model):
+        return None
     converted.ir_version = max(converted.ir_version, 7)  # the IR that opset 13 needs
     return converted
+
+
+def _require_input_ranks(model: onnx.ModelProto) -> None:
+    """A tensor input without a shape (rank unknown) cannot be typed in the e-graph, fed by the
+    check, or pass onnx's checker: say how to fix it. Unknown dims (no value, no name) are fine:
+    they stay unknown, as symbolic dims do."""
+    for info in model.graph.input:
+        if info.type.HasField("tensor_type") and not info.type.tensor_type.HasField("shape"):
+            raise InputError(f"input {info.name!r} has no shape (its rank is unknown); give it one with "
+                             f"--overwrite-input-shape {info.name}:D1,D2,...")
+
+
+def _infer_output_ranks(model: onnx.ModelProto) -> None:
+    """Give shapeless tensor outputs (which onnxruntime runs but onnx's checker rejects) the
+    shapes that shape inference finds for them, where it finds one."""
+    shapeless = [o for o in model.graph.output
+                 if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")]
+    if not shapeless:
+        return
+    try:
+        inferred = shape_inference.infer_shapes(light_copy(model), strict_mode=False)
+    except Exception:
+        return  # the checker says what is wrong
+    known = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for output in shapeless:
+        typed = known.get(output.name)
+        if typed is not None and typed.type.tensor_type.HasField("shape"):
+            output.type.CopyFrom(typed.type)
+
+
+def _interface(model: onnx.ModelProto) -> list[bytes]:
+    return [v.SerializeToString(deterministic=True) for v in list(model.graph.input) + list(model.graph.output)]
 
 
 def _override_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> None:
@@ -151,10 +219,12 @@ def _tensor_type(type_proto: onnx.TypeProto) -> TensorType | None:
 class _Importer:
     """Walks the inferred model once, turning NodeProtos into Nodes."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, vocabulary: bool = True) -> None:
         self.model = model
+        self.vocabulary = vocabulary
+        """False: every node stays opaque, Constants included (the opset is too old to write any other)."""
         self.graph = model.graph
-        self.opset = next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
+        self.opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
         self.types: dict[str, TensorType] = {}
         for info in list(self.graph.input) + list(self.graph.value_info) + list(self.graph.output):
             t = _tensor_type(info.type)
@@ -192,6 +262,9 @@ class _Importer:
     # -- one node ---------------------------------------------------------
 
     def _convert(self, proto: onnx.NodeProto, index: int) -> Node | None:
+        if not self.vocabulary:
+            name = proto.name or f"{proto.op_type}_{index}"
+            return Node(op="Opaque", inputs=list(proto.input), outputs=list(proto.output), name=name, proto=proto)
         if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx") and len(proto.output) == 1:
             tensor = self._constant_value(proto)
             if tensor is not None:

@@ -30,7 +30,8 @@ def to_onnx(graph: Graph, fold_constants: bool = True) -> onnx.ModelProto:
     if fold_constants:
         graph = fold_weight_expressions(graph)
     model = without_initializers(graph.model)
-    opset = graph.opset
+    # only vocabulary nodes need it, and a model without a default-domain opset has none
+    opset = graph.opset if any(n.op != OPAQUE for n in graph.nodes) else 0
     taken = {o for n in graph.nodes for o in n.outputs} | set(graph.weights) | set(graph.inputs)
     extra: list[onnx.TensorProto] = []
     protos = []

@@ -78,6 +78,18 @@ class OptimizeReport:
     rules: int = 0
 
     @property
+    def warnings(self) -> list[str]:
+        """One line each for what the user should know: a stage that fell back at a limit."""
+        found = []
+        sat, ext = self.saturation, self.extraction
+        if sat is not None and sat.stop_reason == "memory limit":
+            found.append(f"saturation stopped at the memory limit after {len(sat.iterations)} iterations "
+                         f"({sat.nodes} e-nodes); the result is valid but may be less optimized")
+        if ext is not None and ext.warning:
+            found.append(ext.warning)
+        return found
+
+    @property
     def nodes_before(self) -> int:
         return sum(self.ops_before.values())
 
@@ -107,8 +119,9 @@ class OptimizeReport:
             },
             "extraction": None if ext is None else {
                 "extractor": ext.extractor, "status": ext.status, "cost": ext.cost,
-                "bound": ext.bound, "gap": ext.gap, "seconds": ext.seconds,
+                "bound": ext.bound, "gap": ext.gap, "seconds": ext.seconds, "stop_reason": ext.stop_reason,
             },
+            "warnings": self.warnings,
             "check": None if self.check is None else {
                 "runs": self.check.runs, "ok": self.check.ok,
                 "max_abs_error": self.check.max_abs_error, "max_rel_error": self.check.max_rel_error,

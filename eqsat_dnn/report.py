@@ -34,7 +34,8 @@ def optimize_table(report: OptimizeReport, source: str = "", target: str = "") -
             f"{len(sat.iterations)} iterations, {sat.nodes} e-nodes, stop: {sat.stop_reason}, "
             f"{report.rules} rules, {sum(sat.matches_per_rule().values())} matches"),
         "extract": "" if ext is None else (
-            f"{ext.extractor}: {ext.status}, gap {ext.gap:.2%}, "
+            f"{ext.extractor}: {ext.status}" + (f", stop: {ext.stop_reason}" if ext.stop_reason else "")
+            + f", gap {ext.gap:.2%}, "
             f"{report.egraph_nodes} e-nodes / {report.egraph_classes} classes"),
         "check": "" if chk is None else (
             f"{chk.runs} input sets, max rel. error {chk.max_rel_error:.2e}"),

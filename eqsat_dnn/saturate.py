@@ -4,12 +4,17 @@ Each iteration runs every rule family once, then re-establishes the shape and
 dtype analyses. Rules named ``multi-...`` (merging parallel operators, which can
 grow the e-graph fast) run only in the first ``Limits.multi_iterations``
 iterations, like Tensat's k_multi. The runner stops when nothing changes (saturated) or at the
-first limit reached (iterations, e-nodes, seconds) and reports every iteration:
-e-graph size, matches per rule, time.
+first limit reached (iterations, e-nodes, seconds, memory) and reports every iteration:
+e-graph size, matches per rule, time. Size, time and memory are read after every rule
+family, so a limit is overshot by at most one family's run (whose growth the back-off
+match limit bounds).
 """
 
 from __future__ import annotations
 
+import os
+import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -36,6 +41,9 @@ class Limits:
     match_limit: int = 5_000
     """A rule with more matches than this in one step is skipped for that step (egg's back-off):
     one explosive rule cannot multiply the e-graph in a single iteration."""
+    memory_mb: float = 8_000.0
+    """Resident memory of this process (MiB, weights and e-graph together) at which saturation
+    stops: far below a 24 GB machine, so a runaway e-graph never exhausts it."""
 
 
 @dataclass
@@ -56,7 +64,8 @@ class SaturationReport:
 
     iterations: list[Iteration] = field(default_factory=list)
     stop_reason: str = "not run"
-    """``saturated``, ``iteration limit``, ``node limit``, ``time limit`` or ``no rules``."""
+    """``saturated``, ``iteration limit``, ``node limit``, ``time limit``, ``memory limit``
+    or ``no rules``."""
     initial_nodes: int = 0
     seconds: float = 0.0
 
@@ -70,6 +79,29 @@ class SaturationReport:
             for name, count in it.matches.items():
                 total[name] = total.get(name, 0) + count
         return total
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MiB (its peak where the current figure is not readable)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _limit_reached(limits: Limits, iterations: int, nodes: int, started: float) -> str | None:
+    """The stop reason of the first limit reached, if any."""
+    if iterations >= limits.iterations:
+        return "iteration limit"
+    if nodes >= limits.nodes:
+        return "node limit"
+    if time.perf_counter() - started >= limits.seconds:
+        return "time limit"
+    if resident_mb() >= limits.memory_mb:
+        return "memory limit"
+    return None
 
 
 def count_enodes(teg: TensorEGraph) -> int:
@@ -173,14 +205,9 @@ def saturate(
     fixpoint = {_ruleset_of(r) for r in rules if r.schedule == "fixpoint" and not r.name.startswith(MULTI_PREFIX)}
     rulesets = [r for r in rulesets if r in fixpoint] + [r for r in rulesets if r not in fixpoint]
     while True:
-        if len(report.iterations) >= limits.iterations:
-            report.stop_reason = "iteration limit"
-            break
-        if report.nodes >= limits.nodes:
-            report.stop_reason = "node limit"
-            break
-        if time.perf_counter() - start >= limits.seconds:
-            report.stop_reason = "time limit"
+        reason = _limit_reached(limits, len(report.iterations), report.nodes, start)
+        if reason is not None:
+            report.stop_reason = reason
             break
         with_multi = len(report.iterations) < limits.multi_iterations
         active = [r for r in rulesets if with_multi or not r.endswith("_multi")]
@@ -192,8 +219,8 @@ def saturate(
         updated = False
         nodes = report.nodes
         for ruleset in active:
-            # one family at a time, the size read after each: a family that overshoots the
-            # node limit ends the iteration before the next one compounds it
+            # one family at a time, the limits read after each: a family that overshoots a
+            # limit ends the iteration before the next one compounds it
             if ruleset in fixpoint:
                 changed, found = _run_to_fixpoint(teg, ruleset, limits.nodes)
             else:

@@ -64,6 +64,12 @@ class Extraction:
     """Best proven lower bound on the cost (equal to ``cost`` when optimal)."""
     seconds: float
     extractor: str
+    stop_reason: str = ""
+    """Why the search ended: ``optimal`` (proven), ``time limit`` (cut short: the answer is the
+    best found, the greedy program if nothing better), ``solver error``, or empty for extractors
+    that do not search (greedy)."""
+    warning: str = ""
+    """One line for the user when the answer is a fallback (a time limit or a solver error)."""
 
     @property
     def gap(self) -> float:

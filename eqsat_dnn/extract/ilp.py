@@ -111,7 +111,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, find_cycle, reachable_choices
+from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, find_cycle, reachable_choices, validate
 from eqsat_dnn.extract.greedy import GreedyExtractor
 
 _TOL = 1e-9
@@ -232,7 +232,20 @@ class ILPExtractor:
             else:
                 status = "greedy"
             seconds = time.perf_counter() - start
-            info.update(seconds=seconds, bound=lower, status=status, trajectory=best.trajectory)
+            warning = ""
+            if status == "optimal":
+                reason = "optimal"
+            elif info.get("errors"):
+                reason = "solver error"
+                warning = f"the ILP solver failed ({info['errors'][0][:120]}); using the best program found ({status})"
+            else:  # every search runs to the deadline unless it proves optimality (or cannot start for lack of time)
+                reason = "time limit"
+                warning = (f"ILP extraction reached its {self.time_limit:g} s time limit "
+                           + ("before improving on the greedy program: falling back to the greedy program"
+                              if status == "greedy" else
+                              f"unproven: using the best program found (within "
+                              f"{(best.cost - lower) / best.cost if best.cost > 0 else 0.0:.1%} of optimal)"))
+            info.update(seconds=seconds, bound=lower, status=status, trajectory=best.trajectory, stop_reason=reason)
             return Extraction(
                 choices=best.choices,
                 cost=best.cost,
@@ -240,6 +253,8 @@ class ILPExtractor:
                 bound=lower,
                 seconds=seconds,
                 extractor=self.name,
+                stop_reason=reason,
+                warning=warning,
             )
 
         # Reductions cost about 30 us per node; without time for them and a

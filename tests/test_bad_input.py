@@ -1,0 +1,504 @@
+"""Bad input: every mistake a user can make ends in one clear line on stderr, a documented
+exit code (2 bad input, 3 output not writable, 4 check failed, 5 bad rule, 130 interrupted),
+no traceback unless ``--debug``, no output file (nor a temporary one) and the input untouched.
+
+Unknown dimensions: a dim with neither a value nor a name is kept unknown, like a symbolic
+one, and the check feeds it size 2. An input with no shape at all (rank unknown) is refused
+with the ``--overwrite-input-shape`` that fixes it; with that override the model is optimized.
+
+Most cases call :func:`eqsat_dnn.cli.main` in this process (``capfd`` sees what the C++
+libraries print, too); a few run the real command in a subprocess: tracebacks, and
+interrupts by a real SIGINT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from eqsat_dnn.cli import main
+from eqsat_dnn.errors import InputError
+from eqsat_dnn.examples import attention_block
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "extraction-gym"
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _run(capfd, *args: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(args))
+    except SystemExit as done:  # argparse
+        code = done.code
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def _assert_refused(code: int, err: str, expected: int, out_path: Path, source: Path | None = None,
+                    digest: str | None = None, says: str = "") -> None:
+    assert code == expected, err
+    assert err.count("\n") == 1 and err.startswith("eqsat-dnn"), f"not one line: {err!r}"
+    assert "error:" in err and "Traceback" not in err
+    assert says.lower() in err.lower(), err
+    assert not out_path.exists()
+    leftovers = [p.name for p in out_path.parent.iterdir() if p.name.startswith(f".{out_path.name}.")] \
+        if out_path.parent.is_dir() else []
+    assert not leftovers, f"temporary files left: {leftovers}"
+    if source is not None:
+        assert _digest(source) == digest, "the input was modified"
+
+
+def _model(nodes, inputs, outputs, opset: int = 17, initializers=(), extra_opsets=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets])
+
+
+def _x(shape=(2, 3), name="x"):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def _relu(opset: int = 17, extra_opsets=()) -> onnx.ModelProto:
+    return _model([helper.make_node("Relu", ["x"], ["y"])], [_x()], [_x(name="y")], opset, extra_opsets=extra_opsets)
+
+
+def _write(path: Path, model: onnx.ModelProto) -> Path:
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+# -- inputs that are not (valid, supported) ONNX --------------------------------------------------------
+
+
+def _missing(tmp):
+    return tmp / "missing.onnx"
+
+
+def _text(tmp):
+    (tmp / "in.onnx").write_text("not an onnx model at all")
+    return tmp / "in.onnx"
+
+
+def _empty(tmp):
+    (tmp / "in.onnx").write_bytes(b"")
+    return tmp / "in.onnx"
+
+
+def _truncated_protobuf(tmp):
+    (tmp / "in.onnx").write_bytes(b"\x08\x07\x12\x03abc\x3a\x05")
+    return tmp / "in.onnx"
+
+
+def _truncated_model(tmp):
+    data = attention_block().SerializeToString()
+    (tmp / "in.onnx").write_bytes(data[: len(data) // 2])  # a copy or a download cut short
+    return tmp / "in.onnx"
+
+
+def _a_directory(tmp):
+    (tmp / "in.onnx").mkdir()
+    return tmp / "in.onnx"
+
+
+def _undefined_value(tmp):
+    return _write(tmp / "in.onnx", _model([helper.make_node("Relu", ["nowhere"], ["y"])], [_x()], [_x(name="y")]))
+
+
+def _wrong_arity(tmp):
+    return _write(tmp / "in.onnx", _model([helper.make_node("Relu", ["x", "x"], ["y"])], [_x()], [_x(name="y")]))
+
+
+def _unknown_op(tmp):
+    return _write(tmp / "in.onnx", _model([helper.make_node("NoSuchOp", ["x"], ["y"])], [_x()], [_x(name="y")]))
+
+
+def _opset_too_new(tmp):
+    return _write(tmp / "in.onnx", _relu(opset=99))
+
+
+def _ml_opset_too_new(tmp):
+    return _write(tmp / "in.onnx", _relu(extra_opsets=[helper.make_opsetid("ai.onnx.ml", 99)]))
+
+
+def _ir_too_new(tmp):
+    model = _relu()
+    model.ir_version = 99
+    return _write(tmp / "in.onnx", model)
+
+
+def _rank_unknown(tmp):
+    x = onnx.ValueInfoProto(name="x")
+    x.type.tensor_type.elem_type = TensorProto.FLOAT
+    return _write(tmp / "in.onnx", _model([helper.make_node("Relu", ["x"], ["y"])], [x], [_x(name="y")]))
+
+
+def _external_data_missing(tmp):
+    onnx.save_model(attention_block(), tmp / "in.onnx", save_as_external_data=True, location="in.onnx.data",
+                    size_threshold=0)
+    (tmp / "in.onnx.data").unlink()
+    return tmp / "in.onnx"
+
+
+def _sequence_input(tmp):
+    seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2, 3])
+    index = helper.make_tensor_value_info("i", TensorProto.INT64, [])
+    return _write(tmp / "in.onnx", _model([helper.make_node("SequenceAt", ["s", "i"], ["y"])], [seq, index],
+                                          [_x(name="y")]))
+
+
+BAD_INPUTS = {
+    "missing file": (_missing, 2, "no such file"),
+    "a directory": (_a_directory, 2, "no such file"),
+    "not onnx": (_text, 2, "onnx"),
+    "empty file": (_empty, 2, "empty or truncated"),
+    "truncated protobuf": (_truncated_protobuf, 2, ""),
+    "truncated model": (_truncated_model, 2, ""),
+    "fails the checker: undefined value": (_undefined_value, 2, "checker"),
+    "fails the checker: wrong arity": (_wrong_arity, 2, "checker"),
+    "fails the checker: unknown op": (_unknown_op, 2, "checker"),
+    "unsupported opset": (_opset_too_new, 2, "unsupported opset"),
+    "unsupported ai.onnx.ml opset": (_ml_opset_too_new, 2, "unsupported opset"),
+    "unsupported IR version": (_ir_too_new, 2, "ir_version"),
+    "rank-unknown input": (_rank_unknown, 2, "--overwrite-input-shape x:"),
+    "external data missing": (_external_data_missing, 2, "external data"),
+    "no check inputs for a sequence": (_sequence_input, 2, "not a tensor"),
+}
+
+
+@pytest.mark.parametrize("make, code, says", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_model_gives_one_line_and_writes_nothing(tmp_path, capfd, make, code, says):
+    source = make(tmp_path)
+    digest = _digest(source)
+    out = tmp_path / "out.onnx"
+    result, _, err = _run(capfd, "optimize", str(source), str(out), "--extractor", "greedy")
+    _assert_refused(result, err, code, out, source, digest, says)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(InputError):
+        main(["--debug", "optimize", str(tmp_path / "missing.onnx"), str(tmp_path / "out.onnx")])
+
+
+def test_the_real_command_prints_no_traceback(tmp_path):
+    """Through the installed entry point, for an input error and for an internal one."""
+    source = _truncated_model(tmp_path)
+    out = tmp_path / "out.onnx"
+    done = subprocess.run([sys.executable, "-m", "eqsat_dnn.cli", "optimize", str(source), str(out)],
+                          capture_output=True, text=True)
+    _assert_refused(done.returncode, done.stderr, 2, out)
+    done = subprocess.run([sys.executable, "-m", "eqsat_dnn.cli", "--debug", "optimize", str(source), str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+# -- outputs that cannot be written -----------------------------------------------------------------
+
+
+@pytest.fixture
+def model_file(tmp_path) -> Path:
+    path = tmp_path / "model.onnx"
+    onnx.save_model(attention_block(), path)
+    return path
+
+
+def _same_path(tmp, model):
+    return model
+
+
+def _same_file_other_spelling(tmp, model):
+    return tmp / "." / ".." / tmp.name / model.name
+
+
+def _symlink_to_input(tmp, model):
+    link = tmp / "link.onnx"
+    link.symlink_to(model)
+    return link
+
+
+def _missing_directory(tmp, model):
+    return tmp / "missing" / "out.onnx"
+
+
+def _output_is_directory(tmp, model):
+    (tmp / "out.onnx").mkdir()
+    return tmp / "out.onnx"
+
+
+def _parent_is_a_file(tmp, model):
+    (tmp / "file").write_text("")
+    return tmp / "file" / "out.onnx"
+
+
+BAD_OUTPUTS = {
+    "output is the input": (_same_path, "input"),
+    "output is the input, spelled otherwise": (_same_file_other_spelling, "input"),
+    "output is a link to the input": (_symlink_to_input, "input"),
+    "directory missing": (_missing_directory, "does not exist"),
+    "output is a directory": (_output_is_directory, "directory"),
+    "parent is a file": (_parent_is_a_file, "does not exist"),
+}
+
+
+@pytest.mark.parametrize("make, says", BAD_OUTPUTS.values(), ids=BAD_OUTPUTS.keys())
+def test_unwritable_output_gives_one_line(tmp_path, capfd, model_file, make, says):
+    out = make(tmp_path, model_file)
+    digest = _digest(model_file)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = _run(capfd, "optimize", str(model_file), str(out), "--extractor", "greedy")
+    assert code == 3 and err.count("\n") == 1 and says in err, err
+    assert _digest(model_file) == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, not even a temporary file
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write to read-only directories")
+def test_read_only_directory(tmp_path, capfd, model_file):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, _, err = _run(capfd, "optimize", str(model_file), str(locked / "out.onnx"), "--extractor", "greedy")
+    finally:
+        locked.chmod(0o700)
+    assert code == 3 and "not writable" in err and not list(locked.iterdir())
+
+
+# -- options, rules, e-graph files ----------------------------------------------------------------
+
+
+BAD_OPTIONS = {
+    "zero ILP time": (["--extract-time-limit", "0"], 2, "must be > 0"),
+    "negative iterations": (["--iter-limit", "-1"], 2, "must be >= 0"),
+    "not a number": (["--check", "x"], 2, "not a number"),
+    "unknown option": (["--bogus"], 2, "unrecognized"),
+    "unknown cost model": (["--cost-model", "nope"], 2, "unknown cost model"),
+    "shape of no input": (["--overwrite-input-shape", "nope:1,2"], 2, "not a graph input"),
+    "malformed shape": (["--overwrite-input-shape", "x:a,b"], 2, "bad input shape"),
+    "unknown rule family": (["--rules", "no-such-family"], 5, "no rule file, family or rule"),
+    "missing rule file": (["--rules", "/nonexistent/rules.egg"], 5, "no such rule file"),
+}
+
+
+@pytest.mark.parametrize("extra, code, says", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
+def test_bad_option_gives_one_line(tmp_path, capfd, model_file, extra, code, says):
+    out = tmp_path / "out.onnx"
+    result, _, err = _run(capfd, "optimize", str(model_file), str(out), *extra)
+    _assert_refused(result, err, code, out, says=says)
+
+
+RULE_FILES = {
+    "unbalanced": ("(rewrite (MatMul a b)\n", "unbalanced"),
+    "unknown constructor": (';; no such op\n(rewrite (Frobnicate a) a :name "frob")\n', "frob"),
+    "ill-typed": (';; an attribute where a tensor goes\n(rewrite (Relu a) (Relu 3) :name "typed")\n', "typed"),
+}
+
+
+@pytest.mark.parametrize("text, says", RULE_FILES.values(), ids=RULE_FILES.keys())
+def test_malformed_rule_file(tmp_path, capfd, model_file, text, says):
+    rules = tmp_path / "bad.egg"
+    rules.write_text(text)
+    out = tmp_path / "out.onnx"
+    code, _, err = _run(capfd, "optimize", str(model_file), str(out), "--rules", str(rules))
+    _assert_refused(code, err, 5, out, says=says)
+    assert str(rules) in err
+
+
+def test_a_wrong_rule_fails_the_check_and_writes_nothing(tmp_path, capfd, model_file):
+    wrong = tmp_path / "wrong.egg"
+    wrong.write_text(';; matmul does not commute\n(rewrite (MatMul a b) (MatMul b a) :name "matmul-comm")\n'
+                     ';; and this one makes it pay off\n(rewrite (Relu x) (Sigmoid x) :name "relu-sigmoid")\n')
+    out = tmp_path / "out.onnx"
+    code, _, err = _run(capfd, "optimize", str(model_file), str(out), "--rules", str(wrong), "--extractor", "greedy")
+    _assert_refused(code, err, 4, out)  # the check or onnx's checker catches it
+
+
+EGRAPHS = {
+    "missing": (None, ""),
+    "not json": ("{nodes: ", "json"),
+    "wrong structure": ('{"nodes": 3}', ""),
+    "unknown child": ('{"nodes": {"a": {"op": "f", "children": ["zz"], "eclass": "c", "cost": 1}}, '
+                      '"root_eclasses": ["c"]}', ""),
+    "no roots": ('{"nodes": {"a": {"op": "x", "children": [], "eclass": "c", "cost": 1}}, '
+                 '"root_eclasses": ["nope"]}', ""),
+}
+
+
+@pytest.mark.parametrize("text, says", EGRAPHS.values(), ids=EGRAPHS.keys())
+def test_malformed_egraph_json(tmp_path, capfd, text, says):
+    path = tmp_path / "e.json"
+    if text is not None:
+        path.write_text(text)
+    for extractor in ("greedy", "ilp"):
+        code, out, err = _run(capfd, "extract", str(path), "--extractor", extractor)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("eqsat-dnn: error:"), err
+        assert says in err.lower() and not out
+
+
+# -- unknown dimensions ----------------------------------------------------------------------------
+
+
+def _unknown_dim_model(tmp: Path) -> Path:
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Identity", ["t"], ["u"]),
+             helper.make_node("Relu", ["u"], ["y"])]
+    return _write(tmp / "in.onnx", _model(nodes, [_x((None, 4))], [_x((None, 4), "y")], initializers=[weight]))
+
+
+def test_unknown_dims_stay_unknown(tmp_path, capfd):
+    source = _unknown_dim_model(tmp_path)
+    out = tmp_path / "out.onnx"
+    code, output, err = _run(capfd, "optimize", str(source), str(out), "--json", "--check", "2")
+    assert code == 0, err
+    report = json.loads(output)
+    assert report["check"]["ok"] and report["nodes_after"] < report["nodes_before"]  # the Identity went
+    dim = onnx.load(out).graph.input[0].type.tensor_type.shape.dim[0]
+    assert not dim.HasField("dim_value") and not dim.dim_param
+
+
+def test_rank_unknown_input_with_an_override_is_optimized(tmp_path, capfd):
+    source = _rank_unknown(tmp_path)
+    out = tmp_path / "out.onnx"
+    code, _, err = _run(capfd, "optimize", str(source), str(out), "--overwrite-input-shape", "x:3,4", "--quiet")
+    assert code == 0, err
+    dims = [d.dim_value for d in onnx.load(out).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [3, 4]
+
+
+# -- interrupts and atomic writes -------------------------------------------------------------------
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def _module_attribute(target: str) -> tuple[object, str]:
+    """``package.module[.Class].name`` -> (the module or class, name); ``eqsat_dnn.saturate``
+    names both a module and the function the package exports, so modules are imported by name."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:-1]:
+            owner = getattr(owner, part)
+        return owner, parts[-1]
+    raise ValueError(target)
+
+
+@pytest.mark.parametrize("target", ["eqsat_dnn.saturate._run_step", "eqsat_dnn.extract.ilp.ILPExtractor._extract",
+                                    "eqsat_dnn.pipeline.compare_models"])
+def test_interrupt_in_any_stage_writes_nothing(tmp_path, capfd, model_file, monkeypatch, target):
+    monkeypatch.setattr(*_module_attribute(target), _interrupt)
+    out = tmp_path / "out.onnx"
+    code, _, err = _run(capfd, "optimize", str(model_file), str(out))
+    assert code == 130 and err == "eqsat-dnn: interrupted; nothing written\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_interrupt_while_writing_leaves_no_partial_file(tmp_path, capfd, model_file, monkeypatch):
+    """The output goes to a temporary file that is renamed when complete: a write cut
+    short (here half-written, then interrupted) leaves neither file behind."""
+    real_save = onnx.save_model
+
+    def save_half_then_interrupt(model, path, *args, **kwargs):
+        real_save(model, path, *args, **kwargs)
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("eqsat_dnn.onnx_out.onnx.save_model", save_half_then_interrupt)
+    out = tmp_path / "out.onnx"
+    code, _, err = _run(capfd, "optimize", str(model_file), str(out), "--extractor", "greedy")
+    assert code == 130, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+_HOOKED = textwrap.dedent("""
+    import importlib, os, sys, time
+    target = importlib.import_module("{module}")
+    for part in "{inner}".split(".") if "{inner}" else []:
+        target = getattr(target, part)
+    original = getattr(target, "{attribute}")
+    def hooked(*args, **kwargs):
+        result = original(*args, **kwargs)
+        os.write({marker_fd}, b"REACHED\\n")  # on a pipe of its own: the ILP mutes stdout
+        time.sleep(60)  # the test interrupts us here, in the middle of the stage
+        return result
+    setattr(target, "{attribute}", hooked)
+    from eqsat_dnn.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _interrupted_run(module: str, hook: str, args: list[str], at_marker=None) -> tuple[subprocess.CompletedProcess, object]:
+    """Run the command with a marker at ``module``'s ``hook`` (``name`` or ``Class.name``) and
+    send it a real SIGINT once it gets there; ``at_marker(pid)`` runs just before the signal."""
+    inner, _, attribute = hook.rpartition(".")
+    read_fd, write_fd = os.pipe()
+    script = _HOOKED.format(module=module, inner=inner, attribute=attribute, marker_fd=write_fd)
+    process = subprocess.Popen([sys.executable, "-c", script, *args], pass_fds=(write_fd,),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(write_fd)
+    seen = None
+    try:
+        with os.fdopen(read_fd) as marker:
+            line = marker.readline()  # blocks until the hook is reached (or the process ends)
+        assert line.strip() == "REACHED", process.communicate(timeout=60)
+        seen = at_marker(process.pid) if at_marker else None
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err), seen
+
+
+def test_sigint_during_saturation(tmp_path, model_file):
+    out = tmp_path / "out.onnx"
+    done, _ = _interrupted_run("eqsat_dnn.saturate", "_run_step", ["optimize", str(model_file), str(out)])
+    assert done.returncode == 130 and done.stderr == "eqsat-dnn: interrupted; nothing written\n", done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+@pytest.mark.skipif(not (SHARED / "vgg.json").exists(), reason="needs ../shared/reference/extraction-gym")
+def test_sigint_during_the_ilp_stops_its_solver_process(tmp_path):
+    """The ILP solves large programs in a child process; an interrupt must not leave it running."""
+    start = time.perf_counter()
+    done, solvers = _interrupted_run("eqsat_dnn.extract.ilp", "_FullSolve.start",
+                                     ["extract", str(SHARED / "vgg.json"), "--time-limit", "120"],
+                                     at_marker=_solver_children)
+    assert done.returncode == 130 and done.stderr.endswith("eqsat-dnn: interrupted; nothing written\n"), done.stderr
+    assert time.perf_counter() - start < 60
+    assert solvers, "the ILP started no solver process: the test does not test anything"
+    time.sleep(0.5)
+    assert not [pid for pid in solvers if _running(pid)], "the solver process outlived the interrupt"
+
+
+def _solver_children(pid: int) -> list[int]:
+    """The HiGHS worker processes that ``pid`` started."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in children if "_highs_worker_main" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has stopped; only its exit status is left
