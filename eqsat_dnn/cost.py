@@ -237,8 +237,9 @@ def fusion_role(op: str, attrs: dict[str, Any], inputs: list[TensorType | None],
         other = inputs[1 - main]
         if not _same(inputs[main], output) or other is None or other.shape is None:
             return "kernel"
-        if op == "Add" and numel(other) == out[-1] and (not dims(other) or dims(other)[-1] == out[-1]) and out[-1] > 1:
-            return "gemm_epilogue"  # bias: MatMul + Add -> Gemm
+        if (op == "Add" and numel(other) == out[-1] and (not dims(other) or dims(other)[-1] == out[-1])
+                and out[-1] > 1 and not _same(other, output)):
+            return "gemm_epilogue"  # bias: MatMul + Add -> Gemm (a one-row sum of two products is not one)
         if op == "Add" and numel(other) == 1:
             return "gemm_epilogue"  # a scalar offset (GELU's 1 + tanh(...)): measured behind a MatMul
         if numel(other) == 1 and (op == "Mul" or main == 0):
