@@ -243,8 +243,7 @@ class TensorEGraph:
             node_info = info[node_id]
             if node_info.op in ("TNil", "TCons", "Absent", "Input", "Weight") or cost_model is None:
                 cost = 0.0
-            elif all(c in constant for c in children) and (
-                    node_info.op != OPAQUE or self.opaque[node_info.attrs["arg0"]].folds):
+            elif all(c in constant for c in children) and _folds(node_info, self.opaque):
                 cost = 0.0  # evaluated once at export
             else:
                 inputs = [types.get(c) for c in _flat_children(node_info, info, first_of)]
@@ -279,13 +278,11 @@ class TensorEGraph:
             types[cls] = TensorType(dtypes.get(cls, 0), shape)
         return types
 
-    def input_choices(self, snapshot: Snapshot) -> dict[str, str] | None:
+    def input_choices(self, snapshot: Snapshot) -> dict[str, str]:
         """The input program, as one e-node per e-class of ``snapshot``: a starting incumbent for
         extraction (any node of a class computes its value; taking, per class, the node of the
-        first original node that computes it keeps the program acyclic). ``None`` when it cannot
-        be found whole."""
-        from eqsat_dnn.extract.base import validate
-
+        first original node that computes it keeps the program acyclic). Where it cannot be found
+        whole the choices are incomplete, and extractors ignore them (``known_program``)."""
         class_of = {value: cls for cls, values in snapshot.names.items() for value in values}
         classes, info = snapshot.egraph.classes, snapshot.info
         absent = next((snapshot.egraph.nodes[n].eclass for n in info if info[n].op == "Absent"), None)
@@ -328,10 +325,6 @@ class TensorEGraph:
                 chosen = pick(cls, node.op, None if variadic else inputs)
                 if chosen is not None and variadic:
                     pick_list(info[chosen].children[0], inputs)
-        try:
-            validate(snapshot.egraph, choices)
-        except (ValueError, KeyError):
-            return None
         return choices
 
     def program(self, snapshot: Snapshot, extraction: Extraction) -> Graph:
@@ -400,6 +393,13 @@ def _implicit_inputs(node: Node) -> list[str]:
     return [n for n in found if n not in node.inputs]
 
 
+def _folds(node: NodeInfo, opaque: dict[str, Node]) -> bool:
+    """Whether the e-node computes a constant from constant children (see :attr:`Node.folds`)."""
+    if node.op == OPAQUE:
+        return opaque[node.attrs["arg0"]].folds
+    return node.op not in ("Input", "Absent")
+
+
 def _constant_classes(rows: list[tuple[str, str, list[str], dict]], info: dict[str, NodeInfo],
                       opaque: dict[str, Node]) -> set[str]:
     """Classes that some node computes from weights alone (a fixpoint over the rows)."""
@@ -410,8 +410,7 @@ def _constant_classes(rows: list[tuple[str, str, list[str], dict]], info: dict[s
         for node_id, cls, children, _ in rows:
             if cls in constant:
                 continue
-            op = info[node_id].op
-            if op in ("Input", "Absent") or (op == OPAQUE and not opaque[info[node_id].attrs["arg0"]].folds):
+            if not _folds(info[node_id], opaque):
                 continue
             if all(c in constant for c in children):
                 constant.add(cls)

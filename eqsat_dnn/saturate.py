@@ -142,18 +142,21 @@ def add_rules(teg: TensorEGraph, rules: list[Rule]) -> list[str]:
     return families
 
 
-def _run_step(teg: TensorEGraph, ruleset: str, match_limit: int):
-    """One run of a ruleset under a back-off match limit, then the analyses to fixpoint."""
+def _run_schedule(teg: TensorEGraph, schedule: str):
+    """Run one egglog schedule, then the analyses to fixpoint; returns egglog's run report."""
     try:
-        report = teg.command(
-            f"(run-schedule (let-scheduler bo (back-off :match-limit {match_limit})) (run-with bo {ruleset}))"
-        )[0].report
+        report = teg.command(f"(run-schedule {schedule})")[0].report
         run_analysis(teg)
     except bindings.EggSmolError as exc:
         # a rule whose action fails (a primitive out of its domain) stops egglog mid-run
         message = str(exc).strip().splitlines()
         raise RuleError(f"egglog failed while running the rules: {message[-1] if message else exc}") from None
     return report
+
+
+def _run_step(teg: TensorEGraph, ruleset: str, match_limit: int):
+    """One run of a ruleset under a back-off match limit, then the analyses to fixpoint."""
+    return _run_schedule(teg, f"(let-scheduler bo (back-off :match-limit {match_limit})) (run-with bo {ruleset})")
 
 
 FIXPOINT_ROUNDS = 32
@@ -166,12 +169,7 @@ def _run_to_fixpoint(teg: TensorEGraph, ruleset: str, node_limit: int):
     matches: dict[str, int] = {}
     updated = False
     for _ in range(FIXPOINT_ROUNDS):
-        try:
-            report = teg.command(f"(run-schedule (run {ruleset}))")[0].report
-            run_analysis(teg)
-        except bindings.EggSmolError as exc:
-            message = str(exc).strip().splitlines()
-            raise RuleError(f"egglog failed while running the rules: {message[-1] if message else exc}") from None
+        report = _run_schedule(teg, f"(run {ruleset})")
         for name, n in report.num_matches_per_rule.items():
             if n:
                 matches[name] = matches.get(name, 0) + n

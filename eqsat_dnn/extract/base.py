@@ -102,6 +102,19 @@ def reachable_choices(egraph: EGraph, choices: dict[str, str]) -> dict[str, str]
     return kept
 
 
+def known_program(egraph: EGraph, choices: dict[str, str] | None) -> tuple[dict[str, str], float] | None:
+    """``choices`` restricted to what it reaches, with its DAG cost; ``None`` unless it is a
+    complete, acyclic program (an extractor's ``initial`` that does not fit is ignored)."""
+    if choices is None:
+        return None
+    try:
+        validate(egraph, choices)
+    except (ValueError, KeyError):
+        return None
+    program = reachable_choices(egraph, choices)
+    return program, dag_cost(egraph, program)
+
+
 def dag_cost(egraph: EGraph, choices: dict[str, str]) -> float:
     """Cost of the program ``choices`` picks, each reachable node counted once."""
     reached = reachable_choices(egraph, choices)

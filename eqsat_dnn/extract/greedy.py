@@ -11,7 +11,7 @@ import heapq
 import math
 import time
 
-from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, reachable_choices, validate
+from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, known_program, reachable_choices
 
 
 class GreedyExtractor:
@@ -27,16 +27,10 @@ class GreedyExtractor:
             raise ValueError(f"no finite program for root classes {missing[:3]}")
         choices = reachable_choices(egraph, choices)
         cost = dag_cost(egraph, choices)
-        if initial is not None:
+        known = known_program(egraph, initial)
+        if known is not None and known[1] < cost:
             # tree costs count shared subterms once per use, so greedy can lose to a known program
-            try:
-                validate(egraph, initial)
-            except (ValueError, KeyError):
-                pass
-            else:
-                initial = reachable_choices(egraph, initial)
-                if dag_cost(egraph, initial) < cost:
-                    choices, cost = initial, dag_cost(egraph, initial)
+            choices, cost = known
         return Extraction(
             choices=choices,
             cost=cost,

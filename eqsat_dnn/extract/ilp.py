@@ -111,7 +111,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, find_cycle, reachable_choices, validate
+from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, find_cycle, known_program, reachable_choices
 from eqsat_dnn.extract.greedy import GreedyExtractor
 
 _TOL = 1e-9
@@ -211,16 +211,12 @@ class ILPExtractor:
         greedy, greedy_cost = first.choices, first.cost
         best = _Best(greedy, greedy_cost, start)
         info["greedy_cost"] = greedy_cost
-        if initial is not None:
-            try:
-                validate(egraph, initial)
-            except (ValueError, KeyError):
-                initial = None
-            else:
-                initial = reachable_choices(egraph, initial)
-                info["initial_cost"] = initial_cost = dag_cost(egraph, initial)
-                if initial_cost < best.cost - _TOL:
-                    best = _Best(initial, initial_cost, start)
+        known = known_program(egraph, initial)
+        initial = known[0] if known is not None else None
+        if known is not None:
+            info["initial_cost"] = known[1]
+            if known[1] < best.cost - _TOL:
+                best = _Best(known[0], known[1], start)
         bound = 0.0
 
         def finish() -> Extraction:
