@@ -4,7 +4,8 @@ For real exports (BERT-base, GPT-2 small, both 12 layers at sequence 128 from to
 exporter, and ResNet-50 from onnx's ``backend/test/data/light`` with its weights materialized)
 it compares:
 
-* whole model: the cost model's predicted time (``graph_cost(load_model(path), model)``) with the
+* whole model: the cost model's predicted time (``graph_cost(load_model(path), model)``: node
+  prices plus the excess of onnxruntime's slow fusions, see ``eqsat_dnn.cost.fusion_sites``) with the
   real onnxruntime latency (``ORT_ENABLE_ALL``, the same intra-op thread count, inputs and
   outputs bound once; median of ``--runs`` runs per pass, interleaved between models, the lower of
   ``--passes`` pass medians: the same statistic the measured model uses per configuration);
@@ -45,7 +46,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from eqsat_dnn import load_model
-from eqsat_dnn.cost import get_cost_model, node_costs, op_type, priced_nodes
+from eqsat_dnn.cost import fusion_penalties, get_cost_model, node_costs, op_type, priced_nodes
 
 LIGHT_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
 
@@ -90,7 +91,10 @@ def build_models(names: list[str], root: Path) -> dict[str, Path]:
 
     paths = {}
     for name in names:
-        if name == "bert":
+        done = root / f"{name}.onnx"
+        if done.exists():  # an earlier run's export (--work-dir)
+            paths[name] = done
+        elif name == "bert":
             paths[name] = export_bert(root / "bert.onnx", layers=12, seq=128)
         elif name == "gpt2":
             paths[name] = export_gpt2(root / "gpt2.onnx", layers=12, seq=128)
@@ -436,6 +440,8 @@ def main() -> int:
     parser.add_argument("--profile-runs", type=int, default=50)
     parser.add_argument("--cache-dir", default=None, help="measured model cache (default: the user's cache)")
     parser.add_argument("--no-merges", action="store_true")
+    parser.add_argument("--work-dir", default=None,
+                        help="keep the exported models here (and reuse them on the next run)")
     parser.add_argument("--out", default="bench/results/cost_accuracy.json")
     args = parser.parse_args()
 
@@ -460,12 +466,16 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        paths = build_models(args.models, tmp)
+        keep = Path(args.work_dir) if args.work_dir else tmp
+        keep.mkdir(parents=True, exist_ok=True)
+        paths = build_models(args.models, keep)
         graphs, predicted, price_s = {}, {}, {}
         for name, path in paths.items():
             graphs[name] = load_model(str(path))
             t = time.perf_counter()
             predicted[name] = node_costs(graphs[name], cost_model)
+            for site, penalty in fusion_penalties(graphs[name], cost_model).items():
+                predicted[name][site.nodes[-1]] += penalty  # the fused kernel's excess, on its last part
             price_s[name] = time.perf_counter() - t
             t = time.perf_counter()
             node_costs(graphs[name], cost_model)
@@ -507,6 +517,11 @@ def main() -> int:
                 "spearman_configs": spearman([statistics.median(p for p, _ in v) for v in configs.values()],
                                              [statistics.median(m for _, m in v) for v in configs.values()]),
                 "configs": len(configs),
+                "per_configuration": sorted(
+                    ({"configuration": k, "groups": len(v),
+                      "predicted_s": statistics.median(p for p, _ in v),
+                      "profiled_s": statistics.median(m for _, m in v)} for k, v in configs.items()),
+                    key=lambda c: -c["profiled_s"]),
                 "pricing_cold_s": price_s[name], "pricing_warm_s": price_s[name + ":warm"],
                 "by_op": {k: {"predicted_s": v[0], "profiled_s": v[1], "groups": v[2]}
                           for k, v in sorted(by_op.items(), key=lambda kv: -kv[1][1])},

@@ -382,6 +382,8 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
                 result.stop_reason = report.saturation.stop_reason
             if report.extraction:
                 result.extraction_status, result.extraction_gap = report.extraction.status, report.extraction.gap
+                if report.lowered:
+                    result.extraction_status += f"; {report.lowered} fusion site(s) lowered"
             if report.cost_after > 0:
                 result.predicted_speedup = report.cost_before / report.cost_after
             versions[OURS] = optimized

@@ -45,10 +45,13 @@ optimized graph (``ORT_ENABLE_ALL``), see :func:`fusion_role`:
 
 The measured model measures those marginal prices (a producer alone, then the
 producer with the node behind it: the difference); the roofline model charges an
-epilogue only the extra operand it reads. Patterns that need more context than
-one node (``Add + LayerNormalization -> SkipLayerNormalization``, decomposed GELU
-chains -> ``FastGelu``) are not modelled; they are small on the models measured
-(see ``bench/cost_accuracy.py``).
+epilogue only the extra operand it reads. Decomposed GELU chains (-> ``FastGelu``)
+are priced by their pieces (``gelu_part``). One fusion is priced by the whole graph,
+not per node (:func:`fusion_sites`): a residual ``Add`` feeding only a
+``LayerNormalization`` becomes onnxruntime's ``SkipLayerNormalization``, which its CPU
+provider runs about five times slower than the two nodes; a model's
+``fusion_penalty(site)`` gives the excess, :func:`graph_cost` adds it, and
+:mod:`eqsat_dnn.lower` writes such sites so that onnxruntime leaves them apart.
 
 **Symbolic dimensions** are priced at a representative size: a dimension whose
 name looks like a batch (``batch``, ``N``, ``b``, ...) at 1, every other symbolic
@@ -287,6 +290,9 @@ class DeviceProfile:
     """Cost of a view op (Reshape, ...); a tenth of ``overhead`` when ``None``."""
     nchwc: bool = False
     """The runtime uses onnxruntime's blocked NCHWc CPU layout (charge its reorders)."""
+    slow_fusions: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
+    """Fusions the runtime makes (:class:`FusionSite` kinds) whose fused kernel runs slower than
+    its parts on this device: the fused time over the parts' time."""
     source: str = ""
     """Where the figures come from."""
 
@@ -294,7 +300,13 @@ class DeviceProfile:
         return self.peaks.get(dtype or TensorProto.FLOAT, self.flops)
 
 
+SKIP_LAYERNORM_SLOWDOWN = 5.2
+"""onnxruntime 1.32's CPU ``SkipLayerNormalization`` over the ``Add`` + ``LayerNormalization``
+it replaces, measured on this project's 2-core x86 machines at 1x128x768, one thread
+(533 us against 103 us); :func:`calibrated_cpu_profile` measures it afresh."""
+
 CPU_PROFILE = DeviceProfile("cpu-2core", flops=60e9, bandwidth=12e9, overhead=3e-6, nchwc=True,
+                            slow_fusions={"skip_layernorm": SKIP_LAYERNORM_SLOWDOWN},
                             source="nominal: a 2-core x86 server slice with AVX2 FMA")
 """A 2-core x86 server slice with AVX2 FMA (nominal figures; see :func:`calibrated_cpu_profile`)."""
 
@@ -370,6 +382,13 @@ class RooflineCostModel:
                 cost += 2 * 4 * math.prod(shape) / p.bandwidth + p.overhead
         return cost
 
+    def fusion_penalty(self, site: "FusionSite") -> float:
+        """What the runtime's fused kernel costs beyond its parts (see :attr:`DeviceProfile.slow_fusions`)."""
+        slowdown = self.profile.slow_fusions.get(site.kind, 1.0) if self.fusion else 1.0
+        if slowdown <= 1.0:
+            return 0.0
+        return (slowdown - 1.0) * sum(self.node_cost(node, inputs, output) for node, inputs, output in site.parts())
+
 
 # ---------------------------------------------------------------------------
 # pricing a whole graph
@@ -377,19 +396,101 @@ class RooflineCostModel:
 
 def graph_cost(graph: Graph, model: CostModel) -> float:
     """Cost of a Graph as it stands, priced like the e-graph prices its e-nodes:
-    nodes computed from weights alone are free, opaque nodes use their ONNX op type.
+    nodes computed from weights alone are free, opaque nodes use their ONNX op type;
+    plus what the runtime's slow fusions add (:func:`fusion_penalties`).
 
     A model with a ``prepare(items)`` method (the measured one) is first handed every
     node it will price, so it can measure what is missing in one interleaved batch."""
-    return sum(node_costs(graph, model).values())
+    return sum(node_costs(graph, model).values()) + sum(fusion_penalties(graph, model).values())
+
+
+# ---------------------------------------------------------------------------
+# fusions the runtime makes that a device runs slower than their parts
+
+
+@dataclass(frozen=True)
+class FusionSite:
+    """Nodes that onnxruntime fuses into one kernel, which some devices run slower than the parts.
+
+    The one kind known is ``skip_layernorm``: a residual ``Add`` of two same-shaped rank-3
+    tensors whose sum feeds only a ``LayerNormalization`` over the last axis, with weights for
+    its scale and bias; onnxruntime's ``SkipLayerNormFusion`` makes it one
+    ``SkipLayerNormalization``, which its CPU provider runs about five times slower than the
+    Add and the LayerNormalization (see :data:`SKIP_LAYERNORM_SLOWDOWN`). ``nodes`` are the
+    graph indices of the parts (the Add first); ``types`` the input types of each part."""
+
+    kind: str
+    nodes: tuple[int, ...]
+    ops: tuple[Node, ...] = field(hash=False, compare=False)
+    types: tuple[tuple[TensorType | None, ...], ...] = field(hash=False, compare=False)
+
+    def parts(self) -> list[tuple[Node, list[TensorType | None], TensorType | None]]:
+        """(node, input types, output type) of each part, as a cost model prices them."""
+        return [(node, list(types), self.types[0][0]) for node, types in zip(self.ops, self.types)]
+
+
+def fusion_sites(graph: Graph) -> list[FusionSite]:
+    """Where in ``graph`` onnxruntime will fuse nodes into a kernel listed in :class:`FusionSite`."""
+    consumers: dict[str, list[int]] = {}
+    made_by: dict[str, int] = {}
+    for index, node in enumerate(graph.nodes):
+        for name in node.inputs:
+            if name:
+                consumers.setdefault(name, []).append(index)
+        made_by.update((o, index) for o in node.outputs if o)
+    outputs = set(graph.outputs)
+    sites = []
+    for index, node in enumerate(graph.nodes):
+        if op_type(node) != "LayerNormalization" or not node.inputs:
+            continue
+        scale_bias = [i for i in node.inputs[1:3] if i]
+        if not scale_bias or any(i not in graph.weights for i in scale_bias):
+            continue
+        x = node.inputs[0]
+        producer = made_by.get(x)
+        if producer is None or op_type(graph.nodes[producer]) != "Add" or x in outputs:
+            continue
+        if consumers.get(x) != [index]:
+            continue  # the sum is needed elsewhere: onnxruntime leaves the pair alone
+        add = graph.nodes[producer]
+        operands = [graph.types.get(i) for i in add.inputs]
+        if (len(operands) != 2 or any(t is None or t.dtype not in _FLOATS or t.shape is None or len(t.shape) != 3
+                                      for t in operands) or not _same(operands[0], operands[1])
+                or any(i in graph.weights for i in add.inputs)):
+            continue
+        t = operands[0]
+        axis = int(node.attrs.get("axis", -1))
+        if axis not in (-1, len(t.shape) - 1):
+            continue
+        ln_types = tuple(graph.types.get(i) if i else None for i in node.inputs)
+        sites.append(FusionSite("skip_layernorm", (producer, index), (add, node), (tuple(operands), ln_types)))
+    return sites
+
+
+def fusion_penalties(graph: Graph, model: CostModel) -> dict[FusionSite, float]:
+    """Each :func:`fusion_sites` site the model prices above its parts, with the excess
+    (a model without a ``fusion_penalty(site)`` method sees none)."""
+    price = getattr(model, "fusion_penalty", None)
+    if not callable(price):
+        return {}
+    found = {}
+    for site in fusion_sites(graph):
+        penalty = price(site)
+        if penalty > 0.0:
+            found[site] = penalty
+    return found
 
 
 def priced_nodes(graph: Graph) -> list[tuple[int, Node, list[TensorType | None], TensorType | None]]:
-    """(index, node, input types, output type) of every node that costs something."""
+    """(index, node, input types, output type) of every node that costs something.
+
+    A node that folds (:attr:`Node.folds`: every vocabulary op, and deterministic opaque
+    ops such as Range or the causal mask's And) and reads constants only costs nothing,
+    as in the e-graph: export or onnxruntime's constant folding computes it once."""
     constant = set(graph.weights)
     items = []
     for index, node in enumerate(graph.nodes):
-        if node.op != "Opaque" and all((not i) or i in constant for i in node.inputs):
+        if node.folds and all((not i) or i in constant for i in node.inputs):
             constant.update(node.outputs)
             continue
         inputs = [graph.types.get(i) if i else None for i in node.inputs]
@@ -482,8 +583,8 @@ def canonical(value: Any) -> str:
 
 
 __all__ = [
-    "BATCH_DIM", "COST_MODELS", "CPU_PROFILE", "CostModel", "DeviceProfile", "GPU_PROFILES", "RooflineCostModel",
-    "SYMBOLIC_DIM", "VIEW_OPS", "bytes_moved", "cache_dir", "calibrated_cpu_profile", "dims", "flops",
-    "fusion_role", "get_cost_model", "graph_cost", "itemsize", "layout_boundary", "node_costs", "numel", "op_type",
+    "BATCH_DIM", "COST_MODELS", "CPU_PROFILE", "CostModel", "DeviceProfile", "FusionSite", "GPU_PROFILES",
+    "RooflineCostModel", "SKIP_LAYERNORM_SLOWDOWN", "SYMBOLIC_DIM", "VIEW_OPS", "bytes_moved", "cache_dir",
+    "calibrated_cpu_profile", "dims", "flops", "fusion_penalties", "fusion_role", "fusion_sites", "get_cost_model", "graph_cost", "itemsize", "layout_boundary", "node_costs", "numel", "op_type",
     "priced_nodes",
 ]

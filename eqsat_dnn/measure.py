@@ -49,6 +49,10 @@ but not Python's call overhead. What is timed:
   0.46 ms in the model).
 * Split/Slice along channels of a 4-D tensor: the node plus the NCHWc reorders
   around it.
+* a fusion site (:func:`eqsat_dnn.cost.fusion_sites`, a residual Add feeding only a
+  LayerNormalization): its two nodes as onnxruntime fuses them, and again with the Add
+  written as Sum, which it does not fuse; :meth:`MeasuredCostModel.fusion_penalty` is the
+  difference (the nodes themselves are priced one by one as usual).
 
 Ops that cannot run alone with random inputs (custom domains, subgraphs, ops whose
 integer inputs are shapes or indices other than gather indices, unknown shapes)
@@ -92,7 +96,9 @@ from onnx import TensorProto, helper
 from eqsat_dnn.cost import (
     CONV_ACTIVATIONS,
     CPU_PROFILE,
+    SKIP_LAYERNORM_SLOWDOWN,
     DeviceProfile,
+    FusionSite,
     RooflineCostModel,
     cache_dir as default_cache_dir,
     canonical,
@@ -452,6 +458,27 @@ def gelu_spec(approximate: str, t: TensorType | None) -> _Spec:
     return _Spec([node], {"x": t}, {}, ["y"], [], opset=20)
 
 
+def fusion_spec(site: FusionSite, avoided: bool) -> _Spec:
+    """A :class:`~eqsat_dnn.cost.FusionSite`'s parts as onnxruntime would fuse them, or, when
+    ``avoided``, as :mod:`eqsat_dnn.lower` writes them (its Add as a Sum, which no fusion matches)."""
+    if site.kind != "skip_layernorm":
+        raise Unmeasurable(f"unknown fusion {site.kind!r}")
+    (a, b), ln_types = site.types
+    _check_types([a, b, *ln_types])
+    add = helper.make_node("Sum" if avoided else "Add", ["a", "b"], ["s"], name="parts")
+    ln = node_spec(site.ops[1], list(ln_types), replace={0: "s"})
+    return _Spec([add] + ln.nodes, {"a": a, "b": b}, ln.weights, ln.outputs, ln.extra, opset=ln.opset)
+
+
+def skip_layernorm_probe(shape: tuple[int, ...] = (1, 128, 768)) -> FusionSite:
+    """A BERT-base residual Add + LayerNormalization, to calibrate the CPU roofline's slowdown."""
+    x = TensorType(TensorProto.FLOAT, shape)
+    w = TensorType(TensorProto.FLOAT, shape[-1:])
+    add = Node("Add", ["a", "b"], ["s"])
+    ln = Node("LayerNormalization", ["s", "g", "b"], ["y"], {"axis": -1, "epsilon": 1e-5, "stash_type": 1})
+    return FusionSite("skip_layernorm", (0, 1), (add, ln), ((x, x), (x, w, w)))
+
+
 def reorder_spec(direction: str, shape: list[int], channels: int) -> _Spec:
     """onnxruntime's NCHWc ``ReorderInput`` (NCHW -> blocked) or ``ReorderOutput`` (back)."""
     t = TensorType(TensorProto.FLOAT, tuple(shape))
@@ -652,6 +679,27 @@ class MeasuredCostModel:
         if self.stats["fallback"] == fallbacks:
             self._memo[memo] = cost
         return cost
+
+    def fusion_penalty(self, site: FusionSite) -> float:
+        """The site's parts timed as onnxruntime fuses them, less the same parts timed where it
+        cannot fuse them (see :func:`fusion_spec`); never below zero."""
+        if not self.fusion:
+            return 0.0
+        fused, avoided = self.fusion_times(site)
+        if fused is None or avoided is None:
+            return 0.0
+        return max(0.0, fused - avoided)
+
+    def fusion_times(self, site: FusionSite) -> tuple[float | None, float | None]:
+        """The site's parts timed fused and apart (None where they cannot be built)."""
+        keys = {canonical(["fusion", site.kind, avoided, [_type_key(t) for part in site.types for t in part],
+                           _attr_key(site.ops[-1])]): (lambda avoided=avoided: fusion_spec(site, avoided))
+                for avoided in (False, True)}
+        missing = {k: make for k, make in keys.items() if self.cache.get(k) is None}
+        if missing:
+            self._measure(missing)
+        fused, avoided = (self._value(k) for k in keys)
+        return fused, avoided
 
     def prepare(self, items: Iterable[tuple[Node, list[TensorType | None], TensorType | None]]) -> None:
         """Measure, in one interleaved batch, every configuration these nodes need."""
@@ -940,7 +988,13 @@ def cpu_profile(threads: int | None = None, cache_dir: str | Path | None = None,
                  "overhead": cal["node"] + 1e-6, "view": cal["node"]}
         model.cache.put("roofline", entry)
         model.cache.save()
+    if "skip_layernorm" not in entry:
+        fused, apart = model.fusion_times(skip_layernorm_probe())
+        entry = dict(entry, skip_layernorm=fused / apart if fused and apart else SKIP_LAYERNORM_SLOWDOWN)
+        model.cache.put("roofline", entry)
+        model.cache.save()
     return DeviceProfile(f"cpu-{model.threads}t", flops=entry["flops"], bandwidth=entry["bandwidth"],
                          overhead=entry["overhead"], view_overhead=entry["view"], nchwc=True,
+                         slow_fusions={"skip_layernorm": entry["skip_layernorm"]},
                          source=f"measured in onnxruntime {model.device['onnxruntime']} on {model.device['cpu']}, "
                                 f"{model.threads} thread(s)")

@@ -37,6 +37,8 @@ def optimize_table(report: OptimizeReport, source: str = "", target: str = "") -
             f"{ext.extractor}: {ext.status}" + (f", stop: {ext.stop_reason}" if ext.stop_reason else "")
             + f", gap {ext.gap:.2%}, "
             f"{report.egraph_nodes} e-nodes / {report.egraph_classes} classes"),
+        "lower": f"{report.lowered} site(s) written so that onnxruntime does not fuse them (slower fused here)"
+        if report.lowered else "nothing to lower",
         "check": "" if chk is None else (
             f"{chk.runs} input sets, max rel. error {chk.max_rel_error:.2e}"),
     }

@@ -221,3 +221,60 @@ def test_graph_cost_skips_weight_only_nodes():
     loaded = load_model(model)
     costs = node_costs(loaded, RooflineCostModel())
     assert len(costs) == 1 and loaded.nodes[list(costs)[0]].op == "MatMul"
+
+
+def test_graph_cost_skips_constant_opaque_nodes():
+    # the causal mask of an export: Range and And over constants only; onnxruntime folds them
+    lo, hi, one = (onnx.numpy_helper.from_array(__import__("numpy").array(v, "int64"), n)
+                   for v, n in ((0, "lo"), (8, "hi"), (1, "one")))
+    graph = helper.make_graph(
+        [helper.make_node("Range", ["lo", "hi", "one"], ["r"]), helper.make_node("Cast", ["r"], ["rf"], to=F32),
+         helper.make_node("Add", ["x", "rf"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", F32, [8])], [helper.make_tensor_value_info("y", F32, [8])],
+        [lo, hi, one])
+    loaded = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    costs = node_costs(loaded, RooflineCostModel())
+    assert [loaded.nodes[i].op for i in costs] == ["Add"]
+
+
+def residual_layernorm(shape=(1, 128, 768), extra_use: bool = False) -> onnx.ModelProto:
+    """x + y -> LayerNormalization (BERT's residual): onnxruntime fuses it into SkipLayerNormalization."""
+    import numpy as np
+
+    h = shape[-1]
+    nodes = [helper.make_node("Add", ["x", "y"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "g", "b"], ["o"], axis=-1, epsilon=1e-5)]
+    outputs = [helper.make_tensor_value_info("o", F32, list(shape))]
+    if extra_use:
+        nodes.append(helper.make_node("Relu", ["s"], ["r"]))
+        outputs.append(helper.make_tensor_value_info("r", F32, list(shape)))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, F32, list(shape)) for n in "xy"], outputs,
+        [onnx.numpy_helper.from_array(np.linspace(0.5, 1.5, h, dtype=np.float32), "g"),
+         onnx.numpy_helper.from_array(np.linspace(-1, 1, h, dtype=np.float32), "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_skip_layernorm_sites_and_penalties():
+    from eqsat_dnn.cost import fusion_penalties, fusion_sites
+
+    graph = load_model(residual_layernorm())
+    (site,) = fusion_sites(graph)
+    assert site.kind == "skip_layernorm" and [graph.nodes[i].op for i in site.nodes] == ["Add", "LayerNormalization"]
+    assert fusion_sites(load_model(residual_layernorm(extra_use=True))) == []  # the sum is needed elsewhere
+    cpu, t4 = RooflineCostModel(CPU_PROFILE), RooflineCostModel(GPU_PROFILES["t4"])
+    assert fusion_penalties(graph, t4) == {}  # CUDA's fused kernel is the fast one
+    penalty = fusion_penalties(graph, cpu)[site]
+    parts = sum(node_costs(graph, cpu).values())
+    assert penalty > 3 * parts
+    assert graph_cost(graph, cpu) == pytest.approx(parts + penalty)
+
+
+def test_measured_fusion_penalty_compares_fused_and_apart(tmp_path):
+    from eqsat_dnn.cost import fusion_sites
+
+    model = quick(tmp_path)
+    (site,) = fusion_sites(load_model(residual_layernorm((1, 16, 64))))
+    fused, apart = model.fusion_times(site)
+    assert fused > 0 and apart > 0
+    assert model.fusion_penalty(site) == pytest.approx(max(0.0, fused - apart))

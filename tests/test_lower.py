@@ -1,0 +1,54 @@
+"""Lowering: sites onnxruntime would fuse into a slower kernel are written so that it does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from eqsat_dnn import load_model
+from eqsat_dnn.cost import CPU_PROFILE, GPU_PROFILES, RooflineCostModel
+from eqsat_dnn.lower import avoid_slow_fusions
+from eqsat_dnn.onnx_out import to_onnx
+from eqsat_dnn.pipeline import optimize
+from test_cost import residual_layernorm
+
+
+def ort_ops(model, tmp_path) -> list[str]:
+    """The op types of onnxruntime's optimized graph (ORT_ENABLE_ALL, CPU)."""
+    import onnx
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "ort.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp_path / "ort.onnx")).graph.node]
+
+
+def run(model, feeds):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def test_skip_layernorm_site_is_written_as_sum(tmp_path):
+    model = residual_layernorm((1, 32, 64))
+    graph = load_model(model)
+    lowered, count = avoid_slow_fusions(graph, RooflineCostModel(CPU_PROFILE))
+    assert count == 1 and [n.op for n in graph.nodes] == ["Add", "LayerNormalization"]  # the input is kept
+    out = to_onnx(lowered)
+    assert "SkipLayerNormalization" in ort_ops(model, tmp_path)
+    assert "SkipLayerNormalization" not in ort_ops(out, tmp_path) and "Sum" in ort_ops(out, tmp_path)
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.standard_normal((1, 32, 64)).astype(np.float32) for n in "xy"}
+    np.testing.assert_allclose(run(out, feeds)[0], run(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_gpu_target_keeps_the_fusion():
+    graph = load_model(residual_layernorm((1, 32, 64)))
+    lowered, count = avoid_slow_fusions(graph, RooflineCostModel(GPU_PROFILES["t4"]))
+    assert count == 0 and lowered is graph
+
+
+def test_optimize_lowers_and_reports_it():
+    optimized, report = optimize(residual_layernorm(), cost_model=RooflineCostModel(CPU_PROFILE))
+    assert report.lowered == 1 and report.check is not None and report.check.ok
+    assert report.ops_after.get("Sum") == 1 and "Add" not in report.ops_after
+    assert report.cost_after < report.cost_before / 2
