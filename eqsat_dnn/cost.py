@@ -413,20 +413,28 @@ class FusionSite:
     """Nodes that onnxruntime fuses into one kernel, which some devices run slower than the parts.
 
     The one kind known is ``skip_layernorm``: a residual ``Add`` of two same-shaped rank-3
-    tensors whose sum feeds only a ``LayerNormalization`` over the last axis, with weights for
-    its scale and bias; onnxruntime's ``SkipLayerNormFusion`` makes it one
+    activations (one may be a biased projection, ``Add(Add(x, bias), y)``; onnxruntime
+    1.32 leaves ``Add(Add(x, y), bias)`` alone, measured),
+    whose sum feeds only a ``LayerNormalization`` over the last axis with weights for its
+    scale and bias; onnxruntime's ``SkipLayerNormFusion`` makes it one
     ``SkipLayerNormalization``, which its CPU provider runs about five times slower than the
-    Add and the LayerNormalization (see :data:`SKIP_LAYERNORM_SLOWDOWN`). ``nodes`` are the
-    graph indices of the parts (the Add first); ``types`` the input types of each part."""
+    parts (see :data:`SKIP_LAYERNORM_SLOWDOWN`). ``nodes`` are the graph indices of the parts
+    in order (the LayerNormalization last, its producer before it); ``ops`` and ``types`` each
+    part and its input types; ``operands`` the two rank-3 tensors the fused kernel adds."""
 
     kind: str
     nodes: tuple[int, ...]
     ops: tuple[Node, ...] = field(hash=False, compare=False)
     types: tuple[tuple[TensorType | None, ...], ...] = field(hash=False, compare=False)
+    operands: tuple[TensorType, TensorType] = field(hash=False, compare=False, default=None)  # type: ignore
 
     def parts(self) -> list[tuple[Node, list[TensorType | None], TensorType | None]]:
         """(node, input types, output type) of each part, as a cost model prices them."""
-        return [(node, list(types), self.types[0][0]) for node, types in zip(self.ops, self.types)]
+        return [(node, list(types), self.operands[0]) for node, types in zip(self.ops, self.types)]
+
+
+def _rank3(t: TensorType | None) -> bool:
+    return t is not None and t.dtype in _FLOATS and t.shape is not None and len(t.shape) == 3
 
 
 def fusion_sites(graph: Graph) -> list[FusionSite]:
@@ -439,6 +447,18 @@ def fusion_sites(graph: Graph) -> list[FusionSite]:
                 consumers.setdefault(name, []).append(index)
         made_by.update((o, index) for o in node.outputs if o)
     outputs = set(graph.outputs)
+
+    def only_add_into(value: str, consumer: int) -> int | None:
+        """The Add making ``value`` when ``consumer`` alone reads it (else onnxruntime leaves it)."""
+        producer = made_by.get(value)
+        if (producer is None or op_type(graph.nodes[producer]) != "Add" or value in outputs
+                or consumers.get(value) != [consumer] or len(graph.nodes[producer].inputs) != 2):
+            return None
+        return producer
+
+    def activation(name: str) -> bool:  # a run-time rank-3 float tensor
+        return name not in graph.weights and _rank3(graph.types.get(name))
+
     sites = []
     for index, node in enumerate(graph.nodes):
         if op_type(node) != "LayerNormalization" or not node.inputs:
@@ -446,24 +466,20 @@ def fusion_sites(graph: Graph) -> list[FusionSite]:
         scale_bias = [i for i in node.inputs[1:3] if i]
         if not scale_bias or any(i not in graph.weights for i in scale_bias):
             continue
-        x = node.inputs[0]
-        producer = made_by.get(x)
-        if producer is None or op_type(graph.nodes[producer]) != "Add" or x in outputs:
+        last = only_add_into(node.inputs[0], index)
+        if last is None:
             continue
-        if consumers.get(x) != [index]:
-            continue  # the sum is needed elsewhere: onnxruntime leaves the pair alone
-        add = graph.nodes[producer]
-        operands = [graph.types.get(i) for i in add.inputs]
-        if (len(operands) != 2 or any(t is None or t.dtype not in _FLOATS or t.shape is None or len(t.shape) != 3
-                                      for t in operands) or not _same(operands[0], operands[1])
-                or any(i in graph.weights for i in add.inputs)):
+        t = graph.types.get(node.inputs[0])
+        if not _rank3(t) or int(node.attrs.get("axis", -1)) not in (-1, 2):
             continue
-        t = operands[0]
-        axis = int(node.attrs.get("axis", -1))
-        if axis not in (-1, len(t.shape) - 1):
-            continue
-        ln_types = tuple(graph.types.get(i) if i else None for i in node.inputs)
-        sites.append(FusionSite("skip_layernorm", (producer, index), (add, node), (tuple(operands), ln_types)))
+        a, b = graph.nodes[last].inputs
+        if not (activation(a) and activation(b) and _same(graph.types[a], graph.types[b])):
+            continue  # Add(Add(x, y), bias) is left alone (measured); Add(Add(x, bias), y) is this form
+        parts = (last, index)
+        sites.append(FusionSite(
+            "skip_layernorm", parts, tuple(graph.nodes[k] for k in parts),
+            tuple(tuple(graph.types.get(i) if i else None for i in graph.nodes[k].inputs) for k in parts),
+            (graph.types[a], graph.types[b])))
     return sites
 
 

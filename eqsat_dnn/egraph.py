@@ -451,6 +451,8 @@ class _ProgramBuilder:
         self.taken: set[str] = set(self.graph.inputs) | set(self.graph.weights)
         self.original_producer = {out: n for n in self.graph.nodes for out in n.outputs if out}
         self.counter = 0
+        self.types = dict(self.graph.types)
+        """The original's value types, and the e-graph analysis's for the values the program adds."""
 
     def build(self) -> Graph:
         for root in self.snap.egraph.roots:
@@ -464,7 +466,7 @@ class _ProgramBuilder:
         used = {i for n in self.nodes for i in n.inputs if i} | set(outputs)
         used |= {v for n in self.nodes if n.op == OPAQUE for v in _implicit_inputs(n)}  # read by subgraphs
         weights = {k: v for k, v in self.graph.weights.items() if k in used}
-        return Graph(self.nodes, list(self.graph.inputs), outputs, dict(self.graph.types), weights,
+        return Graph(self.nodes, list(self.graph.inputs), outputs, self.types, weights,
                      self.graph.model, dict(self.teg.symbols))
 
     def _fresh(self, base: str) -> str:
@@ -482,7 +484,11 @@ class _ProgramBuilder:
             if name not in self.taken:
                 self.taken.add(name)
                 return name
-        return self._fresh(f"{op.lower()}_out")
+        name = self._fresh(f"{op.lower()}_out")
+        known = self.snap.types.get(cls)
+        if known is not None and known.shape is not None and known.dtype:
+            self.types[name] = known
+        return name
 
     def _node_name(self, value: str, op: str) -> str:
         original = self.original_producer.get(value)

@@ -9,8 +9,9 @@ not match and that computes the same values:
 * ``skip_layernorm`` (a residual ``Add`` feeding only a ``LayerNormalization``):
   onnxruntime's CPU provider runs the fused ``SkipLayerNormalization`` about five times
   slower than the two nodes (533 us against 103 us for BERT-base's 1x128x768 in
-  onnxruntime 1.32, one thread). The ``Add`` is written as ``Sum`` of the same two
-  operands: the same elementwise sum, and ``SkipLayerNormFusion`` matches ``Add`` only.
+  onnxruntime 1.32, one thread). The ``Add`` that feeds the LayerNormalization is written
+  as ``Sum`` of the same two operands (``Sum`` broadcasts as ``Add`` does): the same sum,
+  and ``SkipLayerNormFusion`` starts from an ``Add`` only.
 
 A cost model without a penalty for a site (the GPU rooflines: CUDA's fused kernel is the
 fast one) leaves the graph as it is. The graph in is not changed.
@@ -29,7 +30,7 @@ from eqsat_dnn.language import OPAQUE
 
 def avoid_slow_fusions(graph: Graph, model: CostModel) -> tuple[Graph, int]:
     """``graph`` with its slow fusion sites rewritten, and how many were."""
-    adds = {site.nodes[0] for site in fusion_penalties(graph, model) if site.kind == "skip_layernorm"}
+    adds = {site.nodes[-2] for site in fusion_penalties(graph, model) if site.kind == "skip_layernorm"}
     if not adds:
         return graph, 0
     nodes = [_as_sum(node) if index in adds else node for index, node in enumerate(graph.nodes)]

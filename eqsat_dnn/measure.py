@@ -463,7 +463,8 @@ def fusion_spec(site: FusionSite, avoided: bool) -> _Spec:
     ``avoided``, as :mod:`eqsat_dnn.lower` writes them (its Add as a Sum, which no fusion matches)."""
     if site.kind != "skip_layernorm":
         raise Unmeasurable(f"unknown fusion {site.kind!r}")
-    (a, b), ln_types = site.types
+    a, b = site.operands
+    ln_types = site.types[-1]
     _check_types([a, b, *ln_types])
     add = helper.make_node("Sum" if avoided else "Add", ["a", "b"], ["s"], name="parts")
     ln = node_spec(site.ops[1], list(ln_types), replace={0: "s"})
@@ -476,7 +477,7 @@ def skip_layernorm_probe(shape: tuple[int, ...] = (1, 128, 768)) -> FusionSite:
     w = TensorType(TensorProto.FLOAT, shape[-1:])
     add = Node("Add", ["a", "b"], ["s"])
     ln = Node("LayerNormalization", ["s", "g", "b"], ["y"], {"axis": -1, "epsilon": 1e-5, "stash_type": 1})
-    return FusionSite("skip_layernorm", (0, 1), (add, ln), ((x, x), (x, w, w)))
+    return FusionSite("skip_layernorm", (0, 1), (add, ln), ((x, x), (x, w, w)), (x, x))
 
 
 def reorder_spec(direction: str, shape: list[int], channels: int) -> _Spec:
@@ -692,7 +693,7 @@ class MeasuredCostModel:
 
     def fusion_times(self, site: FusionSite) -> tuple[float | None, float | None]:
         """The site's parts timed fused and apart (None where they cannot be built)."""
-        keys = {canonical(["fusion", site.kind, avoided, [_type_key(t) for part in site.types for t in part],
+        keys = {canonical(["fusion", site.kind, avoided, [_type_key(t) for t in (*site.operands, *site.types[-1])],
                            _attr_key(site.ops[-1])]): (lambda avoided=avoided: fusion_spec(site, avoided))
                 for avoided in (False, True)}
         missing = {k: make for k, make in keys.items() if self.cache.get(k) is None}

@@ -237,13 +237,17 @@ def test_graph_cost_skips_constant_opaque_nodes():
     assert [loaded.nodes[i].op for i in costs] == ["Add"]
 
 
-def residual_layernorm(shape=(1, 128, 768), extra_use: bool = False) -> onnx.ModelProto:
-    """x + y -> LayerNormalization (BERT's residual): onnxruntime fuses it into SkipLayerNormalization."""
+def residual_layernorm(shape=(1, 128, 768), extra_use: bool = False, bias: str = "") -> onnx.ModelProto:
+    """x + y -> LayerNormalization (BERT's residual), which onnxruntime fuses into
+    SkipLayerNormalization; with ``bias="inner"`` (x + bias) + y, with ``"outer"`` (x + y) + bias."""
     import numpy as np
 
     h = shape[-1]
-    nodes = [helper.make_node("Add", ["x", "y"], ["s"]),
-             helper.make_node("LayerNormalization", ["s", "g", "b"], ["o"], axis=-1, epsilon=1e-5)]
+    inits = [onnx.numpy_helper.from_array(np.linspace(-0.5, 0.5, h, dtype=np.float32), "bias")] if bias else []
+    nodes = {"": [helper.make_node("Add", ["x", "y"], ["s"])],
+             "inner": [helper.make_node("Add", ["x", "bias"], ["xb"]), helper.make_node("Add", ["xb", "y"], ["s"])],
+             "outer": [helper.make_node("Add", ["x", "y"], ["xy"]), helper.make_node("Add", ["xy", "bias"], ["s"])]}[bias]
+    nodes.append(helper.make_node("LayerNormalization", ["s", "g", "b"], ["o"], axis=-1, epsilon=1e-5))
     outputs = [helper.make_tensor_value_info("o", F32, list(shape))]
     if extra_use:
         nodes.append(helper.make_node("Relu", ["s"], ["r"]))
@@ -251,7 +255,7 @@ def residual_layernorm(shape=(1, 128, 768), extra_use: bool = False) -> onnx.Mod
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info(n, F32, list(shape)) for n in "xy"], outputs,
         [onnx.numpy_helper.from_array(np.linspace(0.5, 1.5, h, dtype=np.float32), "g"),
-         onnx.numpy_helper.from_array(np.linspace(-1, 1, h, dtype=np.float32), "b")])
+         onnx.numpy_helper.from_array(np.linspace(-1, 1, h, dtype=np.float32), "b")] + inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -262,6 +266,10 @@ def test_skip_layernorm_sites_and_penalties():
     (site,) = fusion_sites(graph)
     assert site.kind == "skip_layernorm" and [graph.nodes[i].op for i in site.nodes] == ["Add", "LayerNormalization"]
     assert fusion_sites(load_model(residual_layernorm(extra_use=True))) == []  # the sum is needed elsewhere
+    inner = load_model(residual_layernorm(bias="inner"))
+    (with_bias,) = fusion_sites(inner)
+    assert [inner.nodes[i].op for i in with_bias.nodes] == ["Add", "LayerNormalization"]
+    assert fusion_sites(load_model(residual_layernorm(bias="outer"))) == []
     cpu, t4 = RooflineCostModel(CPU_PROFILE), RooflineCostModel(GPU_PROFILES["t4"])
     assert fusion_penalties(graph, t4) == {}  # CUDA's fused kernel is the fast one
     penalty = fusion_penalties(graph, cpu)[site]
