@@ -146,3 +146,23 @@ def test_measure_latencies_interleaves_for_at_least_runs_and_min_seconds():
     assert 3 <= timing.rounds <= 30 and all(v > 0 for v in timing.medians.values())
     assert timing.speedup("a", "a") == 1.0 and timing.speedup("a", "b") > 0
     assert bench.measure_latencies({"a": model}, runs=4, min_seconds=0).rounds == 4
+
+
+def test_measure_latencies_creates_every_version_first_once(monkeypatch):
+    created: list[str] = []
+    real = bench._Timed
+
+    class Recording(real):
+        def __init__(self, model, feeds, threads, tmp):
+            created.append(model.graph.name)
+            super().__init__(model, feeds, threads, tmp)
+
+    monkeypatch.setattr(bench, "_Timed", Recording)
+    models = {}
+    for name in "abc":
+        model = zoo.build("bert_layer", seq=8, hidden=32, heads=2, intermediate=64)
+        model.graph.name = name
+        models[name] = model
+    timing = bench.measure_latencies(models, runs=3, min_seconds=0, warmup=0)
+    assert [created[k] for k in (0, 3, 6)] == ["a", "b", "c"] and len(created) == 9
+    assert timing.rounds == 3 and all(len(v) == 3 for v in timing.samples.values())
