@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper
 from eqsat_dnn.errors import InputError, OutputError
 from eqsat_dnn.graph import Graph, Node
 from eqsat_dnn.language import OPAQUE, OPS
-from eqsat_dnn.protos import light_copy, weight_bytes, without_initializers
+from eqsat_dnn.protos import light_copy, tensor_view, weight_bytes, without_initializers
 
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 """Models whose weights exceed this are saved with external data (protobuf stops at 2 GB)."""
@@ -159,17 +159,23 @@ def fold_weight_expressions(graph: Graph) -> Graph:
 def _evaluate(graph: Graph, nodes: list[Node], wanted: list[str]) -> list[np.ndarray] | None:
     import onnxruntime as ort
 
-    sub = Graph(nodes, [], wanted, graph.types, graph.weights, graph.model, graph.symbols)
+    read = {i for n in nodes for i in n.inputs if i in graph.weights}
+    # the weights travel as fed inputs, not initializers: serializing them into the model and
+    # parsing them back is most of the time on models with large weights (NasNet-A: 159 MB)
+    sub = Graph(nodes, [], wanted, graph.types, {}, graph.model, graph.symbols)
     model = to_onnx(sub, fold_constants=False)
     del model.graph.input[:]
     del model.graph.output[:]
+    feeds = {name: tensor_view(graph.weights[name]) for name in sorted(read)}
+    model.graph.input.extend(helper.make_tensor_value_info(name, graph.weights[name].data_type,
+                                                           list(graph.weights[name].dims)) for name in feeds)
     model.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in wanted)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        return session.run(wanted, {})
+        return session.run(wanted, feeds)
     except Exception:
         return None
 

@@ -8,8 +8,11 @@ replaced by a graph input of the same type.
 
 from __future__ import annotations
 
+import sys
+
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 SMALL_TENSOR_BYTES = 4096
 """Initializers up to this size stay in light copies (shape inference reads small int tensors)."""
@@ -56,3 +59,20 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
 def weight_bytes(model: onnx.ModelProto) -> int:
     """Bytes of initializer data, without serialising."""
     return sum(_tensor_bytes(t) for t in model.graph.initializer)
+
+
+def tensor_view(tensor: onnx.TensorProto) -> np.ndarray:
+    """A weight's values: a read-only view of its raw bytes where it has them (no copy), else
+    ``numpy_helper.to_array``."""
+    if (tensor.data_location != onnx.TensorProto.EXTERNAL and tensor.HasField("raw_data")
+            and sys.byteorder == "little" and tensor.data_type not in _NOT_PLAIN):
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+    return numpy_helper.to_array(tensor)
+
+
+_NOT_PLAIN = {onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16, onnx.TensorProto.UNDEFINED,
+              *(getattr(onnx.TensorProto, name) for name in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+                                                             "FLOAT8E5M2FNUZ", "UINT4", "INT4", "FLOAT4E2M1")
+                if hasattr(onnx.TensorProto, name))}
+"""Element types whose raw bytes are not numpy's own layout for their dtype."""

@@ -115,3 +115,19 @@ def test_model_failing_the_checker_is_rejected():
     model = _model(nodes, [_vi("x", [2])], [_vi("y", [2])])
     with pytest.raises(InputError):
         load_model(model)
+
+
+def test_tensor_view_reads_weights_like_numpy_helper():
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from eqsat_dnn.protos import tensor_view
+
+    for array in (np.arange(12, dtype=np.float32).reshape(3, 4), np.array([3, -1], dtype=np.int64),
+                  np.array(2.5, dtype=np.float16)):
+        raw = numpy_helper.from_array(array, "w")
+        view = tensor_view(raw)
+        assert view.dtype == array.dtype and view.shape == array.shape and np.array_equal(view, array)
+        assert not view.flags.writeable  # a view of the proto's bytes, not a copy
+    typed = helper.make_tensor("t", onnx.TensorProto.FLOAT, [2], [1.0, 2.0])  # float_data, no raw bytes
+    assert np.array_equal(tensor_view(typed), np.array([1.0, 2.0], np.float32))
