@@ -16,8 +16,9 @@ it compares:
   these groups.
 
 Also prints the figures of the two merges the issue names (three parallel 1x1 convolutions into
-one Conv + Split; the Q/K/V projections of BERT-base into one MatMul + Split): predicted and real
-speed-up of the merged form.
+one Conv + Split; the Q/K/V projections of BERT-base into one MatMul + Split) and of the lowering
+of a residual Add + LayerNormalization into Sum + LayerNormalization: predicted and real speed-up
+of the second form.
 
     python bench/cost_accuracy.py [--threads 1] [--models bert gpt2 resnet50] [--model measured]
         [--out bench/results/cost_accuracy.json]
@@ -46,7 +47,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from eqsat_dnn import load_model
-from eqsat_dnn.cost import fusion_penalties, get_cost_model, node_costs, op_type, priced_nodes
+from eqsat_dnn.cost import fusion_penalties, get_cost_model, graph_cost, node_costs, op_type, priced_nodes
 
 LIGHT_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
 
@@ -424,6 +425,16 @@ def merge_cases() -> dict[str, tuple[onnx.ModelProto, onnx.ModelProto]]:
             outs.append(f"t{i}")
         x = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, seq, hidden])]
         cases[f"qkv seq{seq} hidden768"] = (model(sep_nodes, x, outs, sep_inits), model(mer_nodes, x, outs, mer_inits))
+    for seq in (128, 32):
+        # not a merge: the lowering of a residual Add + LayerNormalization (SkipLayerNormalization in
+        # onnxruntime) into Sum + LayerNormalization, which onnxruntime leaves apart
+        shape = [1, seq, 768]
+        xy = [helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, shape) for v in ("x", "y")]
+        ln = [w("g", 768), w("b", 768)]
+        pair = [n("LayerNormalization", ["s", "g", "b"], ["o"], axis=-1, epsilon=1e-5)]
+        cases[f"lowering: Add+LayerNorm as Sum, 1x{seq}x768"] = (
+            model([n("Add", ["x", "y"], ["s"])] + pair, xy, ["o"], ln),
+            model([n("Sum", ["x", "y"], ["s"])] + pair, xy, ["o"], ln))
     return cases
 
 
@@ -432,7 +443,8 @@ def merge_cases() -> dict[str, tuple[onnx.ModelProto, onnx.ModelProto]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["bert", "gpt2", "resnet50"])
+    parser.add_argument("--models", nargs="*", default=["bert", "gpt2", "resnet50"],
+                        help="real exports to compare (none: only the merges)")
     parser.add_argument("--model", default="measured", help="cost model name (see eqsat_dnn.cost.get_cost_model)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=20, help="real runs per pass")
@@ -457,7 +469,7 @@ def main() -> int:
             prepare = getattr(cost_model, "prepare", None)
             if callable(prepare):  # both forms measured side by side, as an e-graph's alternatives
                 prepare([(n, i, o) for g in (gs, gm) for _, n, i, o in priced_nodes(g)])
-            ps, pm = sum(node_costs(gs, cost_model).values()), sum(node_costs(gm, cost_model).values())
+            ps, pm = graph_cost(gs, cost_model), graph_cost(gm, cost_model)
             r = real_latency({"sep": Runner(sep, args.threads), "mer": Runner(mer, args.threads)},
                              max(args.runs, 30), args.passes, args.threads)
             merges.append({"case": label, "predicted_separate_s": ps, "predicted_merged_s": pm,
