@@ -143,14 +143,15 @@ class TensorEGraph:
             nonlocal counter
             name = f"$v{counter}"
             counter += 1
-            self.command(f"(let {name} {term})")
+            text = f"(let {name} {term})"
             self.globals[value] = name
             t = self.graph.types.get(value)
             if t is not None:
-                self.command(f"(set (dtype {name}) {t.dtype})")
+                text += f" (set (dtype {name}) {t.dtype})"
                 if t.shape is not None:
                     dims = [self._dim(d, fresh) for d in t.shape]
-                    self.command(f"(set (shape {name}) {lit(dims, 'IVec')})")
+                    text += f" (set (shape {name}) {lit(dims, 'IVec')})"
+            self.command(text)  # one parse and run per value (a whole graph's in one program is far slower)
 
         used = {i for node in self.graph.nodes for i in node.inputs if i} | set(self.graph.outputs)
         for value in self.graph.inputs:
