@@ -426,7 +426,7 @@ class FusionSite:
     nodes: tuple[int, ...]
     ops: tuple[Node, ...] = field(hash=False, compare=False)
     types: tuple[tuple[TensorType | None, ...], ...] = field(hash=False, compare=False)
-    operands: tuple[TensorType, TensorType] = field(hash=False, compare=False, default=None)  # type: ignore
+    operands: tuple[TensorType, TensorType] = field(hash=False, compare=False)
 
     def parts(self) -> list[tuple[Node, list[TensorType | None], TensorType | None]]:
         """(node, input types, output type) of each part, as a cost model prices them."""

@@ -61,6 +61,13 @@ def weight_bytes(model: onnx.ModelProto) -> int:
     return sum(_tensor_bytes(t) for t in model.graph.initializer)
 
 
+_NOT_PLAIN = {onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16, onnx.TensorProto.UNDEFINED,
+              *(getattr(onnx.TensorProto, name) for name in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+                                                             "FLOAT8E5M2FNUZ", "UINT4", "INT4", "FLOAT4E2M1")
+                if hasattr(onnx.TensorProto, name))}
+"""Element types whose raw bytes are not numpy's own layout for their dtype."""
+
+
 def tensor_view(tensor: onnx.TensorProto) -> np.ndarray:
     """A weight's values: a read-only view of its raw bytes where it has them (no copy), else
     ``numpy_helper.to_array``."""
@@ -69,10 +76,3 @@ def tensor_view(tensor: onnx.TensorProto) -> np.ndarray:
         dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
         return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
     return numpy_helper.to_array(tensor)
-
-
-_NOT_PLAIN = {onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16, onnx.TensorProto.UNDEFINED,
-              *(getattr(onnx.TensorProto, name) for name in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
-                                                             "FLOAT8E5M2FNUZ", "UINT4", "INT4", "FLOAT4E2M1")
-                if hasattr(onnx.TensorProto, name))}
-"""Element types whose raw bytes are not numpy's own layout for their dtype."""
