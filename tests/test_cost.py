@@ -142,7 +142,18 @@ def test_channel_split_pays_the_layout_round_trip(tmp_path):
     x = t(1, 64, 28, 28)
     channels = Node("Split", [], [], {"axis": 1, "split": [32, 32]})
     width = Node("Split", [], [], {"axis": 3, "split": [14, 14]})
-    assert model.node_cost(channels, [x], t(1, 32, 28, 28)) > model.node_cost(width, [x], t(1, 64, 28, 14))
+    cost = model.node_cost(channels, [x], t(1, 32, 28, 28))
+    model.node_cost(width, [x], t(1, 64, 28, 14))
+    plan, other = model._plan(channels, [x], t(1, 32, 28, 28)), model._plan(width, [x], t(1, 64, 28, 14))
+    assert other.boundary == ([], [])  # along the width the blocked layout holds
+    before, after = plan.boundary
+    assert before and after  # out of the blocked layout before the Split, back in after it
+    reorders = [model._value(model._reorder("out", s, s[1])[0]) for s in before] + \
+        [model._value(model._reorder("in", s, s[1])[0]) for s in after]
+    assert all(r > 0 for r in reorders)
+    # the Split's own time plus the round trip (compared by construction, not as two noisy timings)
+    own = max(model._value(plan.node_key), model.calibration()["node"])
+    assert cost == pytest.approx(own + sum(reorders))
 
 
 # -- roofline and the factory ------------------------------------------------------
