@@ -55,7 +55,8 @@ def _build_parser() -> argparse.ArgumentParser:
     opt.add_argument("input", help="ONNX model to optimize (never modified)")
     opt.add_argument("output", help="where to write the optimized model")
     opt.add_argument("--rules", action="append", metavar="SEL",
-                     help="rule file, directory, family or rule name (repeatable; default: the whole library)")
+                     help="rule file, directory, family or rule name (repeatable; default: the whole library, "
+                          "plus rules/multi/multi.egg's merges for a GPU --cost-model)")
     opt.add_argument("--iter-limit", type=_COUNT, default=8, help="saturation iterations (default 8)")
     opt.add_argument("--node-limit", type=_COUNT, default=50_000, help="e-node limit (default 50000)")
     opt.add_argument("--time-limit", type=_POSITIVE, default=10.0, help="saturation seconds (default 10)")
@@ -201,7 +202,7 @@ def _optimize(args: argparse.Namespace) -> int:
     shapes = parse_input_shapes(args.overwrite_input_shape)
     from eqsat_dnn.cost import get_cost_model
 
-    rules = select_rules(args.rules)
+    rules = select_rules(args.rules) if args.rules else None  # None: the cost model's device decides
     cost_model = get_cost_model(args.cost_model)
     limits = Limits(iterations=args.iter_limit, nodes=args.node_limit, seconds=args.time_limit,
                     memory_mb=args.memory_limit)

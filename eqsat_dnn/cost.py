@@ -290,6 +290,10 @@ class DeviceProfile:
     """Cost of a view op (Reshape, ...); a tenth of ``overhead`` when ``None``."""
     nchwc: bool = False
     """The runtime uses onnxruntime's blocked NCHWc CPU layout (charge its reorders)."""
+    merges_kernels: bool = False
+    """One larger kernel beats two launches here (a GPU): optimizing for this device searches the
+    multi-pattern merges of parallel products and convs as well
+    (:func:`eqsat_dnn.rules.default_rules`)."""
     slow_fusions: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
     """Fusions the runtime makes (:class:`FusionSite` kinds) whose fused kernel runs slower than
     its parts on this device: the fused time over the parts' time."""
@@ -314,16 +318,16 @@ _F16, _BF16, _F32 = TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.FLOAT
 
 GPU_PROFILES: dict[str, DeviceProfile] = {
     # NVIDIA's datasheets; half precision through tensor cores (dense, no sparsity)
-    "t4": DeviceProfile("t4", flops=8.1e12, bandwidth=320e9, overhead=5e-6,
+    "t4": DeviceProfile("t4", merges_kernels=True, flops=8.1e12, bandwidth=320e9, overhead=5e-6,
                         peaks={_F16: 65e12}, source="NVIDIA T4 datasheet: 8.1 TFLOPS fp32, 65 fp16, 320 GB/s"),
-    "v100": DeviceProfile("v100", flops=15.7e12, bandwidth=900e9, overhead=5e-6,
+    "v100": DeviceProfile("v100", merges_kernels=True, flops=15.7e12, bandwidth=900e9, overhead=5e-6,
                           peaks={_F16: 125e12},
                           source="NVIDIA V100 SXM2 datasheet: 15.7 TFLOPS fp32, 125 fp16 tensor, 900 GB/s"),
-    "a100": DeviceProfile("a100", flops=19.5e12, bandwidth=1555e9, overhead=5e-6,
+    "a100": DeviceProfile("a100", merges_kernels=True, flops=19.5e12, bandwidth=1555e9, overhead=5e-6,
                           peaks={_F16: 312e12, _BF16: 312e12},
                           source="NVIDIA A100 40GB SXM datasheet: 19.5 TFLOPS fp32, 312 fp16/bf16 tensor, "
                                  "1,555 GB/s"),
-    "h100": DeviceProfile("h100", flops=67e12, bandwidth=3.35e12, overhead=5e-6,
+    "h100": DeviceProfile("h100", merges_kernels=True, flops=67e12, bandwidth=3.35e12, overhead=5e-6,
                           peaks={_F16: 989e12, _BF16: 989e12},
                           source="NVIDIA H100 SXM5 datasheet: 67 TFLOPS fp32, 989 fp16/bf16 tensor (dense), "
                                  "3.35 TB/s"),

@@ -28,7 +28,7 @@ from eqsat_dnn.lower import avoid_slow_fusions
 from eqsat_dnn.onnx_in import load_model, read_model
 from eqsat_dnn.onnx_out import check_model, to_onnx
 from eqsat_dnn.protos import light_copy
-from eqsat_dnn.rules import Rule, select_rules
+from eqsat_dnn.rules import Rule, default_rules, select_rules
 from eqsat_dnn.saturate import Iteration, Limits, SaturationReport, saturate
 
 EXTRACTORS = ("ilp", "greedy")
@@ -152,14 +152,18 @@ def optimize(
 ) -> tuple[onnx.ModelProto, OptimizeReport]:
     """Optimize a model; returns the new model and a report.
 
-    ``check`` input sets are run through both models in onnxruntime; a
+    ``rules`` defaults to the library, plus the multi-pattern merges when the cost model's device
+    profile merges kernels (the GPU profiles). ``check`` input sets are run through both models in onnxruntime; a
     mismatch raises :class:`~eqsat_dnn.errors.CheckError`. ``check=0`` skips it.
     """
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     graph = load_model(model, input_shapes)
     cost_model = cost_model or RooflineCostModel()
-    if rules is None or (rules and isinstance(rules[0], str)):
+    if rules is None:
+        profile = getattr(cost_model, "profile", None)
+        rules = default_rules(merges=bool(profile and profile.merges_kernels))
+    elif rules and isinstance(rules[0], str):
         rules = select_rules(rules)  # type: ignore[arg-type]
     seconds["load"] = time.perf_counter() - t
 

@@ -106,6 +106,15 @@ def load_library(directory: str | Path | None = None) -> list[Rule]:
     return rules
 
 
+def default_rules(merges: bool = False) -> list[Rule]:
+    """The library; with ``merges``, also the multi-pattern merges of parallel products and convs
+    (``multi/multi.egg``), which pay where one larger kernel beats two launches."""
+    rules = load_library()
+    if merges:
+        rules += parse_rule_file(library_dir() / "multi" / "multi.egg")
+    return rules
+
+
 def select_rules(selectors: list[str] | None = None, directory: str | Path | None = None) -> list[Rule]:
     """Rules chosen by file path, family name or rule name; all of the library when empty.
 

@@ -79,6 +79,10 @@ _SMALL = 24
 """Tensors up to this many elements are shown in full in counterexamples."""
 SHRINK_ATTEMPTS = 40
 """After a failure, instances tried (with smaller dims) for a smaller counterexample."""
+UNFIRED_PATIENCE = 10
+"""With the default number of attempts, a rule that has not fired once in them gets this many
+times as many (within the time budget) before it is called untested: rules whose conditions tie several shapes and attributes
+together (enlarge-then-merge) fire in one random instance of a few hundred."""
 
 
 # ---------------------------------------------------------------------------
@@ -1651,7 +1655,7 @@ def _make_instance(direction: _Direction, rng: np.random.Generator, dtype: int, 
 
 
 def _check_direction(direction: _Direction, trials: int, seed: int, attempts: int,
-                     budget: float | None) -> RuleCheck:
+                     budget: float | None, patience: int = 1) -> RuleCheck:
     start = time.perf_counter()
     result = RuleCheck(direction.rule, "untested")
     try:
@@ -1671,7 +1675,7 @@ def _check_direction(direction: _Direction, trials: int, seed: int, attempts: in
             if shrink_left <= 0:
                 break
             shrink_left -= 1
-        elif result.checked >= trials or result.attempts >= attempts:
+        elif result.checked >= trials or result.attempts >= attempts * (1 if result.fired else patience):
             break
         else:
             result.attempts += 1
@@ -1759,7 +1763,9 @@ def _size(cx: Counterexample | None) -> tuple[int, int]:
 
 def check_rule(rule: Rule, trials: int = DEFAULT_TRIALS, seed: int = 0, attempts: int | None = None,
                budget: float | None = 30.0) -> RuleCheck:
-    """Check one rule (both directions of a ``birewrite``)."""
+    """Check one rule (both directions of a ``birewrite``): ``trials`` firing instances, in at most
+    ``attempts`` random ones (default ``max(80, 25 * trials)``, :data:`UNFIRED_PATIENCE` times that
+    until the rule first fires) and ``budget`` seconds."""
     start = time.perf_counter()
     if rule.kind == "birewrite":
         # egglog must accept the rule as written, not just each direction (its ruleset never runs)
@@ -1768,8 +1774,10 @@ def check_rule(rule: Rule, trials: int = DEFAULT_TRIALS, seed: int = 0, attempts
         except RuleError as exc:
             return RuleCheck(rule, "failed", note=f"egglog rejects the rule: {exc}",
                              seconds=time.perf_counter() - start)
+    # a cap the caller gives is a cap; the default one stretches for rules that have not fired yet
+    patience = 1 if attempts is not None else UNFIRED_PATIENCE
     attempts = attempts if attempts is not None else max(80, 25 * trials)
-    parts = [_check_direction(d, trials, seed, attempts, budget) for d in _directions(rule)]
+    parts = [_check_direction(d, trials, seed, attempts, budget, patience) for d in _directions(rule)]
     if len(parts) == 1:
         result = replace(parts[0], rule=rule)
     else:

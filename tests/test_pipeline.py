@@ -145,6 +145,19 @@ def test_batchnorm_folds_into_convs():
     assert report.ops_after["Conv"] == 2 and report.cost_after < report.cost_before
 
 
+def test_gpu_profiles_search_the_merges_by_default():
+    # after folding, the batch norms are the convs' biases: the biased enlarge-then-merge makes
+    # one conv of the two under a GPU profile; the CPU default does not even search it
+    model = _inception_branches(batch_norm=True)
+    _, gpu = optimize(model, check=3, cost_model=get_cost_model("roofline:t4"))
+    assert gpu.check.ok
+    assert gpu.saturation.matches_per_rule().get("multi-conv-enlarge-merge-biased", 0) >= 1
+    assert gpu.ops_after == {"Conv": 1}, gpu.ops_after
+    _, cpu = optimize(model, check=1)
+    assert not any(name.startswith("multi-") for name in cpu.saturation.matches_per_rule())
+    assert cpu.rules == len(select_rules()) < gpu.rules
+
+
 def test_enlarge_then_merge_under_a_gpu_profile():
     # Tensat's enlarge-then-merge: the 1x1 kernel zero-padded to 3x3, both convs in one; a GPU
     # profile pays for one launch less, the outputs must still match
