@@ -450,8 +450,11 @@ def _interrupted_run(module: str, hook: str, args: list[str], at_marker=None) ->
     inner, _, attribute = hook.rpartition(".")
     read_fd, write_fd = os.pipe()
     script = _HOOKED.format(module=module, inner=inner, attribute=attribute, marker_fd=write_fd)
+    # started as from a terminal: a suite run as a background job inherits SIGINT ignored, and a
+    # Python started so never turns the signal into KeyboardInterrupt
     process = subprocess.Popen([sys.executable, "-c", script, *args], pass_fds=(write_fd,),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(write_fd)
     seen = None
     try:
