@@ -3,8 +3,8 @@
 Each iteration runs every rule family once, then re-establishes the shape and
 dtype analyses. Rules named ``multi-...`` (merging parallel operators, which can
 grow the e-graph fast) run only in the first ``Limits.multi_iterations``
-iterations, like Tensat's k_multi. The runner stops when nothing changes (saturated) or at the
-first limit reached (iterations, e-nodes, seconds, memory) and reports every iteration:
+iterations, like Tensat's k_multi, right after the simplifications. The runner stops when
+nothing changes (saturated) or at the first limit reached (iterations, e-nodes, seconds, memory) and reports every iteration:
 e-graph size, matches per rule, time. Size, time and memory are read after every rule
 family, so a limit is overshot by at most one family's run (whose growth the back-off
 match limit bounds).
@@ -199,9 +199,14 @@ def saturate(
         report.stop_reason = "no rules"
         return report
     rulesets = add_rules(teg, rules)
-    # simplifications first, each to its fixpoint, so every iteration's growth starts from them
+    # simplifications first, each to its fixpoint, so every iteration's growth starts from them;
+    # then the multi-pattern merges, so that they pair the program's own operators and not the
+    # ones the expansive families are about to add in the same iteration (conv-expand-input
+    # splits a residual block's conv in two, and each half would pair with its neighbours)
     fixpoint = {_ruleset_of(r) for r in rules if r.schedule == "fixpoint" and not r.name.startswith(MULTI_PREFIX)}
-    rulesets = [r for r in rulesets if r in fixpoint] + [r for r in rulesets if r not in fixpoint]
+    multi = {_ruleset_of(r) for r in rules if r.name.startswith(MULTI_PREFIX)}
+    rulesets = ([r for r in rulesets if r in fixpoint] + [r for r in rulesets if r in multi]
+                + [r for r in rulesets if r not in fixpoint and r not in multi])
     while True:
         reason = _limit_reached(limits, len(report.iterations), report.nodes, start)
         if reason is not None:

@@ -37,3 +37,23 @@ def test_multi_rules_run_only_in_the_first_iterations():
         report = _run(ed.Limits(multi_iterations=k), rules)
         fired = [it.index for it in report.iterations if any(n.startswith("multi-") for n in it.matches)]
         assert fired == list(range(1, k + 1)), (k, fired)
+
+
+def test_multi_rules_pair_the_programs_own_operators():
+    """A residual block: conv A reads x, conv B reads x + y. No two convs of the program share an
+    input, so no merge; conv-expand-input's halves (B over x) must not be paired with A first."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), n) for n in ("wa", "wb")]
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"]), helper.make_node("Add", ["x", "y"], ["s"]),
+             helper.make_node("Conv", ["s", "wb"], ["b"]), helper.make_node("Add", ["a", "b"], ["out"])]
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 8, 4, 4])  # noqa: E731
+    model = helper.make_model(helper.make_graph(nodes, "residual", [value("x"), value("y")], [value("out")], weights),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    teg = ed.TensorEGraph(ed.load_model(model))
+    report = ed.saturate(teg, ed.select_rules() + ed.select_rules([MULTI]), ed.Limits(iterations=3))
+    matches = report.matches_per_rule()
+    assert matches.get("conv-expand-input", 0) >= 1  # the halves do appear
+    assert not any(name.startswith("multi-conv") for name in matches), matches
