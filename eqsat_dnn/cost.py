@@ -455,7 +455,7 @@ def fusion_sites(graph: Graph) -> list[FusionSite]:
     def only_add_into(value: str, consumer: int) -> int | None:
         """The Add making ``value`` when ``consumer`` alone reads it (else onnxruntime leaves it)."""
         producer = made_by.get(value)
-        if (producer is None or op_type(graph.nodes[producer]) != "Add" or value in outputs
+        if (producer is None or graph.nodes[producer].written_op != "Add" or value in outputs
                 or consumers.get(value) != [consumer] or len(graph.nodes[producer].inputs) != 2):
             return None
         return producer

@@ -13,6 +13,8 @@ from typing import Any
 
 import onnx
 
+from eqsat_dnn.language import ALIASES
+
 Dim = int | str | None
 """A dimension: a size, a symbolic name, or unknown."""
 
@@ -46,6 +48,14 @@ class Node:
     attrs: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     proto: onnx.NodeProto | None = None
+
+    @property
+    def written_op(self) -> str:
+        """The ONNX op type export writes: an opaque node's own, an alias's own (a two-operand
+        ``Sum`` read as ``Add``, see :data:`eqsat_dnn.language.ALIASES`), else ``op``."""
+        if self.proto is not None and (self.op == "Opaque" or ALIASES.get(self.proto.op_type) == self.op):
+            return self.proto.op_type
+        return self.op
 
     @property
     def folds(self) -> bool:

@@ -13,6 +13,9 @@ not match and that computes the same values:
   as ``Sum`` of the same two operands (``Sum`` broadcasts as ``Add`` does): the same sum,
   and ``SkipLayerNormFusion`` starts from an ``Add`` only.
 
+Read back in (a second optimization), such a ``Sum`` is an ``Add`` to the e-graph and keeps
+its type where the program is kept (:data:`eqsat_dnn.language.ALIASES`).
+
 A cost model without a penalty for a site (the GPU rooflines: CUDA's fused kernel is the
 fast one) leaves the graph as it is. The graph in is not changed.
 """

@@ -20,7 +20,7 @@ from onnx.external_data_helper import load_external_data_for_model, uses_externa
 
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.graph import Dim, Graph, Node, TensorType
-from eqsat_dnn.language import OPS, Attr, OpSpec
+from eqsat_dnn.language import ALIASES, OPS, Attr, OpSpec
 from eqsat_dnn.protos import light_copy, without_initializers
 
 MIN_OPSET = 13
@@ -271,7 +271,7 @@ class _Importer:
                 self.weights[proto.output[0]] = tensor
                 self.types[proto.output[0]] = TensorType(tensor.data_type, tuple(tensor.dims))
                 return None
-        spec = OPS.get(proto.op_type)
+        spec = OPS.get(ALIASES.get(proto.op_type, proto.op_type) if len(proto.input) == 2 else proto.op_type)
         attrs = None
         if spec is not None and proto.domain in ("", "ai.onnx"):
             attrs = self._vocabulary_attrs(proto, spec)

@@ -102,7 +102,7 @@ def _node_proto(node: Node, opset: int, taken: set[str], extra: list[onnx.Tensor
             continue
         attributes[attr.name] = value
     outputs = [o or _fresh(f"{node.name or node.op}_unused{k}", taken) for k, o in enumerate(node.outputs)]
-    proto = helper.make_node(spec.name, inputs, outputs, name=node.name or None,
+    proto = helper.make_node(node.written_op, inputs, outputs, name=node.name or None,
                              **{k: v for k, v in attributes.items() if v != []})
     # make_node cannot tell the type of an empty list; the spec can
     proto.attribute.extend(helper.make_attribute(k, [], attr_type=onnx.AttributeProto.INTS)
