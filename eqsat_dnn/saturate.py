@@ -6,7 +6,7 @@ grow the e-graph fast) run only in the first ``Limits.multi_iterations``
 iterations, like Tensat's k_multi, right after the simplifications. The runner stops when
 nothing changes (saturated) or at the first limit reached (iterations, e-nodes, seconds, memory) and reports every iteration:
 e-graph size, matches per rule, time. Size, time and memory are read after every rule
-family, so a limit is overshot by at most one family's run (whose growth the back-off
+family (and every round of a fixpoint family), so a limit is overshot by at most one family's run (whose growth the back-off
 match limit bounds).
 """
 
@@ -163,9 +163,10 @@ FIXPOINT_ROUNDS = 32
 """A ``fixpoint`` family stops after this many rounds even if it still changes the e-graph."""
 
 
-def _run_to_fixpoint(teg: TensorEGraph, ruleset: str, node_limit: int):
-    """Run a family of simplifications round after round until a round changes nothing;
-    returns the matches per rule over all rounds."""
+def _run_to_fixpoint(teg: TensorEGraph, ruleset: str, limits: Limits, started: float):
+    """Run a family of simplifications round after round until a round changes nothing or a
+    limit (e-nodes, seconds, memory; read after every round) is reached; returns whether it
+    changed the e-graph and the matches per rule over all rounds."""
     matches: dict[str, int] = {}
     updated = False
     for _ in range(FIXPOINT_ROUNDS):
@@ -176,7 +177,7 @@ def _run_to_fixpoint(teg: TensorEGraph, ruleset: str, node_limit: int):
         if not report.updated:
             break
         updated = True
-        if count_enodes(teg) >= node_limit:
+        if _limit_reached(limits, 0, count_enodes(teg), started) is not None:
             break
     return updated, matches
 
@@ -225,7 +226,7 @@ def saturate(
             # one family at a time, the limits read after each: a family that overshoots a
             # limit ends the iteration before the next one compounds it
             if ruleset in fixpoint:
-                changed, found = _run_to_fixpoint(teg, ruleset, limits.nodes)
+                changed, found = _run_to_fixpoint(teg, ruleset, limits, start)
             else:
                 run_report = _run_step(teg, ruleset, limits.match_limit)
                 changed, found = run_report.updated, run_report.num_matches_per_rule

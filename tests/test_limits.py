@@ -82,6 +82,27 @@ def test_memory_limit_reached_during_an_iteration(monkeypatch):
     assert report.check.ok and report.warnings
 
 
+def test_a_fixpoint_family_reads_the_limits_after_every_round(monkeypatch, tmp_path):
+    """A simplification family that never reaches its fixpoint (each round adds a term) stops at
+    the first round after which a limit is reached, not after its 32 rounds."""
+    from eqsat_dnn import TensorEGraph, load_model, saturate
+    from eqsat_dnn.rules import parse_rule_file
+
+    path = tmp_path / "growing.egg"
+    path.write_text(";; schedule: fixpoint\n;; relu(x) = relu(x + (x - x)), a new term every round\n"
+                    '(rewrite (Relu x) (Relu (Add x (Sub x x))) :name "grow")\n')
+    rules = parse_rule_file(path)
+    teg = TensorEGraph(load_model(attention_block()))
+    unlimited = saturate(teg, rules, Limits(iterations=1))
+    assert unlimited.matches_per_rule()["grow"] > 8
+    readings = iter([100.0] + [10_000.0] * 1000)  # the iteration starts below the limit
+    monkeypatch.setattr(saturate_module, "resident_mb", lambda: next(readings))
+    teg = TensorEGraph(load_model(attention_block()))
+    limited = saturate(teg, rules, Limits(iterations=2, memory_mb=5_000))
+    assert limited.stop_reason == "memory limit"
+    assert limited.matches_per_rule()["grow"] == 1
+
+
 def test_time_limit():
     _, report = optimize(attention_block(), limits=Limits(seconds=1e-6), extractor="greedy", check=0)
     assert report.saturation.stop_reason == "time limit"
