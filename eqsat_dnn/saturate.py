@@ -3,11 +3,12 @@
 Each iteration runs every rule family once, then re-establishes the shape and
 dtype analyses. Rules named ``multi-...`` (merging parallel operators, which can
 grow the e-graph fast) run only in the first ``Limits.multi_iterations``
-iterations, like Tensat's k_multi, right after the simplifications. The runner stops when
-nothing changes (saturated) or at the first limit reached (iterations, e-nodes, seconds, memory) and reports every iteration:
-e-graph size, matches per rule, time. Size, time and memory are read after every rule
-family (and every round of a fixpoint family), so a limit is overshot by at most one family's run (whose growth the back-off
-match limit bounds).
+iterations, like Tensat's k_multi, right after the simplifications. The runner
+stops when nothing changes (saturated) or at the first limit reached (iterations,
+e-nodes, seconds, memory) and reports every iteration: e-graph size, matches per
+rule, time. Size, time and memory are read after every rule family (and every
+round of a fixpoint family), so a limit is overshot by at most one family's run
+(whose growth the back-off match limit bounds).
 """
 
 from __future__ import annotations
