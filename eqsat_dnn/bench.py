@@ -14,8 +14,8 @@ For each model (a zoo name, see :mod:`eqsat_dnn.zoo`, or an ``.onnx`` file) :fun
   ``ORT_ENABLE_ALL`` (what a user runs), inputs and outputs bound once, runs interleaved
   between the versions (rotating their order every round), at least ``runs`` rounds (more
   while the rounds took less than ``min_seconds``), in one block per version with fresh
-  sessions created in a rotated order (the session created first runs slower here); a version's latency is its median, its
-  speedup the median over rounds of the original's time over the version's in the same round
+  sessions created in a rotated order (the session created first runs slower here); a
+  version's latency is its median, its speedup the median over rounds of the original's time over the version's in the same round
   (paired: on a shared machine whose speed jumps between states, a ratio of medians can swing by
   30 % where the paired median stays within a few percent); a second session of the original model
   is timed beside them as a placebo, and its ratio to the original (``noise``) shows how far from

@@ -605,6 +605,6 @@ def canonical(value: Any) -> str:
 __all__ = [
     "BATCH_DIM", "COST_MODELS", "CPU_PROFILE", "CostModel", "DeviceProfile", "FusionSite", "GPU_PROFILES",
     "RooflineCostModel", "SKIP_LAYERNORM_SLOWDOWN", "SYMBOLIC_DIM", "VIEW_OPS", "bytes_moved", "cache_dir",
-    "calibrated_cpu_profile", "dims", "flops", "fusion_penalties", "fusion_role", "fusion_sites", "get_cost_model", "graph_cost", "itemsize", "layout_boundary", "node_costs", "numel", "op_type",
-    "priced_nodes",
+    "calibrated_cpu_profile", "dims", "flops", "fusion_penalties", "fusion_role", "fusion_sites", "get_cost_model",
+    "graph_cost", "itemsize", "layout_boundary", "node_costs", "numel", "op_type", "priced_nodes",
 ]

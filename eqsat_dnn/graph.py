@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-from eqsat_dnn.language import ALIASES
+from eqsat_dnn.language import ALIASES, OPAQUE
 
 Dim = int | str | None
 """A dimension: a size, a symbolic name, or unknown."""
@@ -53,7 +53,7 @@ class Node:
     def written_op(self) -> str:
         """The ONNX op type export writes: an opaque node's own, an alias's own (a two-operand
         ``Sum`` read as ``Add``, see :data:`eqsat_dnn.language.ALIASES`), else ``op``."""
-        if self.proto is not None and (self.op == "Opaque" or ALIASES.get(self.proto.op_type) == self.op):
+        if self.proto is not None and (self.op == OPAQUE or ALIASES.get(self.proto.op_type) == self.op):
             return self.proto.op_type
         return self.op
 

@@ -13,8 +13,8 @@ not match and that computes the same values:
   as ``Sum`` of the same two operands (``Sum`` broadcasts as ``Add`` does): the same sum,
   and ``SkipLayerNormFusion`` starts from an ``Add`` only.
 
-Read back in (a second optimization), such a ``Sum`` is an ``Add`` to the e-graph and keeps
-its type where the program is kept (:data:`eqsat_dnn.language.ALIASES`).
+The lowered node is still an ``Add`` to the rules and the cost models, written as ``Sum``
+(:data:`eqsat_dnn.language.ALIASES`, as import reads a two-operand ``Sum`` back).
 
 A cost model without a penalty for a site (the GPU rooflines: CUDA's fused kernel is the
 fast one) leaves the graph as it is. The graph in is not changed.
@@ -28,7 +28,6 @@ from onnx import helper
 
 from eqsat_dnn.cost import CostModel, fusion_penalties
 from eqsat_dnn.graph import Graph, Node
-from eqsat_dnn.language import OPAQUE
 
 
 def avoid_slow_fusions(graph: Graph, model: CostModel) -> tuple[Graph, int]:
@@ -41,8 +40,10 @@ def avoid_slow_fusions(graph: Graph, model: CostModel) -> tuple[Graph, int]:
 
 
 def _as_sum(add: Node) -> Node:
+    """The same Add to the rules and the cost models, written as ``Sum`` (an alias, see
+    :data:`eqsat_dnn.language.ALIASES`)."""
     proto = helper.make_node("Sum", list(add.inputs), list(add.outputs), name=add.name or "")
-    return Node(OPAQUE, list(add.inputs), list(add.outputs), {}, add.name, proto)
+    return dataclasses.replace(add, inputs=list(add.inputs), outputs=list(add.outputs), proto=proto)
 
 
 __all__ = ["avoid_slow_fusions"]

@@ -4,7 +4,8 @@
 :func:`optimize` runs it all; each stage is also a plain function
 (:func:`~eqsat_dnn.onnx_in.load_model`, :class:`~eqsat_dnn.egraph.TensorEGraph`,
 :func:`~eqsat_dnn.saturate.saturate`, :func:`extract`,
-:func:`~eqsat_dnn.lower.avoid_slow_fusions`, :func:`~eqsat_dnn.onnx_out.to_onnx`, :func:`~eqsat_dnn.check.compare_models`)
+:func:`~eqsat_dnn.lower.avoid_slow_fusions`, :func:`~eqsat_dnn.onnx_out.to_onnx`,
+:func:`~eqsat_dnn.check.compare_models`)
 so a notebook can stop between them.
 """
 
@@ -153,8 +154,8 @@ def optimize(
     """Optimize a model; returns the new model and a report.
 
     ``rules`` defaults to the library, plus the multi-pattern merges when the cost model's device
-    profile merges kernels (the GPU profiles). ``check`` input sets are run through both models in onnxruntime; a
-    mismatch raises :class:`~eqsat_dnn.errors.CheckError`. ``check=0`` skips it.
+    profile merges kernels (the GPU profiles). ``check`` input sets are run through both models
+    in onnxruntime; a mismatch raises :class:`~eqsat_dnn.errors.CheckError`. ``check=0`` skips it.
     """
     seconds: dict[str, float] = {}
     t = time.perf_counter()

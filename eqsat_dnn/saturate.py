@@ -207,8 +207,7 @@ def saturate(
     # splits a residual block's conv in two, and each half would pair with its neighbours)
     fixpoint = {_ruleset_of(r) for r in rules if r.schedule == "fixpoint" and not r.name.startswith(MULTI_PREFIX)}
     multi = {_ruleset_of(r) for r in rules if r.name.startswith(MULTI_PREFIX)}
-    rulesets = ([r for r in rulesets if r in fixpoint] + [r for r in rulesets if r in multi]
-                + [r for r in rulesets if r not in fixpoint and r not in multi])
+    rulesets.sort(key=lambda r: 0 if r in fixpoint else 1 if r in multi else 2)
     while True:
         reason = _limit_reached(limits, len(report.iterations), report.nodes, start)
         if reason is not None:

@@ -81,8 +81,9 @@ SHRINK_ATTEMPTS = 40
 """After a failure, instances tried (with smaller dims) for a smaller counterexample."""
 UNFIRED_PATIENCE = 10
 """With the default number of attempts, a rule that has not fired once in them gets this many
-times as many (within the time budget) before it is called untested: rules whose conditions tie several shapes and attributes
-together (enlarge-then-merge) fire in one random instance of a few hundred."""
+times as many (within the time budget) before it is called untested: rules whose conditions tie
+several shapes and attributes together (enlarge-then-merge) fire in one random instance of a few
+hundred."""
 
 
 # ---------------------------------------------------------------------------
