@@ -8,6 +8,7 @@ The pipeline, one stage per module, each a plain function over a plain type::
     teg.snapshot(cost_model)    e-graph        -> EGraph snapshot  (egraph)
     extract(snapshot)           EGraph         -> Extraction       (extract)
     teg.program(snap, choice)   Extraction     -> Graph            (egraph)
+    avoid_slow_fusions(g, cost) Graph          -> lowered Graph    (lower)
     to_onnx(graph)              Graph          -> ONNX model       (onnx_out)
     compare_models(a, b)        two models     -> CheckReport      (check)
 
@@ -21,6 +22,7 @@ from eqsat_dnn.errors import CheckError, EqsatError, InputError, OutputError, Ru
 from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json
 from eqsat_dnn.extract.greedy import GreedyExtractor
 from eqsat_dnn.graph import Graph, Node, TensorType
+from eqsat_dnn.lower import avoid_slow_fusions
 from eqsat_dnn.onnx_in import load_model
 from eqsat_dnn.onnx_out import save_model, to_onnx
 from eqsat_dnn.partition import DeviceMesh, Plan, get_mesh, run_plan
@@ -35,7 +37,7 @@ __all__ = [
     "CheckError", "CheckReport", "CostModel", "DeviceProfile", "EGraph", "EqsatError", "Extraction",
     "Extractor", "Graph", "GreedyExtractor", "InputError", "Limits", "Node", "OptimizeReport",
     "OutputError", "RooflineCostModel", "Rule", "RuleError", "SaturationReport", "Snapshot",
-    "TensorEGraph", "TensorType", "compare_models", "extract", "get_cost_model", "load_egraph_json", "load_library",
+    "TensorEGraph", "TensorType", "avoid_slow_fusions", "compare_models", "extract", "get_cost_model", "load_egraph_json", "load_library",
     "load_model", "optimize", "saturate", "save_model", "select_rules", "to_onnx", "__version__",
     "DeviceMesh", "Plan", "get_mesh", "partition_model", "run_plan",
 ]
