@@ -263,7 +263,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _partition(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from eqsat_dnn.errors import CheckError
+    from eqsat_dnn.errors import CheckError, OutputError
     from eqsat_dnn.onnx_in import load_model, parse_input_shapes
     from eqsat_dnn.onnx_out import ensure_writable, save_model
     from eqsat_dnn.partition import annotate, partition, plan_table, run_plan
@@ -271,6 +271,8 @@ def _partition(args: argparse.Namespace) -> int:
     ensure_writable(args.output, args.input)
     if args.annotate:
         ensure_writable(args.annotate, args.input)
+        if Path(args.annotate).resolve() == Path(args.output).resolve():
+            raise OutputError(f"{args.annotate}: --annotate would overwrite the plan -o writes; choose another file")
     graph = load_model(args.input, input_shapes=parse_input_shapes(args.overwrite_input_shape))
     show = not (args.quiet or args.json)
     console = Console(stderr=True)

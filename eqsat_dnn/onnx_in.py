@@ -70,6 +70,44 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, P
     return model, path.parent
 
 
+def input_files(path: str | Path) -> set[Path]:
+    """Every file a model on disk owns: the model file and each external-data file that one of
+    its tensors (initializers, sparse initializers, Constant values, in subgraphs too) reads.
+
+    An output must never be written over any of these. A file that is not a readable model
+    owns only itself.
+    """
+    path = Path(path)
+    owned = {path}
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not a model: nothing else to protect (load_model will refuse it)
+        return owned
+    for tensor in _all_tensors(model.graph):
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value:
+                owned.add(path.parent / entry.value)
+    return owned
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    """Every TensorProto stored in ``graph`` and its subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_tensors(sub)
+
+
 def load_model(
     source: str | Path | onnx.ModelProto,
     input_shapes: dict[str, list[int]] | None = None,

@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 from eqsat_dnn.errors import InputError, OutputError
 from eqsat_dnn.graph import Graph, Node
 from eqsat_dnn.language import OPAQUE, OPS
+from eqsat_dnn.onnx_in import input_files
 from eqsat_dnn.protos import light_copy, tensor_view, weight_bytes, without_initializers
 
 EXTERNAL_DATA_THRESHOLD = 1 << 30
@@ -226,11 +227,25 @@ def save_model(model: onnx.ModelProto, path: str | Path, source: str | Path | No
         raise
 
 
-def ensure_writable(path: str | Path, source: str | Path | None = None) -> None:
-    """Fail early, before any work, if ``path`` cannot receive the output."""
+def data_path(path: str | Path) -> Path:
+    """Where :func:`save_model` puts the external data of a model saved at ``path``."""
     path = Path(path)
-    if source is not None and path.exists() and Path(source).exists() and path.resolve() == Path(source).resolve():
-        raise OutputError(f"{path}: output path is the input path; choose another file")
+    return path.with_name(path.name + ".data")
+
+
+def ensure_writable(path: str | Path, source: str | Path | None = None) -> None:
+    """Fail early, before any work, if ``path`` cannot receive the output.
+
+    Neither the output nor its data file (:func:`data_path`) may be a file that ``source``
+    owns: the model file itself or any external-data file its tensors read from.
+    """
+    path = Path(path)
+    if isinstance(source, (str, Path)) and Path(source).is_file():
+        owned = input_files(source)
+        for target, what in ((path, "output path"), (data_path(path), "output's data file")):
+            if any(_same_file(target, f) for f in owned):
+                kind = "the input model" if _same_file(target, Path(source)) else "a data file the input reads"
+                raise OutputError(f"{path}: the {what} {target.name} is {kind}; choose another file")
     if path.is_dir():
         raise OutputError(f"{path}: is a directory")
     directory = path.parent if str(path.parent) else Path(".")
@@ -240,3 +255,11 @@ def ensure_writable(path: str | Path, source: str | Path | None = None) -> None:
         raise OutputError(f"{path}: directory {directory} is not writable")
     if isinstance(source, (str, Path)) and not Path(source).exists():
         raise InputError(f"{source}: no such file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names: the same path once links are resolved, or a hard link."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return a.resolve() == b.resolve()

@@ -264,6 +264,57 @@ def test_unwritable_output_gives_one_line(tmp_path, capfd, model_file, make, say
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, not even a temporary file
 
 
+def _model_with_data(tmp: Path, location: str) -> Path:
+    """The example model with every weight in one external-data file named ``location``."""
+    source = tmp / "in.onnx"
+    onnx.save_model(attention_block(), source, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=0)
+    return source
+
+
+def _tree(tmp: Path) -> dict[str, str | None]:
+    return {p.name: _digest(p) for p in sorted(tmp.iterdir())}
+
+
+@pytest.mark.parametrize("location, output, says", [
+    ("w.bin", "w.bin", "data file the input reads"),  # the output is the input's weights
+    ("out.onnx.data", "out.onnx", "data file the input reads"),  # the output's data file is the input's
+    ("w.bin", "hard-link", "data file the input reads"),  # the weights under another name
+])
+def test_an_output_over_the_inputs_data_is_refused(tmp_path, capfd, location, output, says):
+    """Defect 1 of the reliability issue: the output, or the data file written beside it, is
+    one of the files the input reads its weights from. Refused (exit 3); nothing changes."""
+    source = _model_with_data(tmp_path, location)
+    if output == "hard-link":
+        os.link(tmp_path / location, tmp_path / "other.bin")
+        output = "other.bin"
+    before = _tree(tmp_path)
+    code, _, err = _run(capfd, "optimize", str(source), str(tmp_path / output), "--extractor", "greedy")
+    assert code == 3 and err.count("\n") == 1 and says in err, err
+    assert _tree(tmp_path) == before
+
+
+def test_the_input_data_file_survives_the_python_api(tmp_path):
+    """``save_model(..., source=...)`` guards the same files as the command."""
+    from eqsat_dnn import optimize, save_model
+    from eqsat_dnn.errors import OutputError
+
+    source = _model_with_data(tmp_path, "out.onnx.data")
+    before = _tree(tmp_path)
+    model, _ = optimize(str(source), extractor="greedy", check=0)
+    with pytest.raises(OutputError, match="data file the input reads"):
+        save_model(model, tmp_path / "out.onnx", source=source)
+    assert _tree(tmp_path) == before
+
+
+def test_partition_refuses_an_annotation_over_its_plan(tmp_path, capfd, model_file):
+    plan = tmp_path / "plan.json"
+    code, _, err = _run(capfd, "partition", str(model_file), "--mesh", "2", "-o", str(plan),
+                        "--annotate", str(plan))
+    assert code == 3 and err.count("\n") == 1 and "plan" in err, err
+    assert not plan.exists()
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write to read-only directories")
 def test_read_only_directory(tmp_path, capfd, model_file):
     locked = tmp_path / "locked"
