@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from eqsat_dnn.testing.conformance import CaseResult, node_cases, run_case, summarize
+from eqsat_dnn.runtime.conformance import CaseResult, node_cases, run_case, summarize
 
 MAX_JOBS = 2
 """The machine has two cores; more workers only thrash."""

@@ -88,7 +88,7 @@ def materialize_light(name: str, out: Path) -> Path:
 
 
 def build_models(names: list[str], root: Path) -> dict[str, Path]:
-    from eqsat_dnn.testing.exports import export_bert, export_gpt2
+    from eqsat_dnn.models.exports import export_bert, export_gpt2
 
     paths = {}
     for name in names:

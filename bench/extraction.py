@@ -128,7 +128,7 @@ def _our_egraphs(models: list[str], cost_model_name: str):
         if Path(name).suffix == ".onnx":
             model, label = name, Path(name).stem
         else:
-            from eqsat_dnn import zoo
+            from eqsat_dnn.models import zoo
 
             model, label = zoo.build(name), name
         teg = TensorEGraph(load_model(model))

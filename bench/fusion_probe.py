@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from eqsat_dnn import zoo
+from eqsat_dnn.models import zoo
 
 CANDIDATES = """SkipLayerNormFusion BiasGeluFusion GeluFusion FastGeluFusion LayerNormFusion AttentionFusion
 EmbedLayerNormFusion MatMulAddFusion GemmActivationFusion ConvActivationFusion ConvAddFusion ConvBNFusion

@@ -17,9 +17,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from eqsat_dnn.onnx_in import load_model
+from eqsat_dnn.io.onnx_in import load_model
 from eqsat_dnn.partition import get_mesh, partition
-from eqsat_dnn.partition.blocks import transformer_layer, transformer_mlp
+from eqsat_dnn.models.blocks import transformer_layer, transformer_mlp
 
 
 def _cases(args) -> list[tuple[str, object, str, str, str]]:
@@ -28,7 +28,7 @@ def _cases(args) -> list[tuple[str, object, str, str, str]]:
     if not args.skip_bert:
         path = Path(args.cache) / "bert-base.onnx"
         if not path.exists():
-            from eqsat_dnn.testing.exports import export_bert
+            from eqsat_dnn.models.exports import export_bert
 
             path.parent.mkdir(parents=True, exist_ok=True)
             print(f"exporting BERT-base to {path} ...", file=sys.stderr)

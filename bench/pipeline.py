@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from eqsat_dnn import optimize
-from eqsat_dnn.testing.exports import export_bert, export_gpt2
+from eqsat_dnn.models.exports import export_bert, export_gpt2
 
 
 def main() -> int:

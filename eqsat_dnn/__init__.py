@@ -15,21 +15,21 @@ The pipeline, one stage per module, each a plain function over a plain type::
 :func:`optimize` runs them all.
 """
 
-from eqsat_dnn.check import CheckReport, compare_models
+from eqsat_dnn.runtime.check import CheckReport, compare_models
 from eqsat_dnn.cost import CostModel, DeviceProfile, RooflineCostModel, get_cost_model
-from eqsat_dnn.egraph import Snapshot, TensorEGraph
+from eqsat_dnn.eqsat.egraph import Snapshot, TensorEGraph
 from eqsat_dnn.errors import CheckError, EqsatError, InputError, OutputError, RuleError
 from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json
 from eqsat_dnn.extract.greedy import GreedyExtractor
-from eqsat_dnn.graph import Graph, Node, TensorType
+from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.lower import avoid_slow_fusions
-from eqsat_dnn.onnx_in import load_model
-from eqsat_dnn.onnx_out import save_model, to_onnx
+from eqsat_dnn.io.onnx_in import load_model
+from eqsat_dnn.io.onnx_out import save_model, to_onnx
 from eqsat_dnn.partition import DeviceMesh, Plan, get_mesh, run_plan
 from eqsat_dnn.partition import partition as partition_model
 from eqsat_dnn.pipeline import OptimizeReport, extract, optimize
-from eqsat_dnn.rules import Rule, load_library, select_rules
-from eqsat_dnn.saturate import Limits, SaturationReport, saturate
+from eqsat_dnn.eqsat.rules import Rule, load_library, select_rules
+from eqsat_dnn.eqsat.saturate import Limits, SaturationReport, saturate
 
 __version__ = "0.1.0"
 

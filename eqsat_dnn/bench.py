@@ -1,6 +1,6 @@
 """The benchmark: how much faster models run after eqsat-dnn, and after its peers.
 
-For each model (a zoo name, see :mod:`eqsat_dnn.zoo`, or an ``.onnx`` file) :func:`bench_model`
+For each model (a zoo name, see :mod:`eqsat_dnn.models.zoo`, or an ``.onnx`` file) :func:`bench_model`
 
 * runs :func:`~eqsat_dnn.pipeline.optimize` (outputs checked against the original; a failed
   check is reported in the row and makes the command exit 4) and keeps its report: nodes before
@@ -46,10 +46,10 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from eqsat_dnn import zoo
-from eqsat_dnn.check import compare_models, random_inputs
+from eqsat_dnn.models import zoo
+from eqsat_dnn.runtime.check import compare_models, random_inputs
 from eqsat_dnn.errors import CheckError, InputError, OutputError
-from eqsat_dnn.saturate import Limits
+from eqsat_dnn.eqsat.saturate import Limits
 
 PEERS: tuple[str, ...] = ("onnxsim", "onnxoptimizer", "onnxscript", "ort-offline")
 """The peers, in the order the table shows them."""

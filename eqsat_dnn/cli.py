@@ -191,12 +191,12 @@ def main(argv: list[str] | None = None) -> int:
 def _optimize(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from eqsat_dnn.onnx_in import parse_input_shapes
-    from eqsat_dnn.onnx_out import ensure_writable, save_model
+    from eqsat_dnn.io.onnx_in import parse_input_shapes
+    from eqsat_dnn.io.onnx_out import ensure_writable, save_model
     from eqsat_dnn.pipeline import optimize
     from eqsat_dnn.report import optimize_table
-    from eqsat_dnn.rules import select_rules
-    from eqsat_dnn.saturate import Limits
+    from eqsat_dnn.eqsat.rules import select_rules
+    from eqsat_dnn.eqsat.saturate import Limits
 
     ensure_writable(args.output, args.input)
     shapes = parse_input_shapes(args.overwrite_input_shape)
@@ -264,8 +264,8 @@ def _partition(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from eqsat_dnn.errors import CheckError, OutputError
-    from eqsat_dnn.onnx_in import load_model, parse_input_shapes
-    from eqsat_dnn.onnx_out import ensure_writable, save_model
+    from eqsat_dnn.io.onnx_in import load_model, parse_input_shapes
+    from eqsat_dnn.io.onnx_out import ensure_writable, save_model
     from eqsat_dnn.partition import annotate, partition, plan_table, run_plan
 
     ensure_writable(args.output, args.input)
@@ -309,8 +309,8 @@ def _partition(args: argparse.Namespace) -> int:
 
 
 def _example(args: argparse.Namespace) -> int:
-    from eqsat_dnn.examples import attention_block
-    from eqsat_dnn.onnx_out import ensure_writable, save_model
+    from eqsat_dnn.models.examples import attention_block
+    from eqsat_dnn.io.onnx_out import ensure_writable, save_model
 
     ensure_writable(args.output)
     save_model(attention_block(), args.output)
@@ -322,9 +322,9 @@ def _zoo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from eqsat_dnn import zoo
+    from eqsat_dnn.models import zoo
     from eqsat_dnn.errors import InputError
-    from eqsat_dnn.onnx_out import ensure_writable, save_model
+    from eqsat_dnn.io.onnx_out import ensure_writable, save_model
 
     if args.list or not args.name:
         if args.output or args.name:
@@ -379,8 +379,8 @@ def _bench(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from eqsat_dnn import bench
-    from eqsat_dnn.saturate import Limits
-    from eqsat_dnn.zoo import SUITE
+    from eqsat_dnn.eqsat.saturate import Limits
+    from eqsat_dnn.models.zoo import SUITE
 
     peers = bench.PEERS if args.peers is None else tuple(p for p in args.peers if p != "none")
     gpu = None if args.gpu_profile.strip().lower() == "none" else args.gpu_profile.strip().lower()
@@ -427,7 +427,7 @@ def _rules(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from eqsat_dnn.rules import select_rules
+    from eqsat_dnn.eqsat.rules import select_rules
 
     rules = select_rules(args.selectors)
     if args.json:
@@ -449,7 +449,7 @@ def _rules_check(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from eqsat_dnn.errors import RuleError
-    from eqsat_dnn.rules import select_rules
+    from eqsat_dnn.eqsat.rules import select_rules
     from eqsat_dnn.verify import DEFAULT_TRIALS, check_rules, default_jobs
 
     rules = select_rules(args.paths)

@@ -1,7 +1,7 @@
 """Cost models: the price of one e-node from its op, attributes and types.
 
 A cost model is anything with ``name`` and ``node_cost(node, inputs, output) ->
-seconds``, where ``node`` is a :class:`~eqsat_dnn.graph.Node` (vocabulary op with
+seconds``, where ``node`` is a :class:`~eqsat_dnn.ir.graph.Node` (vocabulary op with
 normalised attributes, or an opaque node with its ``NodeProto``) and ``inputs`` /
 ``output`` are the tensor types (the inputs of a Concat are its list elements).
 Nodes computed from weights alone are priced at zero by the caller (they are
@@ -72,8 +72,8 @@ from typing import Any, Protocol
 import numpy as np
 from onnx import TensorProto, helper
 
-from eqsat_dnn.graph import Graph, Node, TensorType
-from eqsat_dnn.language import OPS
+from eqsat_dnn.ir.graph import Graph, Node, TensorType
+from eqsat_dnn.ir.language import OPS
 
 SYMBOLIC_DIM = 128
 """Size assumed for a symbolic or unknown dimension that is not batch-like."""
@@ -293,7 +293,7 @@ class DeviceProfile:
     merges_kernels: bool = False
     """One larger kernel beats two launches here (a GPU): optimizing for this device searches the
     multi-pattern merges of parallel products and convs as well
-    (:func:`eqsat_dnn.rules.default_rules`)."""
+    (:func:`eqsat_dnn.eqsat.rules.default_rules`)."""
     slow_fusions: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
     """Fusions the runtime makes (:class:`FusionSite` kinds) whose fused kernel runs slower than
     its parts on this device: the fused time over the parts' time."""

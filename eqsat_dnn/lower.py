@@ -14,7 +14,7 @@ not match and that computes the same values:
   and ``SkipLayerNormFusion`` starts from an ``Add`` only.
 
 The lowered node is still an ``Add`` to the rules and the cost models, written as ``Sum``
-(:data:`eqsat_dnn.language.ALIASES`, as import reads a two-operand ``Sum`` back).
+(:data:`eqsat_dnn.ir.language.ALIASES`, as import reads a two-operand ``Sum`` back).
 
 A cost model without a penalty for a site (the GPU rooflines: CUDA's fused kernel is the
 fast one) leaves the graph as it is. The graph in is not changed.
@@ -27,7 +27,7 @@ import dataclasses
 from onnx import helper
 
 from eqsat_dnn.cost import CostModel, fusion_penalties
-from eqsat_dnn.graph import Graph, Node
+from eqsat_dnn.ir.graph import Graph, Node
 
 
 def avoid_slow_fusions(graph: Graph, model: CostModel) -> tuple[Graph, int]:
@@ -41,7 +41,7 @@ def avoid_slow_fusions(graph: Graph, model: CostModel) -> tuple[Graph, int]:
 
 def _as_sum(add: Node) -> Node:
     """The same Add to the rules and the cost models, written as ``Sum`` (an alias, see
-    :data:`eqsat_dnn.language.ALIASES`)."""
+    :data:`eqsat_dnn.ir.language.ALIASES`)."""
     proto = helper.make_node("Sum", list(add.inputs), list(add.outputs), name=add.name or "")
     return dataclasses.replace(add, inputs=list(add.inputs), outputs=list(add.outputs), proto=proto)
 

@@ -108,8 +108,8 @@ from eqsat_dnn.cost import (
     op_type,
     split_output_types,
 )
-from eqsat_dnn.graph import Node, TensorType
-from eqsat_dnn.language import OPAQUE, OPS
+from eqsat_dnn.ir.graph import Node, TensorType
+from eqsat_dnn.ir.language import OPAQUE, OPS
 
 METHOD = 2
 """Version of the measuring method; part of the cache file name."""
@@ -339,7 +339,7 @@ def _weight_slots(op: str, inputs: list[TensorType | None]) -> set[int]:
 
 def _node_protos(node: Node, in_names: list[str], out_names: list[str], opset: int,
                  extra: list[onnx.TensorProto]) -> onnx.NodeProto:
-    from eqsat_dnn.onnx_out import _node_proto
+    from eqsat_dnn.io.onnx_out import _node_proto
 
     if node.op == OPAQUE:
         proto = onnx.NodeProto()

@@ -2,10 +2,10 @@
 -> extracted graph -> lowered graph -> ONNX, with the outputs checked against the original.
 
 :func:`optimize` runs it all; each stage is also a plain function
-(:func:`~eqsat_dnn.onnx_in.load_model`, :class:`~eqsat_dnn.egraph.TensorEGraph`,
-:func:`~eqsat_dnn.saturate.saturate`, :func:`extract`,
-:func:`~eqsat_dnn.lower.avoid_slow_fusions`, :func:`~eqsat_dnn.onnx_out.to_onnx`,
-:func:`~eqsat_dnn.check.compare_models`)
+(:func:`~eqsat_dnn.io.onnx_in.load_model`, :class:`~eqsat_dnn.eqsat.egraph.TensorEGraph`,
+:func:`~eqsat_dnn.eqsat.saturate.saturate`, :func:`extract`,
+:func:`~eqsat_dnn.lower.avoid_slow_fusions`, :func:`~eqsat_dnn.io.onnx_out.to_onnx`,
+:func:`~eqsat_dnn.runtime.check.compare_models`)
 so a notebook can stop between them.
 """
 
@@ -18,19 +18,19 @@ from typing import Callable
 
 import onnx
 
-from eqsat_dnn.check import CheckReport, compare_models
+from eqsat_dnn.runtime.check import CheckReport, compare_models
 from eqsat_dnn.cost import CostModel, RooflineCostModel, fusion_penalties, node_costs
-from eqsat_dnn.egraph import Snapshot, TensorEGraph
+from eqsat_dnn.eqsat.egraph import Snapshot, TensorEGraph
 from eqsat_dnn.errors import CheckError, InputError
 from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json, validate
 from eqsat_dnn.extract.greedy import GreedyExtractor
-from eqsat_dnn.graph import Graph
+from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.lower import avoid_slow_fusions
-from eqsat_dnn.onnx_in import load_model, read_model
-from eqsat_dnn.onnx_out import check_model, to_onnx
-from eqsat_dnn.protos import light_copy
-from eqsat_dnn.rules import Rule, default_rules, select_rules
-from eqsat_dnn.saturate import Iteration, Limits, SaturationReport, saturate
+from eqsat_dnn.io.onnx_in import load_model, read_model
+from eqsat_dnn.io.onnx_out import check_model, to_onnx
+from eqsat_dnn.io.protos import light_copy
+from eqsat_dnn.eqsat.rules import Rule, default_rules, select_rules
+from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, saturate
 
 EXTRACTORS = ("ilp", "greedy")
 

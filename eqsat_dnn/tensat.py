@@ -446,10 +446,10 @@ def _same_class(teg, a: str, b: str) -> bool:
 def check_rule(rule: TensatRule, rules=None, iterations: int = 6, nodes: int = 5000,
                seconds: float = 2.0, numeric: bool = True) -> RuleCoverage:
     """Saturate both sides of ``rule`` in one e-graph; derived when every pair meets."""
-    from eqsat_dnn.egraph import TensorEGraph
-    from eqsat_dnn.onnx_in import load_model
-    from eqsat_dnn.rules import select_rules
-    from eqsat_dnn.saturate import Limits, saturate
+    from eqsat_dnn.eqsat.egraph import TensorEGraph
+    from eqsat_dnn.io.onnx_in import load_model
+    from eqsat_dnn.eqsat.rules import select_rules
+    from eqsat_dnn.eqsat.saturate import Limits, saturate
 
     start = time.perf_counter()
     result = RuleCoverage(rule)
@@ -487,7 +487,7 @@ def check_rule(rule: TensatRule, rules=None, iterations: int = 6, nodes: int = 5
 
 def coverage(rules=None, **limits) -> list[RuleCoverage]:
     """Check every Tensat rule (the files must exist: see :data:`TENSAT_RULES_DIR`)."""
-    from eqsat_dnn.rules import select_rules
+    from eqsat_dnn.eqsat.rules import select_rules
 
     library = select_rules() if rules is None else rules
     return [check_rule(rule, library, **limits) for rule in load_tensat_rules()]

@@ -6,13 +6,13 @@ Every rule is tested the same way, whatever it says:
    (a ``rewrite``'s left side, the facts of a ``rule``, ``:when`` facts) are
    built as a small concrete program: tensor variables become graph inputs with
    random shapes and values, attribute variables (the i64/f64/IVec/String
-   positions of :data:`eqsat_dnn.language.OPS` signatures) get random valid
+   positions of :data:`eqsat_dnn.ir.language.OPS` signatures) get random valid
    values chosen from the shapes around them. ONNX shape inference rejects
    invalid instances at once; many shape strategies are mixed so that the
    conditions a rule needs (matching inner dims, equal shapes, a reshape target
    that equals an input shape, ...) come up often.
 2. **Let egglog decide whether it fires.** The instance goes into a
-   :class:`~eqsat_dnn.egraph.TensorEGraph` exactly as an imported model would
+   :class:`~eqsat_dnn.eqsat.egraph.TensorEGraph` exactly as an imported model would
    (shapes and dtypes from ONNX inference, symbolic dims in some trials), the
    analyses run, then the rule alone runs once. Its own match count says
    whether it fired; shape conditions are judged by egglog, not by us.
@@ -55,15 +55,15 @@ import onnx
 from egglog import bindings
 from onnx import TensorProto, helper, numpy_helper
 
-from eqsat_dnn.egraph import Snapshot, TensorEGraph
+from eqsat_dnn.eqsat.egraph import Snapshot, TensorEGraph
 from eqsat_dnn.errors import InputError, RuleError
 from eqsat_dnn.extract.base import EGraph, ENode
 from eqsat_dnn.extract.greedy import greedy_choices
-from eqsat_dnn.graph import Graph, Node, TensorType
-from eqsat_dnn.language import LEAVES, OPAQUE, OPS, lit
-from eqsat_dnn.onnx_out import to_onnx
-from eqsat_dnn.rules import Rule
-from eqsat_dnn.saturate import add_rules, run_analysis
+from eqsat_dnn.ir.graph import Graph, Node, TensorType
+from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS, lit
+from eqsat_dnn.io.onnx_out import to_onnx
+from eqsat_dnn.eqsat.rules import Rule
+from eqsat_dnn.eqsat.saturate import add_rules, run_analysis
 
 DEFAULT_TRIALS = 12
 """Firing instances checked per rule (per direction of a ``birewrite``)."""

@@ -6,10 +6,10 @@ sits on the row of its topological generation (longest path from a source), rows
 are ordered by a few barycentre sweeps to uncross edges, and edges that close a
 cycle (an e-graph may hold ``x = Identity(x)``) are drawn dashed, curving back up.
 
-* :func:`draw_graph` draws a :class:`~eqsat_dnn.graph.Graph` as dataflow: inputs at
+* :func:`draw_graph` draws a :class:`~eqsat_dnn.ir.graph.Graph` as dataflow: inputs at
   the top, one box per operator, weights left out; ``highlight`` colours some nodes.
 * :func:`draw_egraph` draws an e-graph (an :class:`~eqsat_dnn.extract.base.EGraph`
-  or a :class:`~eqsat_dnn.egraph.Snapshot`): each e-class is a dashed frame holding
+  or a :class:`~eqsat_dnn.eqsat.egraph.Snapshot`): each e-class is a dashed frame holding
   its e-nodes, an edge runs from an e-node to each child e-class, the roots are at the
   top; ``choices`` (an extraction) fills the chosen e-nodes.
 
@@ -24,12 +24,12 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eqsat_dnn.extract.base import EGraph
-from eqsat_dnn.graph import Graph
+from eqsat_dnn.ir.graph import Graph
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from eqsat_dnn.egraph import Snapshot
+    from eqsat_dnn.eqsat.egraph import Snapshot
 
 MAX_VERTICES = 150
 """Default limit on the boxes one picture may hold."""
@@ -107,7 +107,7 @@ def draw_egraph(egraph: EGraph | Snapshot, ax: Axes | None = None, *, choices: M
     """Draw an e-graph: e-classes as dashed frames of e-nodes, roots at the top.
 
     ``choices`` (e-class -> e-node, e.g. ``Extraction.choices``) fills the chosen
-    e-nodes in green. A :class:`~eqsat_dnn.egraph.Snapshot` is drawn with its
+    e-nodes in green. A :class:`~eqsat_dnn.eqsat.egraph.Snapshot` is drawn with its
     operators' attributes (a Transpose's ``perm``, ...) and the names of the
     original values each class holds; list cells (``TCons``/``TNil``) and
     ``Absent`` are shown like any e-node.

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from eqsat_dnn.examples import attention_block
+from eqsat_dnn.models.examples import attention_block
 
 LIGHT_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -40,7 +40,7 @@ def tiny_exports(tmp_path_factory) -> dict[str, Path]:
     """Tiny BERT and GPT-2 exported by torch's dynamo and TorchScript exporters."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from eqsat_dnn.testing.exports import export_bert, export_gpt2
+    from eqsat_dnn.models.exports import export_bert, export_gpt2
 
     root = tmp_path_factory.mktemp("exports")
     tiny = dict(layers=2, hidden=64, heads=4, vocab=97, seq=16)

@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from eqsat_dnn.cli import main
 from eqsat_dnn.errors import InputError
-from eqsat_dnn.examples import attention_block
+from eqsat_dnn.models.examples import attention_block
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "extraction-gym"
 
@@ -436,7 +436,7 @@ def _interrupt(*args, **kwargs):
 
 
 def _module_attribute(target: str) -> tuple[object, str]:
-    """``package.module[.Class].name`` -> (the module or class, name); ``eqsat_dnn.saturate``
+    """``package.module[.Class].name`` -> (the module or class, name); ``eqsat_dnn.eqsat.saturate``
     names both a module and the function the package exports, so modules are imported by name."""
     parts = target.split(".")
     for cut in range(len(parts) - 1, 0, -1):
@@ -450,7 +450,7 @@ def _module_attribute(target: str) -> tuple[object, str]:
     raise ValueError(target)
 
 
-@pytest.mark.parametrize("target", ["eqsat_dnn.saturate._run_step", "eqsat_dnn.extract.ilp.ILPExtractor._extract",
+@pytest.mark.parametrize("target", ["eqsat_dnn.eqsat.saturate._run_step", "eqsat_dnn.extract.ilp.ILPExtractor._extract",
                                     "eqsat_dnn.pipeline.compare_models"])
 def test_interrupt_in_any_stage_writes_nothing(tmp_path, capfd, model_file, monkeypatch, target):
     monkeypatch.setattr(*_module_attribute(target), _interrupt)
@@ -471,7 +471,7 @@ def test_interrupt_while_writing_leaves_no_partial_file(tmp_path, capfd, model_f
         Path(path).write_bytes(data[: len(data) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("eqsat_dnn.onnx_out.onnx.save_model", save_half_then_interrupt)
+    monkeypatch.setattr("eqsat_dnn.io.onnx_out.onnx.save_model", save_half_then_interrupt)
     out = tmp_path / "out.onnx"
     code, _, err = _run(capfd, "optimize", str(model_file), str(out), "--extractor", "greedy")
     assert code == 130, err
@@ -523,7 +523,7 @@ def _interrupted_run(module: str, hook: str, args: list[str], at_marker=None) ->
 
 def test_sigint_during_saturation(tmp_path, model_file):
     out = tmp_path / "out.onnx"
-    done, _ = _interrupted_run("eqsat_dnn.saturate", "_run_step", ["optimize", str(model_file), str(out)])
+    done, _ = _interrupted_run("eqsat_dnn.eqsat.saturate", "_run_step", ["optimize", str(model_file), str(out)])
     assert done.returncode == 130 and done.stderr == "eqsat-dnn: interrupted; nothing written\n", done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 

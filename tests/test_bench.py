@@ -10,7 +10,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from eqsat_dnn import bench, zoo
+from eqsat_dnn import bench
+from eqsat_dnn.models import zoo
 from eqsat_dnn.cli import main
 from eqsat_dnn.errors import CheckError
 

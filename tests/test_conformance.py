@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from eqsat_dnn.testing.conformance import node_cases, run_case
+from eqsat_dnn.runtime.conformance import node_cases, run_case
 
 REGRESSIONS = {
     # onnx's version converter drops Scan-8's batch axis from the graph inputs: such models

@@ -20,8 +20,8 @@ from eqsat_dnn.cost import (
     node_costs,
 )
 from eqsat_dnn.errors import InputError
-from eqsat_dnn.examples import attention_block
-from eqsat_dnn.graph import Node, TensorType
+from eqsat_dnn.models.examples import attention_block
+from eqsat_dnn.ir.graph import Node, TensorType
 from eqsat_dnn.measure import MeasuredCostModel
 
 F32, F16, I64 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.INT64

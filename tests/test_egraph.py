@@ -7,10 +7,10 @@ import time
 import pytest
 
 from eqsat_dnn import TensorEGraph, load_model
-from eqsat_dnn.egraph import split_forms
-from eqsat_dnn.examples import attention_block
-from eqsat_dnn.graph import Graph, TensorType
-from eqsat_dnn.saturate import run_analysis
+from eqsat_dnn.eqsat.egraph import split_forms
+from eqsat_dnn.models.examples import attention_block
+from eqsat_dnn.ir.graph import Graph, TensorType
+from eqsat_dnn.eqsat.saturate import run_analysis
 from tests.conftest import light_model
 
 

@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from eqsat_dnn.testing import exports  # noqa: E402
+from eqsat_dnn.models import exports  # noqa: E402
 
 VOCAB = 97
 SEQ = 16

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from eqsat_dnn import Limits, optimize
-from eqsat_dnn.language import OPS
+from eqsat_dnn.ir.language import OPS
 
 EXAMPLES = 125
 """Hypothesis examples per run; each holds :data:`SUBGRAPHS` graphs (500 graphs per run)."""

@@ -14,16 +14,17 @@ import json
 import onnx
 import pytest
 
-from eqsat_dnn import Limits, optimize, zoo
+from eqsat_dnn import Limits, optimize
+from eqsat_dnn.models import zoo
 from eqsat_dnn.cli import main
-from eqsat_dnn.examples import attention_block
+from eqsat_dnn.models.examples import attention_block
 from eqsat_dnn.extract.greedy import GreedyExtractor
 from eqsat_dnn.extract.ilp import ILPExtractor
-from eqsat_dnn.onnx_out import check_model
+from eqsat_dnn.io.onnx_out import check_model
 from eqsat_dnn.pipeline import extract
 
-# ``eqsat_dnn.saturate`` is also the name of the function the package exports
-saturate_module = importlib.import_module("eqsat_dnn.saturate")
+# ``eqsat_dnn.eqsat.saturate`` is also the name of the function the package exports
+saturate_module = importlib.import_module("eqsat_dnn.eqsat.saturate")
 
 
 LARGEST = "nasneta"
@@ -86,7 +87,7 @@ def test_a_fixpoint_family_reads_the_limits_after_every_round(monkeypatch, tmp_p
     """A simplification family that never reaches its fixpoint (each round adds a term) stops at
     the first round after which a limit is reached, not after its 32 rounds."""
     from eqsat_dnn import TensorEGraph, load_model, saturate
-    from eqsat_dnn.rules import parse_rule_file
+    from eqsat_dnn.eqsat.rules import parse_rule_file
 
     path = tmp_path / "growing.egg"
     path.write_text(";; schedule: fixpoint\n;; relu(x) = relu(x + (x - x)), a new term every round\n"

@@ -9,7 +9,7 @@ import pytest
 from eqsat_dnn import load_model
 from eqsat_dnn.cost import CPU_PROFILE, GPU_PROFILES, RooflineCostModel
 from eqsat_dnn.lower import avoid_slow_fusions
-from eqsat_dnn.onnx_out import to_onnx
+from eqsat_dnn.io.onnx_out import to_onnx
 from eqsat_dnn.pipeline import optimize
 from test_cost import residual_layernorm
 
@@ -66,7 +66,7 @@ def test_optimize_lowers_and_reports_it():
 
 def test_lora_layer_after_extraction_has_no_skip_layernorm_left(tmp_path):
     """The extracted program's new values carry the e-graph's types, so sites it rewrote are found."""
-    from eqsat_dnn import zoo
+    from eqsat_dnn.models import zoo
 
     model = zoo.build("lora_layer", seq=32, hidden=128, heads=4, intermediate=256, rank=4)
     optimized, report = optimize(model, cost_model=RooflineCostModel(CPU_PROFILE), extract_time_limit=3)

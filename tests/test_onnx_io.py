@@ -74,7 +74,7 @@ def test_external_data_round_trip(tmp_path):
     optimized, report = optimize(str(src), extractor="greedy", check=2)
     assert report.check.ok and report.ops_after["MatMul"] == 1
     out = tmp_path / "out.onnx"
-    from eqsat_dnn import onnx_out
+    from eqsat_dnn.io import onnx_out
     old = onnx_out.EXTERNAL_DATA_THRESHOLD
     onnx_out.EXTERNAL_DATA_THRESHOLD = 1000  # exercise the large-model path on a small model
     try:
@@ -121,7 +121,7 @@ def test_tensor_view_reads_weights_like_numpy_helper():
     import numpy as np
     from onnx import helper, numpy_helper
 
-    from eqsat_dnn.protos import tensor_view
+    from eqsat_dnn.io.protos import tensor_view
 
     for array in (np.arange(12, dtype=np.float32).reshape(3, 4), np.array([3, -1], dtype=np.int64),
                   np.array(2.5, dtype=np.float16)):

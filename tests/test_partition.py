@@ -17,9 +17,9 @@ import pytest
 
 from eqsat_dnn.cli import main
 from eqsat_dnn.errors import InputError
-from eqsat_dnn.onnx_in import load_model
+from eqsat_dnn.io.onnx_in import load_model
 from eqsat_dnn.partition import PARTIAL, REPLICATE, Plan, Shard, annotate, get_mesh, partition
-from eqsat_dnn.partition.blocks import transformer_attention, transformer_layer, transformer_mlp
+from eqsat_dnn.models.blocks import transformer_attention, transformer_layer, transformer_mlp
 from eqsat_dnn.partition.collectives import redistribute, step_seconds
 from eqsat_dnn.partition.mesh import GIB
 from eqsat_dnn.partition.placements import all_specs, block_index, shard_axes
@@ -171,7 +171,7 @@ LAYER = dict(batch=1, seq=16, hidden=512, heads=8)
 def real_exports(tmp_path_factory) -> dict[str, object]:
     """Tiny BERT and GPT-2 from torch's dynamo exporter (conftest's tiny sizes; only the two needed)."""
     pytest.importorskip("transformers")
-    from eqsat_dnn.testing.exports import export_bert, export_gpt2
+    from eqsat_dnn.models.exports import export_bert, export_gpt2
 
     root = tmp_path_factory.mktemp("partition-exports")
     tiny = dict(layers=2, hidden=64, heads=4, vocab=97, seq=16)

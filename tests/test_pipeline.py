@@ -9,9 +9,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from eqsat_dnn import Limits, compare_models, get_cost_model, load_model, optimize, select_rules
-from eqsat_dnn.examples import attention_block
-from eqsat_dnn.onnx_out import check_model
-from eqsat_dnn.rules import library_dir
+from eqsat_dnn.models.examples import attention_block
+from eqsat_dnn.io.onnx_out import check_model
+from eqsat_dnn.eqsat.rules import library_dir
 from tests.conftest import light_model
 
 

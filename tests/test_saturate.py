@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import eqsat_dnn as ed
-from eqsat_dnn.examples import attention_block
+from eqsat_dnn.models.examples import attention_block
 
 MULTI = str(Path(__file__).resolve().parents[1] / "rules" / "multi")
 

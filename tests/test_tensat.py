@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from eqsat_dnn.rules import select_rules
+from eqsat_dnn.eqsat.rules import select_rules
 from eqsat_dnn.tensat import TENSAT_RULES_DIR, check_rule, load_tensat_rules, parse_sexp, summary
 
 pytestmark = pytest.mark.skipif(

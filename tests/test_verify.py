@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from eqsat_dnn.cli import main
-from eqsat_dnn.rules import library_dir, parse_rule_file, select_rules
+from eqsat_dnn.eqsat.rules import library_dir, parse_rule_file, select_rules
 from eqsat_dnn.verify import check_rule, check_rules, parse_sexp
 
 WRONG = {

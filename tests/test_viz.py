@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
 
 import eqsat_dnn as ed  # noqa: E402
-from eqsat_dnn.examples import attention_block  # noqa: E402
+from eqsat_dnn.models.examples import attention_block  # noqa: E402
 from eqsat_dnn.extract.base import ENode  # noqa: E402
 from eqsat_dnn.viz import _CHOSEN, _HIGHLIGHT, _layers, draw_egraph, draw_graph  # noqa: E402
 

@@ -12,8 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from eqsat_dnn import zoo
-from eqsat_dnn.check import random_inputs
+from eqsat_dnn.models import zoo
+from eqsat_dnn.runtime.check import random_inputs
 from eqsat_dnn.cli import main
 from eqsat_dnn.errors import InputError
 

@@ -35,7 +35,7 @@ import onnx
 
 from eqsat_dnn.cost import CostModel, op_type
 from eqsat_dnn.errors import InputError, OutputError
-from eqsat_dnn.graph import Graph
+from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.partition.mesh import DEFAULT_MACHINE, DeviceMesh, get_mesh
 from eqsat_dnn.partition.placements import (Partial, Shard, Spec, block_index, parse_spec, shard_axes,
                                             spec_strings)
@@ -347,7 +347,7 @@ def _sharding_spec(name: str, shape: tuple[int, ...] | None, spec: Spec, mesh: D
 def annotate(model: Graph | str | Path | onnx.ModelProto, plan: Plan,
              input_shapes: dict[str, list[int]] | None = None) -> onnx.ModelProto:
     """``model`` as ONNX (IR version 11) carrying ``plan`` as ONNX sharding specs (see the module docstring)."""
-    from eqsat_dnn.onnx_out import to_onnx
+    from eqsat_dnn.io.onnx_out import to_onnx
     from eqsat_dnn.partition.strategies import static_shape
 
     graph = prepare_graph(as_graph(model, input_shapes))

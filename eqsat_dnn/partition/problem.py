@@ -41,8 +41,8 @@ import onnx
 
 from eqsat_dnn.cost import CostModel, RooflineCostModel, itemsize, numel
 from eqsat_dnn.errors import InputError
-from eqsat_dnn.graph import Graph, Node, TensorType
-from eqsat_dnn.onnx_out import fold_weight_expressions
+from eqsat_dnn.ir.graph import Graph, Node, TensorType
+from eqsat_dnn.io.onnx_out import fold_weight_expressions
 from eqsat_dnn.partition.collectives import DUAL, Step, redistribute, step_seconds, step_traffic
 from eqsat_dnn.partition.mesh import DeviceMesh
 from eqsat_dnn.partition.placements import REPLICATE, Replicate, Shard, Spec, all_specs, replicated
@@ -269,7 +269,7 @@ def as_graph(model: Graph | str | Path | onnx.ModelProto, input_shapes: dict[str
     """A Graph from a Graph, an ONNX file or a ``ModelProto``."""
     if isinstance(model, Graph):
         return model
-    from eqsat_dnn.onnx_in import load_model
+    from eqsat_dnn.io.onnx_in import load_model
 
     return load_model(model, input_shapes=input_shapes)
 

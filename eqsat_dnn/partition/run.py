@@ -38,7 +38,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eqsat_dnn.errors import CheckError, InputError
-from eqsat_dnn.graph import Graph, Node, TensorType
+from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.partition.collectives import redistribute
 from eqsat_dnn.partition.placements import Partial, Shard, Spec, block_index, local_shape, shard_axes
 from eqsat_dnn.partition.plan import Plan
@@ -103,7 +103,7 @@ class _Program:
 def _local_model(graph: Graph, node: Node, in_types: list[TensorType | None], out_types: list[TensorType | None],
                  out_shapes: list[tuple[int, ...] | None]) -> bytes:
     """A one-node ONNX model computing ``node`` on blocks (inputs renamed ``i0``, ``i1``, ...)."""
-    from eqsat_dnn.onnx_out import to_onnx
+    from eqsat_dnn.io.onnx_out import to_onnx
 
     attrs = dict(node.attrs)
     if node.op == "Reshape" and out_shapes[0] is not None:
@@ -371,8 +371,8 @@ def _reference(graph: Graph, seed: int) -> tuple[dict[str, np.ndarray], dict[str
     """Seeded inputs and the single-device outputs of the whole graph in onnxruntime."""
     import onnxruntime as ort
 
-    from eqsat_dnn.check import random_inputs
-    from eqsat_dnn.onnx_out import to_onnx
+    from eqsat_dnn.runtime.check import random_inputs
+    from eqsat_dnn.io.onnx_out import to_onnx
 
     model = to_onnx(graph, fold_constants=False)
     feeds = random_inputs(model, seed)

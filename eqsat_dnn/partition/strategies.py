@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from onnx import TensorProto, helper
 
 from eqsat_dnn.cost import CostModel, itemsize, op_type
-from eqsat_dnn.graph import Graph, Node, TensorType
+from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.partition.mesh import DeviceMesh
 from eqsat_dnn.partition.placements import (PARTIAL, REPLICATE, Placement, Shard, Spec, is_valid,
                                             local_shape)

@@ -168,7 +168,7 @@ OPS: dict[str, OpSpec] = {
 ALIASES = {"Sum": "Add"}
 """ONNX ops read as a vocabulary op when they have two operands: a two-operand ``Sum`` is an
 ``Add`` (both broadcast alike). Such a node keeps its own type when written back
-(:attr:`eqsat_dnn.graph.Node.written_op`), so a ``Sum`` that lowering wrote to keep a fusion
+(:attr:`eqsat_dnn.ir.graph.Node.written_op`), so a ``Sum`` that lowering wrote to keep a fusion
 away stays one, while the e-graph sees through it."""
 
 LEAVES = {"Input": ["String"], "Weight": ["String"], "Absent": []}

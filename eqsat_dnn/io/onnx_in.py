@@ -1,8 +1,8 @@
-"""Stage 1: ONNX model -> :class:`~eqsat_dnn.graph.Graph`.
+"""Stage 1: ONNX model -> :class:`~eqsat_dnn.ir.graph.Graph`.
 
 Shapes and dtypes come from onnx's own shape inference. Every node whose op,
 domain, attributes and constant inputs fit the vocabulary in
-:mod:`eqsat_dnn.language` becomes a vocabulary node with normalised attributes
+:mod:`eqsat_dnn.ir.language` becomes a vocabulary node with normalised attributes
 (explicit pads, non-negative axes, constant inputs read as attributes);
 everything else is kept as an opaque node, untouched.
 """
@@ -19,9 +19,9 @@ from onnx import helper, numpy_helper, shape_inference, version_converter
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from eqsat_dnn.errors import InputError
-from eqsat_dnn.graph import Dim, Graph, Node, TensorType
-from eqsat_dnn.language import ALIASES, OPS, Attr, OpSpec
-from eqsat_dnn.protos import light_copy, without_initializers
+from eqsat_dnn.ir.graph import Dim, Graph, Node, TensorType
+from eqsat_dnn.ir.language import ALIASES, OPS, Attr, OpSpec
+from eqsat_dnn.io.protos import light_copy, without_initializers
 
 MIN_OPSET = 13
 """Older models are brought up to this opset with onnx's version converter."""

@@ -22,10 +22,10 @@ from typing import Callable
 
 from egglog import bindings
 
-from eqsat_dnn.egraph import TensorEGraph
+from eqsat_dnn.eqsat.egraph import TensorEGraph
 from eqsat_dnn.errors import RuleError
-from eqsat_dnn.language import LEAVES, OPAQUE, OPS
-from eqsat_dnn.rules import Rule
+from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS
+from eqsat_dnn.eqsat.rules import Rule
 
 _ENODE_TABLES = set(OPS) | set(LEAVES) | {OPAQUE, "TNil", "TCons"}
 

@@ -1,4 +1,4 @@
-"""Stage 2: :class:`~eqsat_dnn.graph.Graph` <-> egglog e-graph.
+"""Stage 2: :class:`~eqsat_dnn.ir.graph.Graph` <-> egglog e-graph.
 
 :class:`TensorEGraph` owns one egglog ``EGraph`` loaded with the language
 prelude and one model. It converts in both directions:
@@ -23,8 +23,8 @@ from egglog import bindings
 
 from eqsat_dnn.cost import CostModel
 from eqsat_dnn.extract.base import EGraph, ENode, Extraction
-from eqsat_dnn.graph import Graph, Node, TensorType
-from eqsat_dnn.language import LEAVES, OPAQUE, OPS, SYMBOL_BASE, lit, prelude
+from eqsat_dnn.ir.graph import Graph, Node, TensorType
+from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS, SYMBOL_BASE, lit, prelude
 
 _TENSOR_SORTS = {"T", "TL"}
 

@@ -55,7 +55,7 @@ class CaseResult:
     """Where onnxruntime ran the original but it missed the expected outputs: whether the
     optimized model at least computes what the original computes."""
     self_check: str = "not run"
-    """The pipeline's own random-input check (:func:`~eqsat_dnn.check.compare_models`) of the
+    """The pipeline's own random-input check (:func:`~eqsat_dnn.runtime.check.compare_models`) of the
     optimized model: ``ok``, ``refused`` (a clear :class:`EqsatError`, e.g. no random inputs
     are valid for it), ``mismatch`` or ``crash``."""
     original_error: str = ""
@@ -211,7 +211,7 @@ def run_case(case, optimize: Callable[[onnx.ModelProto], onnx.ModelProto] | None
 
 
 def _run_self_check(result: CaseResult, model: onnx.ModelProto, optimized: onnx.ModelProto) -> None:
-    from eqsat_dnn.check import compare_models
+    from eqsat_dnn.runtime.check import compare_models
 
     try:
         report = compare_models(model, optimized, runs=1)

@@ -1,7 +1,7 @@
 """Rules are data: egglog ``.egg`` files in ``rules/``, one family per file.
 
 A rule file holds ``rewrite``, ``birewrite`` and ``rule`` forms over the
-constructors of :mod:`eqsat_dnn.language`. The comment lines just above a form
+constructors of :mod:`eqsat_dnn.ir.language`. The comment lines just above a form
 are its description; ``:name "..."`` names it (else ``<family>/<line>``). The
 loader adds each rule to a ruleset named after its family (``family_<stem>``), so
 files never say ``:ruleset`` themselves.
@@ -13,13 +13,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from eqsat_dnn.egraph import split_forms
+from eqsat_dnn.eqsat.egraph import split_forms
 from eqsat_dnn.errors import RuleError
 
-RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 """The shipped library (a source checkout keeps it beside the package)."""
 
-_PACKAGED_RULES = Path(__file__).resolve().parent / "rules"
+_PACKAGED_RULES = Path(__file__).resolve().parents[1] / "rules"
 
 _KINDS = ("rewrite", "birewrite", "rule")
 SCHEDULES = ("bounded", "fixpoint")

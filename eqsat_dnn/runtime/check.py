@@ -16,7 +16,7 @@ import onnx
 from onnx import helper
 
 from eqsat_dnn.errors import InputError
-from eqsat_dnn.protos import weight_bytes
+from eqsat_dnn.io.protos import weight_bytes
 
 
 @dataclass

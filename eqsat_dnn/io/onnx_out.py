@@ -1,4 +1,4 @@
-"""Stage 5: :class:`~eqsat_dnn.graph.Graph` -> ONNX model, and saving it safely.
+"""Stage 5: :class:`~eqsat_dnn.ir.graph.Graph` -> ONNX model, and saving it safely.
 
 Vocabulary nodes are written back in the model's opset flavour (constant
 inputs versus attributes), opaque nodes verbatim. Sub-expressions over weights
@@ -17,10 +17,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eqsat_dnn.errors import InputError, OutputError
-from eqsat_dnn.graph import Graph, Node
-from eqsat_dnn.language import OPAQUE, OPS
-from eqsat_dnn.onnx_in import input_files
-from eqsat_dnn.protos import light_copy, tensor_view, weight_bytes, without_initializers
+from eqsat_dnn.ir.graph import Graph, Node
+from eqsat_dnn.ir.language import OPAQUE, OPS
+from eqsat_dnn.io.onnx_in import input_files
+from eqsat_dnn.io.protos import light_copy, tensor_view, weight_bytes, without_initializers
 
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 """Models whose weights exceed this are saved with external data (protobuf stops at 2 GB)."""

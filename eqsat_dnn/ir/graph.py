@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-from eqsat_dnn.language import ALIASES, OPAQUE
+from eqsat_dnn.ir.language import ALIASES, OPAQUE
 
 Dim = int | str | None
 """A dimension: a size, a symbolic name, or unknown."""
@@ -36,7 +36,7 @@ class TensorType:
 class Node:
     """One operator application.
 
-    ``op`` is a vocabulary name from :mod:`eqsat_dnn.language` (``"MatMul"``) or
+    ``op`` is a vocabulary name from :mod:`eqsat_dnn.ir.language` (``"MatMul"``) or
     ``"Opaque"`` for anything the rules do not reason about; an opaque node
     keeps its original ``NodeProto`` in ``proto`` and is written back verbatim
     (with its inputs and outputs renamed as the graph needs).
@@ -52,7 +52,7 @@ class Node:
     @property
     def written_op(self) -> str:
         """The ONNX op type export writes: an opaque node's own, an alias's own (a two-operand
-        ``Sum`` read as ``Add``, see :data:`eqsat_dnn.language.ALIASES`), else ``op``."""
+        ``Sum`` read as ``Add``, see :data:`eqsat_dnn.ir.language.ALIASES`), else ``op``."""
         if self.proto is not None and (self.op == OPAQUE or ALIASES.get(self.proto.op_type) == self.op):
             return self.proto.op_type
         return self.op
