@@ -1,14 +1,33 @@
 """Verification: the optimized model must compute what the original computes.
 
-Both models run in onnxruntime on the same seeded random inputs, valid for
-their dtypes (integer inputs that index an embedding stay inside its rows), and
-every output must agree within tolerances scaled to the output's magnitude.
+Both models run in onnxruntime, graph optimizations off, on the same input sets:
+
+* ``runs`` sets of seeded standard normals (integer inputs that index an embedding stay
+  inside its rows, booleans are fair coins);
+* then the *edge sets*, for the float inputs: all zeros, large magnitudes (normals times
+  the fourth root of the dtype's largest value, so that products of up to four stay finite
+  and overflow-sensitive rewrites show), and normals with one element in eight replaced by
+  +inf or -inf.
+
+Every output is compared element by element: integers and booleans exactly; floats where
+both are finite within ``atol + rtol * (|x| + s)``, ``s`` the median magnitude of that
+output (so one huge element widens no other element's tolerance, and a value near zero
+from cancellation is not held to a tolerance finer than the output's own scale); NaN, +inf
+and -inf positions must match exactly. On the infinities set, where the program may rightly
+differ in real arithmetic (``x - x`` is 0, not NaN; a kernel zero-padded by a conv merge
+turns an infinite neighbour into NaN), only the elements both compute finite are compared,
+unless ``exact``: then every position, non-finite ones exactly.
+
+What it cannot see: inputs it does not draw (a rewrite wrong only for some shapes of a
+symbolic dim, or for NaN inputs, or for integer inputs outside the drawn ranges), and
+errors below the tolerance. Rules are checked by ``eqsat-dnn rules check`` on their own.
 """
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +38,33 @@ from eqsat_dnn.errors import InputError
 from eqsat_dnn.io.protos import weight_bytes
 
 
+class InputSet(Enum):
+    """The kinds of input set the check feeds both models."""
+
+    NORMAL = "normal"
+    ZEROS = "zeros"
+    LARGE = "large"
+    INFINITIES = "infinities"
+
+
+EDGE_SETS = (InputSet.ZEROS, InputSet.LARGE, InputSet.INFINITIES)
+
+
 @dataclass
 class CheckReport:
     """Worst disagreement seen over all input sets and outputs."""
 
     runs: int
+    """Normal input sets run (the edge sets come on top, see :attr:`sets`)."""
     max_abs_error: float = 0.0
     max_rel_error: float = 0.0
+    """Largest ``|diff| / (|x| + s)`` over finite elements (see the module doc)."""
     worst_output: str = ""
     failures: list[str] = field(default_factory=list)
+    sets: list[InputSet] = field(default_factory=list)
+    """Every input set both models ran on."""
+    skipped: list[InputSet] = field(default_factory=list)
+    """Edge sets the original model itself cannot run on (they prove nothing)."""
 
     @property
     def ok(self) -> bool:
@@ -101,6 +138,66 @@ def random_inputs(model: onnx.ModelProto, seed: int, symbolic_size: int = 2,
     return feeds
 
 
+def edge_inputs(feeds: dict[str, np.ndarray], kind: InputSet, seed: int = 0) -> dict[str, np.ndarray]:
+    """``feeds`` with every float input replaced by the edge set ``kind`` (same shapes; integer
+    and boolean inputs, which may index or select, stay as they are)."""
+    rng = np.random.default_rng(seed)
+    edged: dict[str, np.ndarray] = {}
+    for name, value in feeds.items():
+        if not np.issubdtype(value.dtype, np.floating):
+            edged[name] = value
+        elif kind is InputSet.ZEROS:
+            edged[name] = np.zeros_like(value)
+        elif kind is InputSet.LARGE:
+            big = float(np.finfo(value.dtype).max) ** 0.25
+            edged[name] = (value.astype(np.float64) * big).astype(value.dtype)
+        elif kind is InputSet.INFINITIES:
+            spiked = value.copy()
+            where = rng.random(value.shape) < 0.125
+            spiked[where] = np.where(rng.random(value.shape) < 0.5, np.inf, -np.inf)[where]
+            edged[name] = spiked
+        else:
+            edged[name] = value
+    return edged
+
+
+def compare_outputs(name: str, x: np.ndarray, y: np.ndarray, rtol: float, atol: float,
+                    finite_only: bool = False) -> tuple[str | None, float, float]:
+    """Compare one output of the original (``x``) with the optimized model's (``y``);
+    ``finite_only`` compares only the elements both compute finite.
+
+    Returns a failure message (``None`` when they agree), the largest absolute and the
+    largest scaled difference over the elements both compute finite."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != y.shape or x.dtype != y.dtype:
+        return f"{name}: {y.dtype}{list(y.shape)} instead of {x.dtype}{list(x.shape)}", 0.0, 0.0
+    if not np.issubdtype(x.dtype, np.floating):
+        return (None if np.array_equal(x, y) else f"{name}: integer outputs differ"), 0.0, 0.0
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    finite_x, finite_y = np.isfinite(x64), np.isfinite(y64)
+    if not finite_only:
+        for what, test in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)):
+            if not np.array_equal(test(x64), test(y64)):
+                return f"{name}: {what} positions differ", 0.0, 0.0
+    both = finite_x & finite_y
+    if not both.any():
+        return None, 0.0, 0.0
+    eps = float(np.finfo(x.dtype).eps)
+    rtol, atol = max(rtol, 8 * eps), max(atol, 8 * eps)
+    magnitude = np.abs(x64[both])
+    scale = float(np.median(magnitude))
+    diff = np.abs(x64[both] - y64[both])
+    allowed = atol + rtol * (magnitude + scale)
+    worst = int(np.argmax(diff - allowed))
+    abs_err = float(diff.max())
+    with np.errstate(over="ignore"):  # a difference on an all-zero output is infinitely relative
+        rel_err = float(np.max(diff / np.maximum(magnitude + scale, 1e-300)))
+    if diff[worst] > allowed[worst]:
+        return (f"{name}: |diff| {diff[worst]:.3g} at a value of {x64[both][worst]:.3g} "
+                f"(allowed {allowed[worst]:.3g})"), abs_err, rel_err
+    return None, abs_err, rel_err
+
+
 def compare_models(
     original: onnx.ModelProto | str | Path,
     optimized: onnx.ModelProto,
@@ -108,8 +205,12 @@ def compare_models(
     rtol: float = 1e-3,
     atol: float = 1e-4,
     seed: int = 0,
+    edges: bool = True,
+    exact: bool = False,
 ) -> CheckReport:
-    """Run both models on ``runs`` seeded input sets and compare every output."""
+    """Run both models on ``runs`` seeded normal input sets, then (``edges``) on the edge
+    sets, and compare every output element by element (see the module doc). ``exact``
+    compares non-finite positions on the infinities set too."""
     report = CheckReport(runs=runs)
     if runs <= 0:
         return report
@@ -124,43 +225,34 @@ def compare_models(
     except Exception as exc:
         report.failures.append(f"onnxruntime cannot load the optimized model: {_first_line(exc)}")
         return report
-    for run in range(runs):
-        # the optimized model's inputs carry any --overwrite-input-shape dims, and its
-        # embedding Gathers (opaque to the rules) bound the integer inputs
-        feeds = random_inputs(optimized, seed + run)
+    # the optimized model's inputs carry any --overwrite-input-shape dims, and its
+    # embedding Gathers (opaque to the rules) bound the integer inputs
+    plans = [(InputSet.NORMAL, seed + run, random_inputs(optimized, seed + run)) for run in range(runs)]
+    if edges and any(np.issubdtype(v.dtype, np.floating) for v in plans[0][2].values()):
+        plans += [(kind, seed, edge_inputs(plans[0][2], kind, seed)) for kind in EDGE_SETS]
+    for kind, set_seed, feeds in plans:
         try:
             expected = a.run(names, feeds)
         except Exception as exc:  # random inputs need not be valid for every model (indices, shapes)
+            if kind is not InputSet.NORMAL:  # the original cannot run on this edge: it proves nothing
+                report.skipped.append(kind)
+                continue
             raise InputError(f"the check cannot run the original model on random inputs ({_first_line(exc)}); "
                              "skip the check with --no-check") from None
+        report.sets.append(kind)
         try:
             actual = b.run(names, feeds)
         except Exception as exc:
-            report.failures.append(f"the optimized model fails in onnxruntime where the original runs: "
-                                   f"{_first_line(exc)}")
+            report.failures.append(f"the optimized model fails in onnxruntime where the original runs "
+                                   f"({kind.value} inputs): {_first_line(exc)}")
             return report
+        finite_only = kind is InputSet.INFINITIES and not exact
         for name, x, y in zip(names, expected, actual):
-            x, y = np.asarray(x), np.asarray(y)
-            if x.shape != y.shape or x.dtype != y.dtype:
-                report.failures.append(f"{name}: {y.dtype}{list(y.shape)} instead of {x.dtype}{list(x.shape)}")
-                continue
-            if not np.issubdtype(x.dtype, np.floating):
-                if not np.array_equal(x, y):
-                    report.failures.append(f"{name}: integer outputs differ")
-                continue
-            finite = np.isfinite(x) & np.isfinite(y)
-            if not np.array_equal(np.isfinite(x), np.isfinite(y)):
-                report.failures.append(f"{name}: non-finite values differ")
-                continue
-            if not finite.any():
-                continue
-            diff = np.abs(x[finite].astype(np.float64) - y[finite].astype(np.float64))
-            scale = float(np.max(np.abs(x[finite]))) if finite.any() else 1.0
-            abs_err = float(diff.max())
-            rel_err = abs_err / max(scale, 1e-12)
+            failure, abs_err, rel_err = compare_outputs(name, x, y, rtol, atol, finite_only)
             if abs_err > report.max_abs_error:
                 report.max_abs_error, report.worst_output = abs_err, name
             report.max_rel_error = max(report.max_rel_error, rel_err)
-            if abs_err > atol + rtol * scale:
-                report.failures.append(f"{name}: max |diff| {abs_err:.3g} on values up to {scale:.3g} (input set {run})")
+            if failure:
+                where = f"input set {set_seed - seed}" if kind is InputSet.NORMAL else f"{kind.value} inputs"
+                report.failures.append(f"{failure} ({where})")
     return report
