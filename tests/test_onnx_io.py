@@ -131,3 +131,25 @@ def test_tensor_view_reads_weights_like_numpy_helper():
         assert not view.flags.writeable  # a view of the proto's bytes, not a copy
     typed = helper.make_tensor("t", onnx.TensorProto.FLOAT, [2], [1.0, 2.0])  # float_data, no raw bytes
     assert np.array_equal(tensor_view(typed), np.array([1.0, 2.0], np.float32))
+
+
+def test_initializers_listed_as_inputs_stay_inputs_with_their_defaults():
+    """Defect 5 of the reliability issue (``keep_initializers_as_inputs``): such an initializer
+    is only the input's default. It stays an input, keeps its default, and the optimized model
+    computes what the original does for any value a caller feeds."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("MatMul", ["x", "w2"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    weights = [_w("w1", 64, 64), _w("w2", 64, 64, seed=1)]
+    model = _model(nodes, [_vi("x", [8, 64]), _vi("w1", [64, 64]), _vi("w2", [64, 64])], [_vi("y", [8, 64])], weights)
+    optimized, report = optimize(model, extractor="greedy", check=1)
+    assert report.check.ok
+    assert [i.name for i in optimized.graph.input] == ["x", "w1", "w2"]
+    defaults = {t.name: numpy_helper.to_array(t) for t in optimized.graph.initializer}
+    for w in weights:
+        np.testing.assert_array_equal(defaults[w.name], numpy_helper.to_array(w))
+    rng = np.random.default_rng(3)
+    feeds = {"x": rng.standard_normal((8, 64)).astype(np.float32),
+             "w1": rng.standard_normal((64, 64)).astype(np.float32)}  # w2 keeps its default
+    got = ort.InferenceSession(optimized.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)

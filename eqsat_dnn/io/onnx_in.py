@@ -268,7 +268,12 @@ class _Importer:
             t = _tensor_type(info.type)
             if t is not None:
                 self.types[info.name] = t
-        self.weights: dict[str, onnx.TensorProto] = {t.name: t for t in self.graph.initializer}
+        # an initializer that is also a graph input is only that input's default: a caller may
+        # feed another value, so it is an input to the rules, never a constant (as in onnxruntime)
+        listed = {i.name for i in self.graph.input}
+        self.defaults = [t for t in self.graph.initializer if t.name in listed]
+        self.weights: dict[str, onnx.TensorProto] = {t.name: t for t in self.graph.initializer
+                                                     if t.name not in listed}
         for t in self.graph.initializer:
             self.types[t.name] = TensorType(t.data_type, tuple(t.dims))
         self.consumed: set[str] = {i for n in self.graph.node for i in n.input if i}
@@ -280,14 +285,11 @@ class _Importer:
             node = self._convert(proto, index)
             if node is not None:
                 nodes.append(node)
-        initializer_names = set(self.weights)
-        inputs = [i.name for i in self.graph.input if i.name not in initializer_names]
+        inputs = [i.name for i in self.graph.input]
         skeleton = without_initializers(self.model)
         del skeleton.graph.node[:]
         del skeleton.graph.value_info[:]
-        real_inputs = [i for i in skeleton.graph.input if i.name not in initializer_names]
-        del skeleton.graph.input[:]
-        skeleton.graph.input.extend(real_inputs)
+        skeleton.graph.initializer.extend(self.defaults)  # written back with the inputs they belong to
         return Graph(
             nodes=nodes,
             inputs=inputs,

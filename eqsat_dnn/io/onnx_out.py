@@ -42,6 +42,9 @@ def to_onnx(graph: Graph, fold_constants: bool = True) -> onnx.ModelProto:
     used = {i for p in protos for i in p.input if i} | set(graph.outputs) | _subgraph_reads(protos)
     model.graph.initializer.extend(t for name, t in graph.weights.items() if name in used)
     model.graph.initializer.extend(extra)
+    # the defaults of inputs that have one (kept in the skeleton by import): the interface is kept
+    inputs = set(graph.inputs)
+    model.graph.initializer.extend(t for t in graph.model.graph.initializer if t.name in inputs)
     return model
 
 

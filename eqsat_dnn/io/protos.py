@@ -42,10 +42,11 @@ def _copy_field(target, name: str, value) -> None:
 def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with each large initializer turned into a typed graph input."""
     light = without_initializers(model)
+    listed = {i.name for i in model.graph.input}
     for tensor in model.graph.initializer:
         if _tensor_bytes(tensor) <= SMALL_TENSOR_BYTES:
             light.graph.initializer.append(tensor)
-        else:
+        elif tensor.name not in listed:  # an input's default: the input is there already
             light.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
     return light
 
