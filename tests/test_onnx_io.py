@@ -153,3 +153,29 @@ def test_initializers_listed_as_inputs_stay_inputs_with_their_defaults():
     got = ort.InferenceSession(optimized.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def _if_reading_outer_values() -> onnx.ModelProto:
+    """An If whose branches read, from the outer scope, an Identity's output (which the rules
+    remove) and a constant expression over weights (which export folds)."""
+    then_branch = helper.make_graph([helper.make_node("Add", ["alias", "constant"], ["out"])], "then", [],
+                                    [_vi("out", [4, 8])])
+    else_branch = helper.make_graph([helper.make_node("Mul", ["alias", "constant"], ["out"])], "else", [],
+                                    [_vi("out", [4, 8])])
+    nodes = [helper.make_node("Identity", ["x"], ["alias"]),
+             helper.make_node("Add", ["w1", "w2"], ["constant"]),
+             helper.make_node("If", ["flag"], ["y"], then_branch=then_branch, else_branch=else_branch)]
+    flag = helper.make_tensor_value_info("flag", TensorProto.BOOL, [])
+    return _model(nodes, [_vi("x", [4, 8]), flag], [_vi("y", [4, 8])], [_w("w1", 4, 8), _w("w2", 4, 8, seed=1)])
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_subgraphs_keep_the_outer_values_they_read(flag):
+    """Defect 4 of the reliability issue: the outer value a body reads disappeared (exit 4)."""
+    model = _if_reading_outer_values()
+    optimized, report = optimize(model, extractor="greedy", check=1)
+    assert report.check.ok
+    onnx.checker.check_model(optimized, full_check=True)
+    feeds = {"x": np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32), "flag": np.array(flag)}
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(run(optimized), run(model), rtol=1e-6)

@@ -164,7 +164,7 @@ class TensorEGraph:
             if node.op == OPAQUE:
                 key = str(index)
                 self.opaque[key] = node
-                implicit = [self._ref(v) for v in _implicit_inputs(node) if v in self.globals]
+                implicit = [self._ref(v) for v in node.implicit_inputs if v in self.globals]
                 tl = _tlist(args + implicit)
                 for k, out in enumerate(node.outputs):
                     if out:
@@ -368,32 +368,6 @@ def _tlist(items: list[str]) -> str:
     return text
 
 
-def _implicit_inputs(node: Node) -> list[str]:
-    """Outer-scope values that a node's subgraphs read (they must stay computed and named)."""
-    if node.proto is None:
-        return []
-    import onnx
-
-    found: list[str] = []
-
-    def visit(graph: onnx.GraphProto, outer_defined: set[str]) -> None:
-        defined = set(outer_defined)
-        defined |= {i.name for i in graph.input} | {t.name for t in graph.initializer}
-        for n in graph.node:
-            for name in n.input:
-                if name and name not in defined and name not in found:
-                    found.append(name)
-            for attr in n.attribute:
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                    visit(sub, defined)
-            defined |= set(n.output)
-
-    for attr in node.proto.attribute:
-        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-            visit(sub, set())
-    return [n for n in found if n not in node.inputs]
-
-
 def _folds(node: NodeInfo, opaque: dict[str, Node]) -> bool:
     """Whether the e-node computes a constant from constant children (see :attr:`Node.folds`)."""
     if node.op == OPAQUE:
@@ -454,6 +428,8 @@ class _ProgramBuilder:
         self.counter = 0
         self.types = dict(self.graph.types)
         """The original's value types, and the e-graph analysis's for the values the program adds."""
+        self.aliased: set[str] = set()
+        """Outer values read by subgraphs that an Identity writes under their own names."""
 
     def build(self) -> Graph:
         for root in self.snap.egraph.roots:
@@ -465,7 +441,7 @@ class _ProgramBuilder:
                 self.nodes.append(Node("Identity", [value], [name], {}, name=self._fresh(f"{name}_identity")))
             outputs.append(name)
         used = {i for n in self.nodes for i in n.inputs if i} | set(outputs)
-        used |= {v for n in self.nodes if n.op == OPAQUE for v in _implicit_inputs(n)}  # read by subgraphs
+        used |= {v for n in self.nodes for v in n.implicit_inputs}  # read by subgraphs
         weights = {k: v for k, v in self.graph.weights.items() if k in used}
         return Graph(self.nodes, list(self.graph.inputs), outputs, self.types, weights,
                      self.graph.model, dict(self.teg.symbols))
@@ -531,6 +507,7 @@ class _ProgramBuilder:
             key, index = node.attrs["arg0"], node.attrs["arg1"]
             original = self.teg.opaque[key]
             inputs = self.lists[node.children[0]][: len(original.inputs)]
+            self._name_implicit_inputs(original, self.lists[node.children[0]][len(original.inputs):])
             self._grouped_output(cls, (OPAQUE, key, tuple(inputs)), index, op, lambda outs, name: Node(
                 OPAQUE, inputs, outs, {}, name=name, proto=original.proto))
             return
@@ -545,6 +522,16 @@ class _ProgramBuilder:
         value = self._value_name(cls, op)
         self.value_of[cls] = value
         self.nodes.append(Node(op, inputs, [value], dict(node.attrs), name=self._node_name(value, op)))
+
+    def _name_implicit_inputs(self, original: Node, chosen: list[str]) -> None:
+        """A subgraph reads outer values by name: where the program computes such a value under
+        another name (an Identity removed, a class merged with an input), alias it back."""
+        implicit = [v for v in original.implicit_inputs if v in self.teg.globals]
+        for name, value in zip(implicit, chosen):
+            if value != name and name not in self.aliased:
+                self.aliased.add(name)
+                self.taken.add(name)
+                self.nodes.append(Node("Identity", [value], [name], {}, name=self._fresh(f"{name}_identity")))
 
     def _grouped_output(self, cls: str, key: tuple, index: int, op: str, make) -> None:
         """Multi-output nodes: every chosen output of the same node joins one Graph node."""

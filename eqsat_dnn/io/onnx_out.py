@@ -39,30 +39,14 @@ def to_onnx(graph: Graph, fold_constants: bool = True) -> onnx.ModelProto:
     for node in graph.nodes:
         protos.append(_node_proto(node, opset, taken, extra))
     model.graph.node.extend(protos)
-    used = {i for p in protos for i in p.input if i} | set(graph.outputs) | _subgraph_reads(protos)
+    used = {i for p in protos for i in p.input if i} | set(graph.outputs)
+    used |= {v for n in graph.nodes for v in n.implicit_inputs}  # read by subgraphs
     model.graph.initializer.extend(t for name, t in graph.weights.items() if name in used)
     model.graph.initializer.extend(extra)
     # the defaults of inputs that have one (kept in the skeleton by import): the interface is kept
     inputs = set(graph.inputs)
     model.graph.initializer.extend(t for t in graph.model.graph.initializer if t.name in inputs)
     return model
-
-
-def _subgraph_reads(protos: list[onnx.NodeProto]) -> set[str]:
-    reads: set[str] = set()
-
-    def visit(nodes) -> None:
-        for n in nodes:
-            reads.update(i for i in n.input if i)
-            for attr in n.attribute:
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                    visit(sub.node)
-
-    for p in protos:
-        for attr in p.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                visit(sub.node)
-    return reads
 
 
 def _fresh(base: str, taken: set[str]) -> str:
@@ -142,7 +126,8 @@ def fold_weight_expressions(graph: Graph) -> Graph:
         return graph
     folded = {id(n) for n in foldable}
     while True:  # an opaque constant read by a node that stays, stays itself
-        needed = ({i for n in graph.nodes if id(n) not in folded for i in n.inputs} | set(graph.outputs)) - set(weights)
+        staying_nodes = [n for n in graph.nodes if id(n) not in folded]
+        needed = ({i for n in staying_nodes for i in n.inputs + n.implicit_inputs} | set(graph.outputs)) - set(weights)
         staying = {id(n) for n in foldable if id(n) in folded and n.op == OPAQUE
                    and any(o in needed for o in n.outputs)}
         if not staying:

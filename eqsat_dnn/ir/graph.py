@@ -58,6 +58,29 @@ class Node:
         return self.op
 
     @property
+    def implicit_inputs(self) -> list[str]:
+        """Outer-scope values that this node's subgraphs (If, Loop, Scan bodies) read by name:
+        every stage must keep them computed, and under these names."""
+        if self.proto is None:
+            return []
+        found: list[str] = []
+
+        def visit(graph: onnx.GraphProto, outer_defined: set[str]) -> None:
+            defined = set(outer_defined)
+            defined |= {i.name for i in graph.input} | {t.name for t in graph.initializer}
+            for n in graph.node:
+                for name in n.input:
+                    if name and name not in defined and name not in found:
+                        found.append(name)
+                for sub in _subgraphs(n):
+                    visit(sub, defined)
+                defined |= set(n.output)
+
+        for sub in _subgraphs(self.proto):
+            visit(sub, set())
+        return [n for n in found if n not in self.inputs]
+
+    @property
     def folds(self) -> bool:
         """Whether, given constant inputs, this node computes a constant that export may
         evaluate once: every vocabulary op, and opaque standard ops that are deterministic
@@ -67,6 +90,11 @@ class Node:
         proto = self.proto
         return (proto is not None and proto.domain in ("", "ai.onnx") and proto.op_type not in _NOT_FOLDABLE
                 and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in proto.attribute))
+
+
+def _subgraphs(proto: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [g for a in proto.attribute
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))]
 
 
 _NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
