@@ -11,6 +11,7 @@ so a notebook can stop between them.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_js
 from eqsat_dnn.extract.greedy import GreedyExtractor
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.lower import avoid_slow_fusions
+from eqsat_dnn.repair import Repair, repair
 from eqsat_dnn.io.onnx_in import load_model, read_model
 from eqsat_dnn.io.onnx_out import check_model, to_onnx
 from eqsat_dnn.io.protos import light_copy
@@ -80,6 +82,9 @@ class OptimizeReport:
     rules: int = 0
     lowered: int = 0
     """Sites rewritten so that the runtime does not fuse them (:mod:`eqsat_dnn.lower`)."""
+    used_rules: list[Rule] = field(default_factory=list)
+    repair: Repair | None = None
+    """What was excluded after the chosen program failed the check (:mod:`eqsat_dnn.repair`)."""
 
     @property
     def warnings(self) -> list[str]:
@@ -91,6 +96,8 @@ class OptimizeReport:
                          f"({sat.nodes} e-nodes); the result is valid but may be less optimized")
         if ext is not None and ext.warning:
             found.append(ext.warning)
+        if self.repair is not None:
+            found.append(self.repair.warning())
         return found
 
     @property
@@ -127,6 +134,7 @@ class OptimizeReport:
                 "bound": ext.bound, "gap": ext.gap, "seconds": ext.seconds, "stop_reason": ext.stop_reason,
             },
             "warnings": self.warnings,
+            "repair": None if self.repair is None else self.repair.to_dict(),
             "check": None if self.check is None else {
                 "runs": self.check.runs, "ok": self.check.ok,
                 "max_abs_error": self.check.max_abs_error, "max_rel_error": self.check.max_rel_error,
@@ -150,6 +158,7 @@ def optimize(
     check: int = 1,
     input_shapes: dict[str, list[int]] | None = None,
     on_iteration: Callable[[Iteration], None] | None = None,
+    exact: bool = False,
 ) -> tuple[onnx.ModelProto, OptimizeReport]:
     """Optimize a model; returns the new model and a report.
 
@@ -172,7 +181,8 @@ def optimize(
     teg = TensorEGraph(graph)
     seconds["build"] = time.perf_counter() - t
 
-    report = OptimizeReport(ops_before=graph.op_counts(), cost_model=cost_model.name, rules=len(rules))
+    report = OptimizeReport(ops_before=graph.op_counts(), cost_model=cost_model.name, rules=len(rules),
+                            used_rules=list(rules))
     # the e-graph prices nodes one by one; the runtime's slow fusions are the lowering's to remove
     input_cost = sum(node_costs(graph, cost_model).values())
     report.cost_before = input_cost + sum(fusion_penalties(graph, cost_model).values())  # = graph_cost
@@ -184,38 +194,95 @@ def optimize(
     snapshot = teg.snapshot(cost_model)
     report.egraph_nodes, report.egraph_classes = snapshot.egraph.num_nodes, snapshot.egraph.num_classes
     chosen = get_extractor(extractor, extract_time_limit) if isinstance(extractor, str) else extractor
-    report.extraction = extract(snapshot.egraph, chosen, initial=teg.input_choices(snapshot))
-    cost_after = report.extraction.cost
-    optimized_graph: Graph = teg.program(snapshot, report.extraction)
-    if cost_after > input_cost * (1.0 - MIN_GAIN):
-        # the extractor found nothing better (a greedy pick can even be worse), or a gain within the
-        # cost model's error, which the runtime may well turn into a loss: keep the input program
-        optimized_graph, cost_after = graph, input_cost
+    initial = teg.input_choices(snapshot)
+    report.extraction = extract(snapshot.egraph, chosen, initial=initial)
+
+    def pays(found: Extraction) -> bool:
+        # a gain within the cost model's error may well be a loss in the runtime: keep the input
+        return found.cost <= input_cost * (1.0 - MIN_GAIN)
+
+    keep_input = not pays(report.extraction)
+    if keep_input:
         report.extraction.status += " (kept input program)"
     seconds["extract"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    # every site the cost model charges is rewritten, so the lowered program pays no excess
-    optimized_graph, report.lowered = avoid_slow_fusions(optimized_graph, cost_model)
-    report.cost_after = cost_after
-    seconds["lower"] = time.perf_counter() - t
+    def program(found: Extraction | None) -> Graph:
+        return graph if found is None else teg.program(snapshot, found)
 
-    t = time.perf_counter()
-    optimized = to_onnx(optimized_graph)
-    _check_optimized(optimized, model)
-    report.ops_after = _op_counts(optimized)
-    seconds["export"] = time.perf_counter() - t
-
-    if check > 0:
+    def realize(program_graph: Graph, timed: bool = False) -> tuple[onnx.ModelProto, int]:
         t = time.perf_counter()
-        original = str(model) if isinstance(model, (str, Path)) else model
-        report.check = compare_models(original, optimized, runs=check)
+        # every site the cost model charges is rewritten, so the lowered program pays no excess
+        lowered, sites = avoid_slow_fusions(program_graph, cost_model)
+        lowered_at = time.perf_counter()
+        written = to_onnx(lowered)
+        _check_optimized(written, model)
+        if timed:
+            seconds["lower"], seconds["export"] = lowered_at - t, time.perf_counter() - lowered_at
+        return written, sites
+
+    try:
+        optimized, report.lowered = realize(program(None if keep_input else report.extraction), timed=True)
+        rejected = ""
+    except CheckError as exc:  # onnx's checker rejects the chosen program: a wrong rule made it
+        if keep_input:
+            raise
+        optimized, rejected = None, str(exc)
+    report.cost_after = input_cost if keep_input else report.extraction.cost
+
+    t = time.perf_counter()
+    original = str(model) if isinstance(model, (str, Path)) else model
+
+    def compare(candidate: onnx.ModelProto) -> CheckReport:
+        return compare_models(original, candidate, runs=check, exact=exact)
+
+    if optimized is not None and check > 0:
+        report.check = compare(optimized)
+    if rejected or (report.check is not None and not report.check.ok and not keep_input):
+        found = _repair(report, snapshot, initial, chosen, pays, program, realize, compare)
+        optimized, report.lowered = realize(program(found))
+        report.cost_after = input_cost if found is None else found.cost
+        report.check = compare(optimized) if check > 0 else None
+    if check > 0:
         seconds["check"] = time.perf_counter() - t
         if not report.check.ok:
             raise CheckError("optimized model disagrees with the original: " + report.check.failures[0])
+    report.ops_after = _op_counts(optimized)
     seconds["total"] = sum(seconds.values())
     report.seconds = seconds
     return optimized, report
+
+
+def _repair(report: OptimizeReport, snapshot: Snapshot, initial: dict[str, str], chosen: Extractor,
+            pays: Callable[[Extraction], bool], program: Callable[[Extraction | None], Graph],
+            realize: Callable[[Graph], tuple[onnx.ModelProto, int]],
+            compare: Callable[[onnx.ModelProto], CheckReport]) -> Extraction | None:
+    """The chosen program failed the check: exclude the e-nodes to blame and extract again
+    (:mod:`eqsat_dnn.repair`); ``None`` when the input program is to be kept."""
+    failing = report.extraction
+
+    def passes(choices: dict[str, str]) -> bool:
+        try:
+            written, _ = realize(program(dataclasses.replace(failing, choices=choices)))
+        except CheckError:  # onnx's checker rejects it
+            return False
+        return compare(written).ok
+
+    fired = report.saturation.matches_per_rule() if report.saturation else {}
+
+    def rules_building(ops: list[str]) -> list[str]:
+        texts = {r.name: r.text for r in report.used_rules}
+        return sorted(name for name, count in fired.items()
+                      if count and any(f"({op} " in texts.get(name, "") for op in ops))
+
+    found, report.repair = repair(
+        snapshot.egraph, failing, initial, passes,
+        extract_again=lambda egraph: extract(egraph, chosen, initial=initial), better=pays,
+        op_of=lambda node_id: snapshot.info[node_id].op, rules_building=rules_building)
+    if found is None:
+        failing.status += " (kept input program)"
+        return None
+    report.extraction = found
+    return found
 
 
 def _check_optimized(optimized: onnx.ModelProto, original: str | Path | onnx.ModelProto) -> None:

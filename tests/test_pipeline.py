@@ -97,14 +97,26 @@ def test_limits_stop_saturation():
     assert report.saturation.stop_reason == "node limit"
 
 
-def test_a_wrong_rule_is_caught_by_the_check(tmp_path):
-    from eqsat_dnn.errors import CheckError
-
+def _wrong_rules(tmp_path) -> str:
     wrong = tmp_path / "wrong.egg"
     wrong.write_text(';; matmul does not commute\n(rewrite (MatMul a b) (MatMul b a) :name "matmul-comm")\n'
                      ';; and this one makes it pay off\n(rewrite (Relu x) (Sigmoid x) :name "relu-sigmoid")\n')
-    with pytest.raises(CheckError):
-        optimize(attention_block(), rules=[str(wrong)], extractor="greedy", check=1)
+    return str(wrong)
+
+
+def test_a_wrong_rule_is_caught_by_the_check_and_left_out(tmp_path):
+    """The check (or onnx's checker) catches the wrong program; the input program, which is in
+    the e-graph, is kept, and the warning names the rules that can build what was left out."""
+    optimized, report = optimize(attention_block(), rules=[_wrong_rules(tmp_path)], extractor="greedy", check=1)
+    assert report.check.ok and report.repair is not None
+    assert "matmul-comm" in report.repair.rules
+    assert "Sigmoid" not in report.ops_after
+
+
+def test_a_wrong_rule_is_left_out_even_without_the_check(tmp_path):
+    """With ``check=0`` onnx's checker still rejects the ill-typed program matmul-comm makes."""
+    optimized, report = optimize(attention_block(), rules=[_wrong_rules(tmp_path)], extractor="greedy", check=0)
+    check_model(optimized)
 
 
 def test_compare_models_reports_a_difference():
@@ -168,3 +180,40 @@ def test_enlarge_then_merge_under_a_gpu_profile():
     matches = report.saturation.matches_per_rule()
     assert matches.get("multi-conv-enlarge-merge", 0) >= 1
     assert report.ops_after.get("Conv") == 1, report.ops_after
+
+
+def _cancelling_and_mergeable() -> onnx.ModelProto:
+    """``y1 = (x + 1e8) + (-1e8)``, which reassociation turns into ``x`` (the original computes
+    rounding noise), beside ``y2 = x @ a + x @ b``, which one product computes just as well."""
+    rng = np.random.default_rng(0)
+    consts = [numpy_helper.from_array(np.full((16, 64), v, np.float32), n) for n, v in (("c1", 1e8), ("c2", -1e8))]
+    weights = [numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), n) for n in "ab"]
+    nodes = [helper.make_node("Add", ["x", "c1"], ["p"]), helper.make_node("Add", ["p", "c2"], ["y1"]),
+             helper.make_node("MatMul", ["x", "a"], ["xa"]), helper.make_node("MatMul", ["x", "b"], ["xb"]),
+             helper.make_node("Add", ["xa", "xb"], ["y2"])]
+    vi = lambda name: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [16, 64])
+    graph = helper.make_graph(nodes, "g", [vi("x")], [vi("y1"), vi("y2")], consts + weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("extractor", ["greedy", "ilp"])
+def test_a_float_unsound_rewrite_never_fails_a_valid_model(extractor):
+    """Defect 8 of the reliability issue: the reassociated program fails the check; the pipeline
+    finds the e-nodes to blame, excludes them, keeps the sound gain and warns, naming the rules."""
+    optimized, report = optimize(_cancelling_and_mergeable(), extractor=extractor, check=1)
+    assert report.check.ok and report.repair is not None and not report.repair.kept_input
+    assert report.ops_after.get("MatMul") == 1  # x @ (a + b): the sound rewrite stays
+    assert report.ops_after.get("Add") == 2  # y1 computed as written
+    assert "add-assoc" in report.repair.rules and any("failed the output check" in w for w in report.warnings)
+    assert report.to_dict()["repair"]["excluded"] == len(report.repair.excluded) > 0
+
+
+def test_the_input_program_is_the_last_resort(monkeypatch):
+    """When nothing but the input program passes, it is kept (exit 0, a warning), never an error."""
+    from eqsat_dnn import repair as repair_module
+
+    monkeypatch.setattr(repair_module, "MAX_ROUNDS", 0)
+    optimized, report = optimize(_cancelling_and_mergeable(), extractor="greedy", check=1)
+    assert report.check.ok and report.repair.kept_input
+    assert report.ops_after == {"Add": 3, "MatMul": 2}
+    assert "kept the input program" in report.warnings[-1]
