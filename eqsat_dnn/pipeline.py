@@ -31,7 +31,7 @@ from eqsat_dnn.repair import Repair, repair
 from eqsat_dnn.io.onnx_in import load_model, read_model
 from eqsat_dnn.io.onnx_out import check_model, to_onnx
 from eqsat_dnn.io.protos import light_copy
-from eqsat_dnn.eqsat.rules import Rule, default_rules, select_rules
+from eqsat_dnn.eqsat.rules import Arithmetic, Rule, default_rules, select_rules
 from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, saturate
 
 EXTRACTORS = ("ilp", "greedy")
@@ -164,7 +164,11 @@ def optimize(
 
     ``rules`` defaults to the library, plus the multi-pattern merges when the cost model's device
     profile merges kernels (the GPU profiles). ``check`` input sets are run through both models
-    in onnxruntime; a mismatch raises :class:`~eqsat_dnn.errors.CheckError`. ``check=0`` skips it.
+    in onnxruntime (then the edge sets: :mod:`eqsat_dnn.runtime.check`). A program that fails
+    the check is repaired (:mod:`eqsat_dnn.repair`), down to the input program at worst; only when
+    even that fails (a model that is not deterministic) :class:`~eqsat_dnn.errors.CheckError` is
+    raised. ``check=0`` skips it. ``exact`` admits only the rules that hold in IEEE float
+    (:class:`~eqsat_dnn.eqsat.rules.Arithmetic`) and checks infinities exactly.
     """
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -175,6 +179,8 @@ def optimize(
         rules = default_rules(merges=bool(profile and profile.merges_kernels))
     elif rules and isinstance(rules[0], str):
         rules = select_rules(rules)  # type: ignore[arg-type]
+    if exact:  # the floating-point policy: only rewrites that hold in IEEE float (rules/README.md)
+        rules = [r for r in rules if r.arithmetic is Arithmetic.EXACT]
     seconds["load"] = time.perf_counter() - t
 
     t = time.perf_counter()

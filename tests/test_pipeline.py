@@ -217,3 +217,40 @@ def test_the_input_program_is_the_last_resort(monkeypatch):
     assert report.check.ok and report.repair.kept_input
     assert report.ops_after == {"Add": 3, "MatMul": 2}
     assert "kept the input program" in report.warnings[-1]
+
+
+def test_every_library_rule_says_its_arithmetic():
+    """The floating-point policy: each rule holds in IEEE float (exact) or in real arithmetic only."""
+    from eqsat_dnn.eqsat.rules import Arithmetic, default_rules
+
+    rules = {r.name: r.arithmetic for r in default_rules(merges=True)}
+    assert rules["add-comm"] is Arithmetic.EXACT and rules["transpose-transpose-2d"] is Arithmetic.EXACT
+    assert rules["add-assoc"] is Arithmetic.REAL and rules["matmul-assoc"] is Arithmetic.REAL
+    assert rules["bn-into-conv"] is Arithmetic.REAL and rules["multi-conv-enlarge-merge"] is Arithmetic.REAL
+    assert rules["multi-conv-merge-kernels"] is Arithmetic.EXACT
+
+
+def test_a_rule_file_says_its_arithmetic(tmp_path):
+    from eqsat_dnn.eqsat.rules import Arithmetic, parse_rule_file
+    from eqsat_dnn.errors import RuleError
+
+    path = tmp_path / "mine.egg"
+    path.write_text(";; My rules.\n;; float: exact\n\n;; Relu twice is Relu.\n(rewrite (Relu (Relu x)) (Relu x) "
+                    ":name \"relu-relu\")\n\n;; Mul by a sum.\n;; float: real\n(rewrite (Mul a (Add b c)) "
+                    "(Add (Mul a b) (Mul a c)) :name \"distribute\")\n\n(rewrite (Neg (Neg x)) x :name \"neg-neg\")\n")
+    arithmetic = {r.name: r.arithmetic for r in parse_rule_file(path)}
+    assert arithmetic == {"relu-relu": Arithmetic.EXACT, "distribute": Arithmetic.REAL, "neg-neg": Arithmetic.EXACT}
+    path.write_text("(rewrite (Neg (Neg x)) x :name \"neg-neg\")\n")
+    assert parse_rule_file(path)[0].arithmetic is Arithmetic.REAL  # unsaid: real (the cautious reading)
+    path.write_text(";; float: sometimes\n\n(rewrite (Neg (Neg x)) x :name \"neg-neg\")\n")
+    with pytest.raises(RuleError, match="float"):
+        parse_rule_file(path)
+
+
+def test_exact_mode_admits_only_exact_rewrites():
+    """x @ a + x @ b = x @ (a + b) holds in real arithmetic only: --exact leaves it out."""
+    _, loose = optimize(_cancelling_and_mergeable(), extractor="greedy", check=1)
+    _, exact = optimize(_cancelling_and_mergeable(), extractor="greedy", check=1, exact=True)
+    assert loose.ops_after.get("MatMul") == 1 and exact.ops_after.get("MatMul") == 2
+    assert exact.repair is None and exact.check.ok
+    assert exact.rules < loose.rules

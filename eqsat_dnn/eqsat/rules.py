@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from eqsat_dnn.eqsat.egraph import split_forms
@@ -25,6 +26,20 @@ _KINDS = ("rewrite", "birewrite", "rule")
 SCHEDULES = ("bounded", "fixpoint")
 _SCHEDULE_RE = re.compile(r"^;;\s*schedule:\s*(\S+)\s*$", re.MULTILINE)
 _NAME_RE = re.compile(r':name\s+"((?:[^"\\]|\\.)*)"')
+_FLOAT_RE = re.compile(r"^(?:;;)?\s*float:\s*(\S+)\s*$", re.MULTILINE)
+
+
+class Arithmetic(Enum):
+    """In which arithmetic a rule holds (the floating-point policy, see rules/README.md)."""
+
+    EXACT = "exact"
+    """In IEEE float, for every input, infinities and NaN included: the rewrite moves, selects
+    or reorders data, or applies the same operations to the same operands (a dot product's
+    summation order is the kernel's own either way)."""
+    REAL = "real"
+    """In real arithmetic only: reassociation, distribution, folding factors into weights,
+    reciprocals, and zero-padded kernels (``inf * 0`` is NaN). Results may round differently,
+    and overflow where the original does not or the other way round."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,9 @@ class Rule:
     back-off match limit) or ``fixpoint`` (repeated until nothing changes, for families of
     simplifications that cannot grow the e-graph without end). A file says
     ``;; schedule: fixpoint`` on a line of its own."""
+    arithmetic: Arithmetic = Arithmetic.REAL
+    """Where the rule holds: a file says ``;; float: exact`` (or ``real``) in its header for the
+    family, a rule says it in its own comment block to differ; unsaid means ``real``."""
 
     @property
     def ruleset(self) -> str:
@@ -80,6 +98,7 @@ def parse_rule_file(path: str | Path, family: str | None = None) -> list[Rule]:
         forms = list(split_forms(text))
     except ValueError as exc:
         raise RuleError(f"{path}: {exc}") from None
+    family_arithmetic = _arithmetic(path, _header(text, forms), Arithmetic.REAL)
     for form, comment, line in forms:
         head = form[1:].split(None, 1)[0] if len(form) > 2 else ""
         if head not in _KINDS:
@@ -89,12 +108,33 @@ def parse_rule_file(path: str | Path, family: str | None = None) -> list[Rule]:
         match = _NAME_RE.search(form)
         name = match.group(1) if match else f"{family}/{line}"
         description = comment.splitlines()[0] if comment else ""
-        rules.append(Rule(name, family, head, form, description, str(path), line, schedule))
+        arithmetic = _arithmetic(path, comment, family_arithmetic)
+        rules.append(Rule(name, family, head, form, description, str(path), line, schedule, arithmetic))
     names = [r.name for r in rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise RuleError(f"{path}: duplicate rule names {duplicates[:3]}")
     return rules
+
+
+def _arithmetic(path: Path, text: str, default: Arithmetic) -> Arithmetic:
+    said = _FLOAT_RE.findall(text)
+    if not said:
+        return default
+    try:
+        (value,) = set(said)
+        return Arithmetic(value)
+    except ValueError:
+        raise RuleError(f"{path}: 'float:' must say one of {', '.join(a.value for a in Arithmetic)}") from None
+
+
+def _header(text: str, forms: list[tuple[str, str, int]]) -> str:
+    """The file's lines above its first rule and that rule's own comment block."""
+    if not forms:
+        return text
+    _, comment, line = forms[0]
+    own = len(comment.splitlines()) if comment else 0
+    return "\n".join(text.splitlines()[: max(0, line - 1 - own)])
 
 
 def load_library(directory: str | Path | None = None) -> list[Rule]:
