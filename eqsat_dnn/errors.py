@@ -34,3 +34,9 @@ class RuleError(EqsatError):
     """A rule file is malformed, or a rule is wrong."""
 
     exit_code = 5
+
+
+class ResourceLimitError(EqsatError):
+    """A stage needed more memory than the limit the user set."""
+
+    exit_code = 1

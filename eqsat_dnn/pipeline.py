@@ -22,7 +22,7 @@ import onnx
 from eqsat_dnn.runtime.check import CheckReport, compare_models
 from eqsat_dnn.cost import CostModel, RooflineCostModel, fusion_penalties, node_costs
 from eqsat_dnn.eqsat.egraph import Snapshot, TensorEGraph
-from eqsat_dnn.errors import CheckError, InputError
+from eqsat_dnn.errors import CheckError, InputError, ResourceLimitError
 from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json, validate
 from eqsat_dnn.extract.greedy import GreedyExtractor
 from eqsat_dnn.ir.graph import Graph
@@ -32,7 +32,7 @@ from eqsat_dnn.io.onnx_in import load_model, read_model
 from eqsat_dnn.io.onnx_out import check_model, to_onnx
 from eqsat_dnn.io.protos import light_copy
 from eqsat_dnn.eqsat.rules import Arithmetic, Rule, default_rules, select_rules
-from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, saturate
+from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, resident_mb, saturate
 
 EXTRACTORS = ("ilp", "greedy")
 
@@ -182,10 +182,12 @@ def optimize(
     if exact:  # the floating-point policy: only rewrites that hold in IEEE float (rules/README.md)
         rules = [r for r in rules if r.arithmetic is Arithmetic.EXACT]
     seconds["load"] = time.perf_counter() - t
+    _within_memory(limits, "loading")
 
     t = time.perf_counter()
     teg = TensorEGraph(graph)
     seconds["build"] = time.perf_counter() - t
+    _within_memory(limits, "building the e-graph")
 
     report = OptimizeReport(ops_before=graph.op_counts(), cost_model=cost_model.name, rules=len(rules),
                             used_rules=list(rules))
@@ -289,6 +291,16 @@ def _repair(report: OptimizeReport, snapshot: Snapshot, initial: dict[str, str],
         return None
     report.extraction = found
     return found
+
+
+def _within_memory(limits: Limits, stage: str) -> None:
+    """The stages before saturation answer to the memory limit too: they cannot stop early, so
+    they fail (saturation stops at it; extraction, export and the check grow with what those
+    bounded)."""
+    resident = resident_mb()
+    if resident > limits.memory_mb:
+        raise ResourceLimitError(f"{resident:.0f} MiB resident after {stage}, over the memory limit of "
+                                 f"{limits.memory_mb:.0f} MiB (raise it with --memory-limit)")
 
 
 def _check_optimized(optimized: onnx.ModelProto, original: str | Path | onnx.ModelProto) -> None:

@@ -39,6 +39,20 @@ def largest_zoo_model(tmp_path_factory):
 
 
 def test_tiny_memory_limit_on_the_largest_model(largest_zoo_model, tmp_path, capfd):
+    """Loading alone takes more than 1 MiB: one line, exit 1, nothing written."""
+    out = tmp_path / "out.onnx"
+    code = main(["optimize", str(largest_zoo_model), str(out), "--memory-limit", "1", "--extractor", "greedy",
+                 "--json"])
+    captured = capfd.readouterr()
+    assert code == 1 and captured.err.count("\n") == 1 and "after loading" in captured.err, captured.err
+    assert not out.exists()
+
+
+def test_saturation_stops_at_the_memory_limit(largest_zoo_model, tmp_path, capfd, monkeypatch):
+    """A limit crossed while saturating stops the search; the result is valid and checked."""
+    from eqsat_dnn import pipeline
+
+    monkeypatch.setattr(pipeline, "_within_memory", lambda limits, stage: None)  # room to load, none to grow
     out = tmp_path / "out.onnx"
     code = main(["optimize", str(largest_zoo_model), str(out), "--memory-limit", "1", "--extractor", "greedy",
                  "--json"])
@@ -149,3 +163,12 @@ def test_cli_prints_the_warning(tmp_path, capfd):
     assert code == 0, captured.err
     assert "eqsat-dnn: warning: ILP extraction reached its 0.001 s time limit" in captured.err
     assert "stop: time limit" in captured.out  # the stages table
+
+
+def test_the_memory_limit_covers_loading():
+    """Defect 2 of the reliability issue: the limit applied to saturation alone."""
+    from eqsat_dnn.errors import ResourceLimitError
+    from eqsat_dnn.models.examples import attention_block
+
+    with pytest.raises(ResourceLimitError, match="after loading"):
+        optimize(attention_block(), limits=Limits(memory_mb=1.0), extractor="greedy")

@@ -132,7 +132,7 @@ def load_model(
     model = upgraded if upgraded is not None else model
     try:
         # inference needs types, not weights: run it on a light copy and keep its value infos
-        inferred = shape_inference.infer_shapes(light_copy(model), strict_mode=False, data_prop=True)
+        inferred = _infer_types(model)
     except Exception as exc:
         raise InputError(f"onnx shape inference failed: {_first_line(exc)}") from None
     del model.graph.value_info[:]
@@ -145,6 +145,48 @@ def load_model(
         except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing file is a ValidationError
             raise InputError(f"cannot read external data: {_first_line(exc)}") from None
     return _Importer(model, vocabulary).run()
+
+
+PROPAGATED_ELEMENTS = 4096
+"""Data propagation (the values of shape computations) is limited to tensors of this size."""
+
+
+def _infer_types(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx's shape inference with data propagation, on a light copy (no weight data), with
+    propagation bounded: onnx's Gather propagator materialises a 1-D data input of N elements
+    as N symbolic dims (a 32 MiB vector took 761 MB, a 1 GiB one 21 GB), so every Gather of a
+    large 1-D tensor reads a stand-in input of the same type and a symbolic length instead; its
+    output's shape does not depend on that length. Shape data lives in short int vectors."""
+    light = light_copy(model)
+    plain = shape_inference.infer_shapes(light, strict_mode=False)
+    sizes: dict[str, int] = {}
+    for info in list(plain.graph.input) + list(plain.graph.value_info):
+        dims = info.type.tensor_type.shape.dim if info.type.HasField("tensor_type") else []
+        if len(dims) == 1 and dims[0].HasField("dim_value"):
+            sizes[info.name] = dims[0].dim_value
+    for tensor in light.graph.initializer:
+        if len(tensor.dims) == 1:
+            sizes[tensor.name] = tensor.dims[0]
+    stand_ins: dict[str, str] = {}
+    for node in light.graph.node:
+        if node.op_type == "Gather" and node.domain in ("", "ai.onnx") and node.input \
+                and sizes.get(node.input[0], 0) > PROPAGATED_ELEMENTS:
+            source = node.input[0]
+            if source not in stand_ins:
+                stand_ins[source] = f"{source}__eqsat_dnn_unpropagated"
+                elem = next((v.type.tensor_type.elem_type for v in list(plain.graph.input) + list(plain.graph.value_info)
+                             if v.name == source), 0) or next(t.data_type for t in light.graph.initializer
+                                                              if t.name == source)
+                light.graph.input.append(helper.make_tensor_value_info(stand_ins[source], elem, ["unpropagated"]))
+            node.input[0] = stand_ins[source]
+    if not stand_ins:
+        return shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    inferred = shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    kept = {v.name: v for v in plain.graph.value_info}
+    kept.update((v.name, v) for v in inferred.graph.value_info)  # a stand-in never names a value
+    del inferred.graph.value_info[:]
+    inferred.graph.value_info.extend(kept.values())
+    return inferred
 
 
 @functools.cache
@@ -286,8 +328,7 @@ class _Importer:
             if node is not None:
                 nodes.append(node)
         inputs = [i.name for i in self.graph.input]
-        skeleton = without_initializers(self.model)
-        del skeleton.graph.node[:]
+        skeleton = without_initializers(self.model, skip_node=lambda node: True)
         del skeleton.graph.value_info[:]
         skeleton.graph.initializer.extend(self.defaults)  # written back with the inputs they belong to
         return Graph(
@@ -332,8 +373,7 @@ class _Importer:
         attr = proto.attribute[0]
         value: Any
         if attr.name == "value":
-            tensor = onnx.TensorProto()
-            tensor.CopyFrom(attr.t)
+            tensor = attr.t  # the model is this import's own copy: take the value, not a copy of it
             tensor.name = proto.output[0]
             return tensor
         if attr.name == "value_float":

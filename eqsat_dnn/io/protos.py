@@ -18,14 +18,17 @@ SMALL_TENSOR_BYTES = 4096
 """Initializers up to this size stay in light copies (shape inference reads small int tensors)."""
 
 
-def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with no initializers, made without copying any weight."""
+def without_initializers(model: onnx.ModelProto, skip_node=None) -> onnx.ModelProto:
+    """A copy of ``model`` with no initializers, made without copying any weight (nor the
+    nodes ``skip_node`` says to leave out)."""
     copy = onnx.ModelProto()
     for field, value in model.ListFields():
         if field.name != "graph":
             _copy_field(copy, field.name, value)
     for field, value in model.graph.ListFields():
-        if field.name != "initializer":
+        if field.name == "node" and skip_node is not None:
+            copy.graph.node.extend(n for n in value if not skip_node(n))
+        elif field.name != "initializer":
             _copy_field(copy.graph, field.name, value)
     return copy
 
@@ -41,7 +44,12 @@ def _copy_field(target, name: str, value) -> None:
 
 def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with each large initializer turned into a typed graph input."""
-    light = without_initializers(model)
+    # a large Constant's value likewise: the graph reads a typed input of that name instead
+    large = [n for n in model.graph.node if _large_constant(n)]
+    light = without_initializers(model, skip_node=_large_constant)
+    for node in large:
+        value = node.attribute[0].t
+        light.graph.input.append(helper.make_tensor_value_info(node.output[0], value.data_type, list(value.dims)))
     listed = {i.name for i in model.graph.input}
     for tensor in model.graph.initializer:
         if _tensor_bytes(tensor) <= SMALL_TENSOR_BYTES:
@@ -51,10 +59,26 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
+def _large_constant(node: onnx.NodeProto) -> bool:
+    return (node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1
+            and node.attribute[0].name == "value" and len(node.output) == 1
+            and _tensor_bytes(node.attribute[0].t) > SMALL_TENSOR_BYTES)
+
+
 def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    """A tensor's data size from its dims and element type: ``ByteSize()`` serialises the
+    tensor to count it (a transient copy of every weight measured)."""
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return 1 << 40
-    return tensor.ByteSize()  # computed without copying the data out
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return sum(len(v) for v in tensor.string_data)
+    try:
+        return count * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:  # an element type numpy has no dtype for
+        return count * 8
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:
