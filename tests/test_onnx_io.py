@@ -209,3 +209,20 @@ def test_loading_a_large_gathered_vector_stays_small(tmp_path, kind):
     shape, peak_mb = done.stdout.split(")")
     assert shape.strip() == "(4,"
     assert int(peak_mb) < 400, done.stdout  # the file is 32 MB; the libraries alone take ~170 MB
+
+
+@pytest.mark.parametrize("end", [-1000, -1001, -1002])
+def test_a_literal_end_never_equals_a_symbolic_dim(end):
+    """Defect 7 of the reliability issue: symbolic dims were -1000, -1001, ... in the e-graph, so
+    ``Slice(x, 0, -1000)`` over a named dim matched slice-whole and became ``x`` (unchecked)."""
+    ends = numpy_helper.from_array(np.array([end], np.int64), "ends")
+    starts = numpy_helper.from_array(np.array([0], np.int64), "starts")
+    axes = numpy_helper.from_array(np.array([0], np.int64), "axes")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "m", "k"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    model = _model(nodes, [x], [y], [starts, ends, axes])
+    optimized, _ = optimize(model, extractor="greedy", check=0)
+    feeds = {"x": np.ones((5, 3, 2), np.float32)}
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert run(model).shape == run(optimized).shape == (0, 3, 2)
