@@ -273,8 +273,10 @@ def _helper_rules() -> list[str]:
         _rule("(= e (Concat l ax))", "(dimsum-demand l ax)"),
         _rule("(dimsum-demand (TCons a rest) ax)", "(dimsum-demand rest ax)"),
         _rule("(dimsum-demand l ax) (= l (TNil))", "(set (dimsum l ax) 0)"),
+        # static parts only: a sum of symbolic dims' encodings means nothing (and could equal one)
         _rule(
-            "(dimsum-demand l ax) (= l (TCons a rest)) (= s (shape a)) (= d (dimsum rest ax))",
+            "(dimsum-demand l ax) (= l (TCons a rest)) (= s (shape a)) (= d (dimsum rest ax)) "
+            "(>= (vec-get s ax) 0)",
             "(set (dimsum l ax) (+ (vec-get s ax) d))",
         ),
     ]
