@@ -136,7 +136,8 @@ class OptimizeReport:
             "warnings": self.warnings,
             "repair": None if self.repair is None else self.repair.to_dict(),
             "check": None if self.check is None else {
-                "runs": self.check.runs, "ok": self.check.ok,
+                "runs": self.check.runs, "ok": self.check.ok, "sets": [k.value for k in self.check.sets],
+                "skipped": [k.value for k in self.check.skipped],
                 "max_abs_error": self.check.max_abs_error, "max_rel_error": self.check.max_rel_error,
             },
             "seconds": self.seconds,

@@ -40,7 +40,9 @@ def optimize_table(report: OptimizeReport, source: str = "", target: str = "") -
         "lower": f"{report.lowered} site(s) written so that onnxruntime does not fuse them (slower fused here)"
         if report.lowered else "nothing to lower",
         "check": "" if chk is None else (
-            f"{chk.runs} input sets, max rel. error {chk.max_rel_error:.2e}"),
+            f"{len(chk.sets)} input sets ({', '.join(sorted({k.value for k in chk.sets}))}), "
+            f"max rel. error {chk.max_rel_error:.2e}"
+            + (f"; repaired: {report.repair.warning().split('; ', 1)[1]}" if report.repair else "")),
     }
     for stage, seconds in report.seconds.items():
         stages.add_row(stage, f"{seconds:.2f}", details.get(stage, ""),
