@@ -19,7 +19,8 @@ from eqsat_dnn.runtime.check import CheckReport, compare_models
 from eqsat_dnn.cost import CostModel, DeviceProfile, RooflineCostModel, get_cost_model
 from eqsat_dnn.eqsat.egraph import Snapshot, TensorEGraph
 from eqsat_dnn.errors import CheckError, EqsatError, InputError, OutputError, RuleError
-from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json
+from eqsat_dnn.extract import EXTRACTORS
+from eqsat_dnn.extract.base import EGraph, Extraction, ExtractionStatus, ExtractionStop, Extractor, load_egraph_json
 from eqsat_dnn.extract.greedy import GreedyExtractor
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.lower import avoid_slow_fusions
@@ -29,14 +30,14 @@ from eqsat_dnn.partition import DeviceMesh, Plan, get_mesh, run_plan
 from eqsat_dnn.partition import partition as partition_model
 from eqsat_dnn.pipeline import OptimizeReport, extract, optimize
 from eqsat_dnn.eqsat.rules import Rule, load_library, select_rules
-from eqsat_dnn.eqsat.saturate import Limits, SaturationReport, saturate
+from eqsat_dnn.eqsat.saturate import Limits, SaturationReport, SaturationStop, saturate
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckError", "CheckReport", "CostModel", "DeviceProfile", "EGraph", "EqsatError", "Extraction",
-    "Extractor", "Graph", "GreedyExtractor", "InputError", "Limits", "Node", "OptimizeReport",
-    "OutputError", "RooflineCostModel", "Rule", "RuleError", "SaturationReport", "Snapshot",
+    "CheckError", "CheckReport", "CostModel", "DeviceProfile", "EGraph", "EXTRACTORS", "EqsatError", "Extraction",
+    "ExtractionStatus", "ExtractionStop", "Extractor", "Graph", "GreedyExtractor", "InputError", "Limits", "Node", "OptimizeReport",
+    "OutputError", "RooflineCostModel", "Rule", "RuleError", "SaturationReport", "SaturationStop", "Snapshot",
     "TensorEGraph", "TensorType", "avoid_slow_fusions", "compare_models", "extract", "get_cost_model", "load_egraph_json", "load_library",
     "load_model", "optimize", "saturate", "save_model", "select_rules", "to_onnx", "__version__",
     "DeviceMesh", "Plan", "get_mesh", "partition_model", "run_plan",

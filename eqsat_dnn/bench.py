@@ -123,6 +123,8 @@ class BenchResult:
     """Cost before / cost after under ``cost_model``."""
     error: str | None = None
     """Why our optimization failed (a check failure starts with ``check failed``)."""
+    check_failed: bool = False
+    """Our optimized model disagreed with the original (``error`` says how): exit code 4."""
     latency_ms: float | None = None
     """The original model's median latency."""
     versions: dict[str, Version] = field(default_factory=dict)
@@ -132,6 +134,8 @@ class BenchResult:
     """``(cost before - cost after) / cost before`` under the GPU profile: Tensat's measure."""
     gpu_optimize_s: float | None = None
     gpu_error: str | None = None
+    gpu_check_failed: bool = False
+    """The model optimized under the GPU profile disagreed with the original: exit code 4."""
     tensat_reduction: float | None = None
     tensat_seconds: float | None = None
     runs: int = 0
@@ -382,6 +386,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
                 check=settings.check_runs)
         except CheckError as exc:
             ours.status = result.error = f"check failed: {exc}"
+            result.check_failed = True
         except InputError as exc:
             if entry is None:  # the user's file: bad input stops the command
                 raise
@@ -399,7 +404,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
             if report.saturation:
                 result.stop_reason = report.saturation.stop_reason
             if report.extraction:
-                result.extraction_status, result.extraction_gap = report.extraction.status, report.extraction.gap
+                result.extraction_status, result.extraction_gap = report.extraction_status, report.extraction.gap
                 if report.lowered:
                     result.extraction_status += f"; {report.lowered} fusion site(s) lowered"
             if report.cost_after > 0:
@@ -450,6 +455,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
                     result.gpu_predicted_reduction = 1.0 - gpu.cost_after / gpu.cost_before
             except CheckError as exc:
                 result.gpu_error = f"check failed: {exc}"
+                result.gpu_check_failed = True
             except Exception as exc:
                 result.gpu_error = f"failed: {_one_line(exc)}"
             if result.gpu_error:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from eqsat_dnn import __version__
 from eqsat_dnn.errors import EqsatError
+from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +63,8 @@ def _build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--time-limit", type=_POSITIVE, default=10.0, help="saturation seconds (default 10)")
     opt.add_argument("--memory-limit", type=_POSITIVE, default=8000.0, metavar="MB",
                      help="stop saturating when this process holds this many MiB (default 8000)")
-    opt.add_argument("--extractor", choices=["ilp", "greedy"], default="ilp", help="extractor (default ilp)")
+    opt.add_argument("--extractor", choices=list(EXTRACTORS), default=DEFAULT_EXTRACTOR,
+                     help=f"extractor (default {DEFAULT_EXTRACTOR})")
     opt.add_argument("--extract-time-limit", type=_POSITIVE, default=10.0, help="ILP seconds (default 10)")
     opt.add_argument("--cost-model", default="roofline:cpu-nominal", metavar="NAME",
                      help="measured, roofline, roofline:cpu-nominal (default), roofline:t4|v100|a100|h100")
@@ -76,7 +78,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ext = commands.add_parser("extract", help="extract the cheapest program from an e-graph JSON file")
     ext.add_argument("egraph", help="egraph-serialize JSON (what egglog and extraction-gym write)")
-    ext.add_argument("--extractor", choices=["ilp", "greedy"], default="ilp")
+    ext.add_argument("--extractor", choices=list(EXTRACTORS), default=DEFAULT_EXTRACTOR)
     ext.add_argument("--time-limit", type=_POSITIVE, default=30.0, help="ILP seconds (default 30)")
     ext.add_argument("--json", action="store_true", help="print the result as JSON with the choices")
 
@@ -130,7 +132,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="onnxruntime intra-op threads when timing (default 1; 0: one per core)")
     bench.add_argument("--iter-limit", type=int, default=8, help="saturation iterations (default 8)")
     bench.add_argument("--time-limit", type=float, default=10.0, help="saturation seconds (default 10)")
-    bench.add_argument("--extractor", choices=["ilp", "greedy"], default="ilp", help="extractor (default ilp)")
+    bench.add_argument("--extractor", choices=list(EXTRACTORS), default=DEFAULT_EXTRACTOR,
+                       help=f"extractor (default {DEFAULT_EXTRACTOR})")
     bench.add_argument("--extract-time-limit", type=float, default=10.0, help="ILP seconds (default 10)")
 
     rules = commands.add_parser("rules", help="list or check the rule library")
@@ -417,8 +420,7 @@ def _bench(args: argparse.Namespace) -> int:
     print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     for failure in summary["failures"] + summary["gpu_failures"]:
         err.print(f"[bold red]FAILED[/] {escape(failure)}", highlight=False)
-    if any(r.error and r.error.startswith("check failed") for r in results) or any(
-            r.gpu_error and r.gpu_error.startswith("check failed") for r in results):
+    if any(r.check_failed or r.gpu_check_failed for r in results):
         return 4
     return 1 if summary["failures"] or summary["gpu_failures"] else 0
 

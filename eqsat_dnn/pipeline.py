@@ -23,8 +23,8 @@ from eqsat_dnn.runtime.check import CheckReport, compare_models
 from eqsat_dnn.cost import CostModel, RooflineCostModel, fusion_penalties, node_costs
 from eqsat_dnn.eqsat.egraph import Snapshot, TensorEGraph
 from eqsat_dnn.errors import CheckError, InputError, ResourceLimitError
+from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
 from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json, validate
-from eqsat_dnn.extract.greedy import GreedyExtractor
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.lower import avoid_slow_fusions
 from eqsat_dnn.repair import Repair, repair
@@ -32,23 +32,18 @@ from eqsat_dnn.io.onnx_in import load_model, read_model
 from eqsat_dnn.io.onnx_out import check_model, to_onnx
 from eqsat_dnn.io.protos import light_copy
 from eqsat_dnn.eqsat.rules import Arithmetic, Rule, default_rules, select_rules
-from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, resident_mb, saturate
-
-EXTRACTORS = ("ilp", "greedy")
+from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, SaturationStop, resident_mb, saturate
 
 
-def get_extractor(name: str = "ilp", time_limit: float = 10.0) -> Extractor:
-    """An extractor by name: ``ilp`` (cvxpy + HiGHS) or ``greedy``."""
-    if name == "greedy":
-        return GreedyExtractor()
-    if name == "ilp":
-        from eqsat_dnn.extract.ilp import ILPExtractor
-
-        return ILPExtractor(time_limit=time_limit)
-    raise InputError(f"unknown extractor {name!r} (choose from {', '.join(EXTRACTORS)})")
+def get_extractor(name: str = DEFAULT_EXTRACTOR, time_limit: float = 10.0) -> Extractor:
+    """An extractor by name, from the registry :data:`eqsat_dnn.extract.EXTRACTORS`:
+    ``ilp`` (cvxpy + HiGHS) or ``greedy``."""
+    if name not in EXTRACTORS:
+        raise InputError(f"unknown extractor {name!r} (choose from {', '.join(EXTRACTORS)})")
+    return EXTRACTORS[name](time_limit=time_limit)
 
 
-def extract(egraph: EGraph | Snapshot | str | Path, extractor: str | Extractor = "ilp",
+def extract(egraph: EGraph | Snapshot | str | Path, extractor: str | Extractor = DEFAULT_EXTRACTOR,
             time_limit: float = 10.0, initial: dict[str, str] | None = None) -> Extraction:
     """Choose the cheapest program of an e-graph (or an egraph-serialize JSON file).
 
@@ -85,13 +80,23 @@ class OptimizeReport:
     used_rules: list[Rule] = field(default_factory=list)
     repair: Repair | None = None
     """What was excluded after the chosen program failed the check (:mod:`eqsat_dnn.repair`)."""
+    kept_input: bool = False
+    """The extracted program was not cheaper enough (:data:`MIN_GAIN`): the input program was kept."""
+
+    @property
+    def extraction_status(self) -> str:
+        """The extraction's status as shown to the user: ``optimal``, ``feasible``, ``greedy``,
+        followed by `` (kept input program)`` when the input program was kept."""
+        if self.extraction is None:
+            return ""
+        return str(self.extraction.status) + (" (kept input program)" if self.kept_input else "")
 
     @property
     def warnings(self) -> list[str]:
         """One line each for what the user should know: a stage that fell back at a limit."""
         found = []
         sat, ext = self.saturation, self.extraction
-        if sat is not None and sat.stop_reason == "memory limit":
+        if sat is not None and sat.stop_reason == SaturationStop.MEMORY_LIMIT:
             found.append(f"saturation stopped at the memory limit after {len(sat.iterations)} iterations "
                          f"({sat.nodes} e-nodes); the result is valid but may be less optimized")
         if ext is not None and ext.warning:
@@ -130,7 +135,7 @@ class OptimizeReport:
                 ],
             },
             "extraction": None if ext is None else {
-                "extractor": ext.extractor, "status": ext.status, "cost": ext.cost,
+                "extractor": ext.extractor, "status": self.extraction_status, "cost": ext.cost,
                 "bound": ext.bound, "gap": ext.gap, "seconds": ext.seconds, "stop_reason": ext.stop_reason,
             },
             "warnings": self.warnings,
@@ -153,7 +158,7 @@ def optimize(
     *,
     rules: list[Rule] | list[str] | None = None,
     limits: Limits = Limits(),
-    extractor: str | Extractor = "ilp",
+    extractor: str | Extractor = DEFAULT_EXTRACTOR,
     extract_time_limit: float = 10.0,
     cost_model: CostModel | None = None,
     check: int = 1,
@@ -210,9 +215,7 @@ def optimize(
         # a gain within the cost model's error may well be a loss in the runtime: keep the input
         return found.cost <= input_cost * (1.0 - MIN_GAIN)
 
-    keep_input = not pays(report.extraction)
-    if keep_input:
-        report.extraction.status += " (kept input program)"
+    keep_input = report.kept_input = not pays(report.extraction)
     seconds["extract"] = time.perf_counter() - t
 
     def program(found: Extraction | None) -> Graph:
@@ -288,7 +291,7 @@ def _repair(report: OptimizeReport, snapshot: Snapshot, initial: dict[str, str],
         extract_again=lambda egraph: extract(egraph, chosen, initial=initial), better=pays,
         op_of=lambda node_id: snapshot.info[node_id].op, rules_building=rules_building)
     if found is None:
-        failing.status += " (kept input program)"
+        report.kept_input = True
         return None
     report.extraction = found
     return found

@@ -34,7 +34,7 @@ def optimize_table(report: OptimizeReport, source: str = "", target: str = "") -
             f"{len(sat.iterations)} iterations, {sat.nodes} e-nodes, stop: {sat.stop_reason}, "
             f"{report.rules} rules, {sum(sat.matches_per_rule().values())} matches"),
         "extract": "" if ext is None else (
-            f"{ext.extractor}: {ext.status}" + (f", stop: {ext.stop_reason}" if ext.stop_reason else "")
+            f"{ext.extractor}: {report.extraction_status}" + (f", stop: {ext.stop_reason}" if ext.stop_reason else "")
             + f", gap {ext.gap:.2%}, "
             f"{report.egraph_nodes} e-nodes / {report.egraph_classes} classes"),
         "lower": f"{report.lowered} site(s) written so that onnxruntime does not fuse them (slower fused here)"

@@ -449,7 +449,7 @@ def check_rule(rule: TensatRule, rules=None, iterations: int = 6, nodes: int = 5
     from eqsat_dnn.eqsat.egraph import TensorEGraph
     from eqsat_dnn.io.onnx_in import load_model
     from eqsat_dnn.eqsat.rules import select_rules
-    from eqsat_dnn.eqsat.saturate import Limits, saturate
+    from eqsat_dnn.eqsat.saturate import Limits, SaturationStop, saturate
 
     start = time.perf_counter()
     result = RuleCoverage(rule)
@@ -478,7 +478,7 @@ def check_rule(rule: TensatRule, rules=None, iterations: int = 6, nodes: int = 5
         result.iterations += 1
         result.nodes = report.nodes
         derived = met()
-        if report.stop_reason != "iteration limit" or report.nodes >= nodes:
+        if report.stop_reason != SaturationStop.ITERATION_LIMIT or report.nodes >= nodes:
             break
     result.derived = derived
     result.seconds = time.perf_counter() - start

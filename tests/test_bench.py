@@ -121,6 +121,7 @@ def test_cli_bench_check_failure_is_loud(tmp_path, monkeypatch, capsys):
     assert "**FAILED** bert_small: check failed" in md
     data = json.loads((out / "bench.json").read_text())
     assert data["results"][0]["versions"]["ort-offline"]["speedup"] > 0  # the peers still ran
+    assert data["results"][0]["check_failed"] is True  # what picks exit code 4, not the message
 
 
 @pytest.mark.parametrize("args, code", [

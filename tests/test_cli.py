@@ -76,3 +76,23 @@ def test_output_is_byte_identical_across_runs(example_path, tmp_path):
         assert result.returncode == 0, result.stderr
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_extractor_choices_are_the_registry(capsys):
+    from eqsat_dnn.extract import EXTRACTORS
+    from eqsat_dnn.extract.greedy import GreedyExtractor
+
+    assert list(EXTRACTORS) == ["ilp", "greedy"] and EXTRACTORS["greedy"] is GreedyExtractor
+    for command in (["optimize", "in.onnx", "out.onnx"], ["extract", "e.json"], ["bench"]):
+        with pytest.raises(SystemExit) as done:
+            main([*command, "--extractor", "simplex"])
+        assert done.value.code == 2
+        assert "(choose from 'ilp', 'greedy')" in capsys.readouterr().err
+
+
+def test_package_import_stays_light():
+    code = ("import sys, eqsat_dnn, eqsat_dnn.extract; "
+            "print(sorted(m for m in ('cvxpy', 'highspy', 'scipy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from eqsat_dnn import Limits, compare_models, get_cost_model, load_model, optimize, select_rules
+from eqsat_dnn import ExtractionStatus, Limits, compare_models, get_cost_model, load_model, optimize, select_rules
 from eqsat_dnn.models.examples import attention_block
 from eqsat_dnn.io.onnx_out import check_model
 from eqsat_dnn.eqsat.rules import library_dir
@@ -254,3 +254,23 @@ def test_exact_mode_admits_only_exact_rewrites():
     assert loose.ops_after.get("MatMul") == 1 and exact.ops_after.get("MatMul") == 2
     assert exact.repair is None and exact.check.ok
     assert exact.rules < loose.rules
+
+
+def test_a_kept_input_program_is_a_field_shown_beside_the_status():
+    """Nothing to gain (one Relu): the input program is kept; the extraction's status stays what
+    the extractor said, and the JSON and the table show the fact as they always did."""
+    from rich.console import Console
+
+    from eqsat_dnn.report import optimize_table
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _, report = optimize(model, extractor="greedy", check=0)
+    assert report.kept_input
+    assert report.extraction.status is ExtractionStatus.GREEDY
+    assert report.to_dict()["extraction"]["status"] == "greedy (kept input program)"
+    console = Console(record=True, width=300)
+    console.print(optimize_table(report))
+    assert "greedy: greedy (kept input program)" in console.export_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import eqsat_dnn as ed
@@ -29,6 +30,13 @@ def test_each_limit_is_a_stop_reason():
     assert _run(ed.Limits(nodes=40)).stop_reason == "node limit"
     assert _run(ed.Limits(seconds=0.0)).stop_reason == "time limit"
     assert _run(ed.Limits(), rules=[]).stop_reason == "no rules"
+
+
+def test_stop_reasons_are_one_enum_that_reads_as_its_text():
+    reason = _run(ed.Limits(iterations=1)).stop_reason
+    assert reason is ed.SaturationStop.ITERATION_LIMIT and isinstance(reason, str)
+    assert f"stop: {reason}" == "stop: iteration limit" and json.dumps(reason) == '"iteration limit"'
+    assert ed.SaturationReport().stop_reason is ed.SaturationStop.NOT_RUN
 
 
 def test_multi_rules_run_only_in_the_first_iterations():

@@ -18,6 +18,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Callable
 
 from egglog import bindings
@@ -47,6 +48,19 @@ class Limits:
     stops: far below a 24 GB machine, so a runaway e-graph never exhausts it."""
 
 
+class SaturationStop(StrEnum):
+    """Why saturation stopped (a ``str``: compares, prints and serializes as its value)."""
+
+    SATURATED = "saturated"
+    """Nothing left to rewrite (or an iteration found nothing new)."""
+    ITERATION_LIMIT = "iteration limit"
+    NODE_LIMIT = "node limit"
+    TIME_LIMIT = "time limit"
+    MEMORY_LIMIT = "memory limit"
+    NO_RULES = "no rules"
+    NOT_RUN = "not run"
+
+
 @dataclass
 class Iteration:
     """What one iteration did."""
@@ -64,7 +78,7 @@ class SaturationReport:
     """The iterations run and why the runner stopped."""
 
     iterations: list[Iteration] = field(default_factory=list)
-    stop_reason: str = "not run"
+    stop_reason: SaturationStop = SaturationStop.NOT_RUN
     """``saturated``, ``iteration limit``, ``node limit``, ``time limit``, ``memory limit``
     or ``no rules``."""
     initial_nodes: int = 0
@@ -92,16 +106,16 @@ def resident_mb() -> float:
         return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def _limit_reached(limits: Limits, iterations: int, nodes: int, started: float) -> str | None:
+def _limit_reached(limits: Limits, iterations: int, nodes: int, started: float) -> SaturationStop | None:
     """The stop reason of the first limit reached, if any."""
     if iterations >= limits.iterations:
-        return "iteration limit"
+        return SaturationStop.ITERATION_LIMIT
     if nodes >= limits.nodes:
-        return "node limit"
+        return SaturationStop.NODE_LIMIT
     if time.perf_counter() - started >= limits.seconds:
-        return "time limit"
+        return SaturationStop.TIME_LIMIT
     if resident_mb() >= limits.memory_mb:
-        return "memory limit"
+        return SaturationStop.MEMORY_LIMIT
     return None
 
 
@@ -198,7 +212,7 @@ def saturate(
     run_analysis(teg)
     report = SaturationReport(initial_nodes=count_enodes(teg))
     if not rules:
-        report.stop_reason = "no rules"
+        report.stop_reason = SaturationStop.NO_RULES
         return report
     rulesets = add_rules(teg, rules)
     # simplifications first, each to its fixpoint, so every iteration's growth starts from them;
@@ -216,7 +230,7 @@ def saturate(
         with_multi = len(report.iterations) < limits.multi_iterations
         active = [r for r in rulesets if with_multi or not r.endswith("_multi")]
         if not active:
-            report.stop_reason = "saturated"
+            report.stop_reason = SaturationStop.SATURATED
             break
         t0 = time.perf_counter()
         matches: dict[str, int] = {}
@@ -249,7 +263,7 @@ def saturate(
         # nothing new
         flat = previous is not None and previous.nodes == nodes and previous.matches == matches
         if not updated or flat:
-            report.stop_reason = "saturated"
+            report.stop_reason = SaturationStop.SATURATED
             break
     report.seconds = time.perf_counter() - start
     return report

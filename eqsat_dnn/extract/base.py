@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -50,6 +51,31 @@ class EGraph:
         return len(self.classes)
 
 
+class ExtractionStatus(StrEnum):
+    """How good an extraction's program is known to be (a ``str``: compares, prints and
+    serializes as its value)."""
+
+    OPTIMAL = "optimal"
+    """Proven optimal (within the extractor's gap)."""
+    FEASIBLE = "feasible"
+    """Better than the greedy program, not proven optimal (a time or gap limit stopped the search)."""
+    GREEDY = "greedy"
+    """The greedy program (or a known program no costlier), nothing better found or searched for."""
+
+
+class ExtractionStop(StrEnum):
+    """Why an extractor's search ended."""
+
+    NONE = ""
+    """No search: extractors that do not search (greedy)."""
+    OPTIMAL = "optimal"
+    """Optimality proven."""
+    TIME_LIMIT = "time limit"
+    """Cut short: the answer is the best found, the greedy program if nothing better."""
+    SOLVER_ERROR = "solver error"
+    """The solver failed: the answer is the best found before, at worst greedy."""
+
+
 @dataclass
 class Extraction:
     """What an extractor chose, and how sure it is."""
@@ -58,13 +84,13 @@ class Extraction:
     """e-class id -> chosen e-node id, for every class reachable from the roots."""
     cost: float
     """DAG cost: each chosen node paid once."""
-    status: str
+    status: ExtractionStatus
     """``optimal``, ``feasible`` (a time or gap limit stopped the search), or ``greedy``."""
     bound: float
     """Best proven lower bound on the cost (equal to ``cost`` when optimal)."""
     seconds: float
     extractor: str
-    stop_reason: str = ""
+    stop_reason: ExtractionStop = ExtractionStop.NONE
     """Why the search ended: ``optimal`` (proven), ``time limit`` (cut short: the answer is the
     best found, the greedy program if nothing better), ``solver error``, or empty for extractors
     that do not search (greedy)."""
@@ -79,7 +105,9 @@ class Extraction:
 
 
 class Extractor(Protocol):
-    """One interface, many extractors (extraction-gym's layout)."""
+    """One interface, many extractors (extraction-gym's one ``Extractor`` trait): every
+    extractor in :data:`eqsat_dnn.extract.EXTRACTORS` is a class of this shape, built with
+    keyword options (``time_limit`` for those that search)."""
 
     name: str
 

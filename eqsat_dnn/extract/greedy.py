@@ -11,13 +11,17 @@ import heapq
 import math
 import time
 
-from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, known_program, reachable_choices
+from eqsat_dnn.extract.base import EGraph, Extraction, ExtractionStatus, dag_cost, known_program, reachable_choices
 
 
 class GreedyExtractor:
     """Each class takes its cheapest node by tree cost, computed to a fixpoint."""
 
     name = "greedy"
+
+    def __init__(self, time_limit: float | None = None) -> None:
+        """``time_limit`` is accepted as every registered extractor takes it; greedy does not search."""
+        self.time_limit = time_limit
 
     def extract(self, egraph: EGraph, initial: dict[str, str] | None = None) -> Extraction:
         start = time.perf_counter()
@@ -34,7 +38,7 @@ class GreedyExtractor:
         return Extraction(
             choices=choices,
             cost=cost,
-            status="greedy",
+            status=ExtractionStatus.GREEDY,
             bound=0.0,
             seconds=time.perf_counter() - start,
             extractor=self.name,

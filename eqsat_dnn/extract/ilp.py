@@ -111,7 +111,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from eqsat_dnn.extract.base import EGraph, Extraction, dag_cost, find_cycle, known_program, reachable_choices
+from eqsat_dnn.extract.base import (
+    EGraph, Extraction, ExtractionStatus, ExtractionStop, dag_cost, find_cycle, known_program, reachable_choices,
+)
 from eqsat_dnn.extract.greedy import GreedyExtractor
 
 _TOL = 1e-9
@@ -222,23 +224,23 @@ class ILPExtractor:
         def finish() -> Extraction:
             lower = max(0.0, min(bound, best.cost))
             if best.cost - lower <= self.mip_rel_gap * abs(best.cost) + _TOL:
-                status = "optimal"
+                status = ExtractionStatus.OPTIMAL
             elif best.cost < greedy_cost - _TOL:
-                status = "feasible"
+                status = ExtractionStatus.FEASIBLE
             else:
-                status = "greedy"
+                status = ExtractionStatus.GREEDY
             seconds = time.perf_counter() - start
             warning = ""
-            if status == "optimal":
-                reason = "optimal"
+            if status == ExtractionStatus.OPTIMAL:
+                reason = ExtractionStop.OPTIMAL
             elif info.get("errors"):
-                reason = "solver error"
+                reason = ExtractionStop.SOLVER_ERROR
                 warning = f"the ILP solver failed ({info['errors'][0][:120]}); using the best program found ({status})"
             else:  # every search runs to the deadline unless it proves optimality (or cannot start for lack of time)
-                reason = "time limit"
+                reason = ExtractionStop.TIME_LIMIT
                 warning = (f"ILP extraction reached its {self.time_limit:g} s time limit "
                            + ("before improving on the greedy program: falling back to the greedy program"
-                              if status == "greedy" else
+                              if status == ExtractionStatus.GREEDY else
                               f"unproven: using the best program found (within "
                               f"{(best.cost - lower) / best.cost if best.cost > 0 else 0.0:.1%} of optimal)"))
             info.update(seconds=seconds, bound=lower, status=status, trajectory=best.trajectory, stop_reason=reason)
