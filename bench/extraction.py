@@ -71,12 +71,12 @@ def main() -> int:
             "ilp_gap": result.gap,
             "ilp_seconds": wall,
             "improvement": (greedy.cost - result.cost) / greedy.cost if greedy.cost > 0 else 0.0,
-            "reduced_nodes": info.get("nodes"),
-            "choice_classes": info.get("choice_classes"),
-            "mode": info.get("mode"),
-            "lns_iterations": info.get("lns_iterations"),
-            "trajectory": info.get("trajectory"),
-            "errors": info.get("errors", []),
+            "reduced_nodes": info.reduction.nodes if info.reduction else None,
+            "choice_classes": info.reduction.choice_classes if info.reduction else None,
+            "mode": info.mode,
+            "lns_iterations": info.lns_iterations,
+            "trajectory": info.trajectory,
+            "errors": info.errors,
         }
         rows.append(row)
         print(

@@ -536,7 +536,7 @@ def test_sigint_during_saturation(tmp_path, model_file):
 def test_sigint_during_the_ilp_stops_its_solver_process(tmp_path):
     """The ILP solves large programs in a child process; an interrupt must not leave it running."""
     start = time.perf_counter()
-    done, solvers = _interrupted_run("eqsat_dnn.extract.ilp", "_FullSolve.start",
+    done, solvers = _interrupted_run("eqsat_dnn.extract.ilp.worker", "_FullSolve.start",
                                      ["extract", str(SHARED / "vgg.json"), "--time-limit", "120"],
                                      at_marker=_solver_children)
     assert done.returncode == 130 and done.stderr.endswith("eqsat-dnn: interrupted; nothing written\n"), done.stderr
@@ -551,7 +551,7 @@ def _solver_children(pid: int) -> list[int]:
     children = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         children += [int(c) for c in (task / "children").read_text().split()]
-    return [c for c in children if "_highs_worker_main" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+    return [c for c in children if "eqsat_dnn.extract.ilp.worker" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
 
 
 def _running(pid: int) -> bool:

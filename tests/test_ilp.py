@@ -105,8 +105,8 @@ def test_cycle_is_never_returned(options):
     assert result.status == "optimal"
     if options.get("order") is False:
         # the naive model's first answer was the free cycle, which got cut
-        assert extractor.last_info["rounds"] >= 2
-        assert extractor.last_info["cuts"] >= 1
+        assert extractor.last_info.rounds >= 2
+        assert extractor.last_info.cuts >= 1
 
 
 def test_child_process_solver():
@@ -115,7 +115,7 @@ def test_child_process_solver():
     extractor = ILPExtractor(time_limit=20, isolate_above=0, lns=False)
     result = extractor.extract(g)
     validate(g, result.choices)
-    assert extractor.last_info["mode"] == "concurrent"
+    assert extractor.last_info.mode == "concurrent"
     assert result.cost == pytest.approx(6.0)
     assert result.status == "optimal"
 
