@@ -546,6 +546,94 @@ def test_sigint_during_the_ilp_stops_its_solver_process(tmp_path):
     assert not [pid for pid in solvers if _running(pid)], "the solver process outlived the interrupt"
 
 
+# A real SIGINT sent from inside HiGHS (its improving-solution callback), once, wherever the
+# module's ``_subscribe`` sets up a solve: HiGHS is then in the middle of its run, in C++.
+_SIGINT_IN_HIGHS = textwrap.dedent("""
+    import os, signal
+    from eqsat_dnn.extract.ilp import {module} as target
+    subscribe, sent = target._subscribe, []
+    def subscribe_and_interrupt(h, **kwargs):
+        def interrupt(event):
+            if not sent:
+                sent.append(True)
+                os.kill(os.getpid(), signal.SIGINT)
+        h.cbMipImprovingSolution.subscribe(interrupt)
+        subscribe(h, **kwargs)
+    target._subscribe = subscribe_and_interrupt
+""")
+
+
+def test_sigint_inside_highs_ends_the_run_with_130_and_writes_nothing(tmp_path):
+    """Ctrl-C while HiGHS solves in this process used to become a failed solve: the ILP fell back
+    to its best program and the optimized model was written with exit code 0."""
+    out = tmp_path / "out.onnx"
+    onnx.save_model(attention_block(), tmp_path / "model.onnx")
+    script = _SIGINT_IN_HIGHS.format(module="cvxpy_solver") + textwrap.dedent("""
+        import sys
+        from eqsat_dnn.cli import main
+        code = main(sys.argv[1:])
+        assert sent, "HiGHS reported no solution: the test interrupted nothing"
+        sys.exit(code)
+    """)
+    done = subprocess.run([sys.executable, "-c", script, "optimize", str(tmp_path / "model.onnx"), str(out),
+                           "--no-check"], capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130 and done.stderr == "eqsat-dnn: interrupted; nothing written\n", done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+@pytest.fixture
+def sigint_raises():
+    """Python's own SIGINT handler (a suite run as a background job inherits the signal ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("module, options", [
+    ("cvxpy_solver", {"lns": False}),  # the whole program, solved in this process
+    ("cvxpy_solver", {"full_solve": False}),  # the neighbourhood search's sub-programs
+    ("worker", {"isolate_above": 0, "lns": False}),  # the whole program, in the child process
+], ids=["here", "neighbourhood", "child"])
+def test_sigint_in_any_solve_interrupts_the_extraction(sigint_raises, monkeypatch, module, options):
+    from eqsat_dnn.extract.base import EGraph, ENode
+    from eqsat_dnn.extract.ilp import ILPExtractor, worker
+
+    # greedy takes both private leaves (7); sharing S is cheaper (6): HiGHS has a solution to report
+    nodes = {"r": ENode("add", ("A", "B"), "R", 1.0), "a1": ENode("f", ("S",), "A", 1.0),
+             "a2": ENode("la", (), "A", 3.0), "b1": ENode("g", ("S",), "B", 1.0),
+             "b2": ENode("lb", (), "B", 3.0), "s": ENode("s", (), "S", 3.0)}
+    sent: list = []
+    if module == "worker":  # the child process runs the hook, then its usual main
+        monkeypatch.setattr(worker, "WORKER_COMMAND", _SIGINT_IN_HIGHS.format(module=module) + "target.main()")
+    else:
+        target = importlib.import_module(f"eqsat_dnn.extract.ilp.{module}")
+        subscribe = target._subscribe
+
+        def subscribe_and_interrupt(h, **kwargs):
+            def interrupt(event):
+                if not sent:
+                    sent.append(True)
+                    os.kill(os.getpid(), signal.SIGINT)
+            h.cbMipImprovingSolution.subscribe(interrupt)
+            subscribe(h, **kwargs)
+
+        monkeypatch.setattr(target, "_subscribe", subscribe_and_interrupt)
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        ILPExtractor(time_limit=60, **options).extract(EGraph(nodes=nodes, roots=["R"]))
+    assert time.perf_counter() - start < 30
+    assert sent or module == "worker", "HiGHS reported no solution: the test interrupted nothing"
+    assert not [pid for pid in _children(os.getpid()) if _running(pid)], "a solver process outlived the interrupt"
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children
+
+
 def _solver_children(pid: int) -> list[int]:
     """The HiGHS worker processes that ``pid`` started."""
     children = []

@@ -27,7 +27,7 @@ import numpy as np
 from cvxpy.reductions.solvers.conic_solvers.conic_solver import dims_to_solver_dict
 from cvxpy.reductions.solvers.conic_solvers.highs_conif import HIGHS
 
-from eqsat_dnn.extract.ilp.highs import _build_highs, _set_start, _status_name, _subscribe
+from eqsat_dnn.extract.ilp.highs import _build_highs, _set_start, _sigint_deferred, _status_name, _subscribe
 
 
 def _spec_from_data(data) -> dict:
@@ -108,9 +108,13 @@ class _SeededHiGHS(HIGHS):
         if x0 is not None:
             _set_start(h, x0)
         deadline = self.deadline
-        stop = None if deadline is None else (lambda now: now > deadline)
-        _subscribe(h, col0=col0, num=self.num_record, on_solution=self.on_solution, stop=stop)
-        h.run()
+        with _sigint_deferred() as interrupted:
+
+            def stop(now: float) -> bool:
+                return interrupted() or (deadline is not None and now > deadline)
+
+            _subscribe(h, col0=col0, num=self.num_record, on_solution=self.on_solution, stop=stop)
+            h.run()
         return {
             "solution": h.getSolution(),
             "basis": None,

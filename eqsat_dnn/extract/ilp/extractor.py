@@ -119,6 +119,8 @@ class ILPExtractor:
     complete and acyclic; ``status`` is ``optimal`` (proven within
     ``mip_rel_gap``), ``feasible`` (better than greedy, not proven) or
     ``greedy``; ``bound`` is a valid lower bound on the optimal DAG cost.
+    An interrupt (Ctrl-C) anywhere in the call, the child solver process
+    included, ends it with ``KeyboardInterrupt`` and no solver left running.
 
     Args:
         time_limit: wall-clock seconds for the whole call (the first call in a
@@ -377,6 +379,7 @@ class ILPExtractor:
                 # the last case the whole-program solve still has its time
                 full.finished.wait(max(0.0, call.remaining()))
                 full.stop()
+                full.raise_if_interrupted()
                 call.harvest(full.drain())
                 if full.bound is not None:
                     bound = max(bound, full.bound)

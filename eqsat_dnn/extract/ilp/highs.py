@@ -1,9 +1,16 @@
 """HiGHS itself (highspy), below cvxpy: building a model from canonical arrays, the MIP
-start, the callbacks, and its output.
+start, the callbacks, Ctrl-C while it runs, and its output.
 
 Used both in this process (:mod:`~eqsat_dnn.extract.ilp.cvxpy_solver`) and in the child
 solver process (:mod:`~eqsat_dnn.extract.ilp.worker`); imports neither cvxpy nor highspy
 until called, so the child starts without cvxpy.
+
+Ctrl-C: HiGHS runs Python callbacks from C++; a ``KeyboardInterrupt`` raised inside one
+goes through C++, which turns it into a failed solve (and cvxpy into a ``SolverError``):
+the interrupt would be lost. So while HiGHS runs in this process, :func:`_sigint_deferred`
+records a SIGINT instead, the MIP callback interrupts the solve, and the signal is
+delivered again once HiGHS has returned, to the handler that was there before (Python's
+default: ``KeyboardInterrupt``).
 
 HiGHS prints a banner on the C-level stdout once per process: an extraction runs inside
 :func:`_quiet`, with file descriptor 1 pointed at ``/dev/null`` (stderr when ``verbose``),
@@ -16,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -109,6 +118,36 @@ def _subscribe(
             event.interrupt()
 
     h.cbMipInterrupt.subscribe(interrupt)
+
+
+# ------------------------------------------------------------------ Ctrl-C
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[Callable[[], bool]]:
+    """While HiGHS runs in this process: a SIGINT is recorded, not raised; yields a
+    predicate, true once one arrived (the callbacks then interrupt the solve). On exit the
+    signal is delivered again to the handler that was there before, so Python's handler
+    raises ``KeyboardInterrupt`` right here. Outside the main thread (where Python runs
+    signal handlers), or where SIGINT is ignored, it does nothing.
+    """
+    received: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None or previous == signal.SIG_IGN:  # not ours to handle, or ignored
+        yield lambda: False
+        return
+
+    def record(signum, frame) -> None:
+        received.append(True)
+
+    signal.signal(signal.SIGINT, record)
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
 
 
 # ------------------------------------------------------------------ quietness

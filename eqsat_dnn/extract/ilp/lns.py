@@ -68,6 +68,7 @@ def search(extractor: ILPExtractor, call: _Call, full: _FullSolve | None) -> flo
                 )
                 harvest(full.drain())
             if full.finished.is_set():
+                full.raise_if_interrupted()
                 if full.proved_optimal():
                     break
                 full = None  # it stopped early without a proof: carry on alone

@@ -7,8 +7,10 @@ deadline. Messages, pickled on a pipe of their own: ``("sol", objective, ones)``
 improving solution (the node columns set to 1), ``("bound", dual bound)`` now and then,
 and ``("done", status, info, col_value, run_time)`` at the end.
 
-An interrupt of the caller kills the child (:meth:`_FullSolve.stop`, in the extractor's
-``finally``).
+Interrupts: Ctrl-C reaches the child too (it is in the terminal's process group); it dies
+of the signal, and :meth:`_FullSolve.raise_if_interrupted` turns that into a
+``KeyboardInterrupt`` in the caller. An interrupt of the caller kills the child
+(:meth:`_FullSolve.stop`, in the extractor's ``finally``).
 """
 
 from __future__ import annotations
@@ -100,6 +102,16 @@ class _FullSolve:
     def proved_optimal(self) -> bool:
         return self.result is not None and self.result.status == "optimal"
 
+    @property
+    def interrupted(self) -> bool:
+        """The child process died of a SIGINT (Ctrl-C reaches the whole process group)."""
+        return self.runner.returncode == -signal.SIGINT
+
+    def raise_if_interrupted(self) -> None:
+        """An interrupt of the child is the run's: ``KeyboardInterrupt`` here, in the caller."""
+        if self.interrupted:
+            raise KeyboardInterrupt
+
     def drain(self) -> list[np.ndarray]:
         out = []
         while True:
@@ -181,7 +193,12 @@ class _IsolatedRun:
 
 
 def main() -> None:
-    """Entry point of the child process: solve one canonical program, stream results."""
+    """Entry point of the child process: solve one canonical program, stream results.
+
+    A SIGINT kills it at once (the default action, not ``KeyboardInterrupt``, which a HiGHS
+    callback would turn into a failed solve); the parent sees the signal in its exit status.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:  # Linux: die with the parent thread that started us
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:
