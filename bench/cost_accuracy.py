@@ -47,7 +47,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from eqsat_dnn import load_model
-from eqsat_dnn.cost import fusion_penalties, get_cost_model, graph_cost, node_costs, op_type, priced_nodes
+from eqsat_dnn.cost import fusion_penalties, get_cost_model, graph_cost, node_costs, priced_nodes
 
 LIGHT_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
 
@@ -269,7 +269,7 @@ def groups(graph, optimized: onnx.ModelProto, shapes: dict[str, list]) -> list[t
     taken = set(group_of.values())
     for i, node in enumerate(graph.nodes):
         if i not in taken and node.outputs:
-            sig = signature(op_type(node), [dims(graph.types.get(v)) for v in node.inputs],
+            sig = signature(node.op_type, [dims(graph.types.get(v)) for v in node.inputs],
                             dims(graph.types.get(node.outputs[0])))
             if sig:
                 free[sig].append(i)
@@ -341,7 +341,7 @@ def groups(graph, optimized: onnx.ModelProto, shapes: dict[str, list]) -> list[t
 
 def _configuration(graph, members: list[int]) -> str:
     """What the cost model sees of a group: each member's op, attributes and input types."""
-    return repr(sorted(repr((op_type(graph.nodes[i]), sorted(graph.nodes[i].attrs.items()),
+    return repr(sorted(repr((graph.nodes[i].op_type, sorted(graph.nodes[i].attrs.items()),
                              [graph.types.get(v) for v in graph.nodes[i].inputs])) for i in members))
 
 
@@ -510,7 +510,7 @@ def main() -> int:
                 xs.append(p)
                 ys.append(m)
                 configs[_configuration(graph, members)].append((p, m))
-                key = "+".join(sorted({op_type(graph.nodes[i]) for i in members})) or "(runtime-only)"
+                key = "+".join(sorted({graph.nodes[i].op_type for i in members})) or "(runtime-only)"
                 by_op[key][0] += p
                 by_op[key][1] += m
                 by_op[key][2] += 1

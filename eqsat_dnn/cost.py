@@ -90,11 +90,6 @@ class CostModel(Protocol):
     def node_cost(self, node: Node, inputs: list[TensorType | None], output: TensorType | None) -> float: ...
 
 
-def op_type(node: Node) -> str:
-    """The ONNX op type of a node, opaque or not."""
-    return node.proto.op_type if node.op == "Opaque" and node.proto is not None else node.op
-
-
 # ---------------------------------------------------------------------------
 # shapes, sizes, FLOPs
 
@@ -357,7 +352,7 @@ class RooflineCostModel:
         self.name = f"roofline:{profile.name}"
 
     def node_cost(self, node: Node, inputs: list[TensorType | None], output: TensorType | None) -> float:
-        op = op_type(node)
+        op = node.op_type
         p = self.profile
         role = fusion_role(op, node.attrs, inputs, output) if self.fusion else (
             "view" if op in VIEW_OPS else "kernel")
@@ -465,7 +460,7 @@ def fusion_sites(graph: Graph) -> list[FusionSite]:
 
     sites = []
     for index, node in enumerate(graph.nodes):
-        if op_type(node) != "LayerNormalization" or not node.inputs:
+        if node.op_type != "LayerNormalization" or not node.inputs:
             continue
         scale_bias = [i for i in node.inputs[1:3] if i]
         if not scale_bias or any(i not in graph.weights for i in scale_bias):
@@ -606,5 +601,5 @@ __all__ = [
     "BATCH_DIM", "COST_MODELS", "CPU_PROFILE", "CostModel", "DeviceProfile", "FusionSite", "GPU_PROFILES",
     "RooflineCostModel", "SKIP_LAYERNORM_SLOWDOWN", "SYMBOLIC_DIM", "VIEW_OPS", "bytes_moved", "cache_dir",
     "calibrated_cpu_profile", "dims", "flops", "fusion_penalties", "fusion_role", "fusion_sites", "get_cost_model",
-    "graph_cost", "itemsize", "layout_boundary", "node_costs", "numel", "op_type", "priced_nodes",
+    "graph_cost", "itemsize", "layout_boundary", "node_costs", "numel", "priced_nodes",
 ]

@@ -105,7 +105,6 @@ from eqsat_dnn.cost import (
     dims,
     fusion_role,
     layout_boundary,
-    op_type,
     split_output_types,
 )
 from eqsat_dnn.ir.graph import Node, TensorType
@@ -384,7 +383,7 @@ def node_spec(node: Node, inputs: list[TensorType | None], opset: int | None = N
               replace: dict[int, str] | None = None) -> _Spec:
     """The one-node model of ``node`` (input ``k`` renamed to ``replace[k]`` when given)."""
     _measurable(node, inputs)
-    op = op_type(node)
+    op = node.op_type
     slots = _weight_slots(op, inputs)
     replace = replace or {}
     names, feeds, weights = [], {}, {}
@@ -431,7 +430,7 @@ def producer_spec(role: str, main: TensorType, twin: bool = False) -> _Spec:
 
 def pair_spec(role: str, node: Node, inputs: list[TensorType | None]) -> _Spec:
     """The producer with ``node`` behind it (its main operand replaced by the producer's output)."""
-    main = pair_main(op_type(node), inputs)
+    main = pair_main(node.op_type, inputs)
     twin = _is_residual(role, inputs)
     producer = producer_spec(role, inputs[main], twin)
     tail = node_spec(node, inputs, replace={main: "p", 1 - main: "p2"} if twin else {main: "p"})
@@ -735,7 +734,7 @@ class MeasuredCostModel:
     # -- planning -----------------------------------------------------------------
 
     def _plan(self, node: Node, inputs: list[TensorType | None], output: TensorType | None) -> _Plan:
-        op = op_type(node)
+        op = node.op_type
         role = fusion_role(op, node.attrs, inputs, output) if self.fusion else (
             "view" if op in ("Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten") else "kernel")
         ins = [_type_key(t) for t in inputs]

@@ -84,8 +84,7 @@ def draw_graph(graph: Graph, ax: Axes | None = None, *, highlight: Iterable[str]
     for k, node in kept:
         key = f"node:{k}"
         vertices.append(key)
-        op = node.proto.op_type if node.op == "Opaque" and node.proto is not None else node.op
-        labels[key] = op + ("\n" + _short(node.name) if node.name else "")
+        labels[key] = node.op_type + ("\n" + _short(node.name) if node.name else "")
         chosen = node.name in wanted or any(o in wanted for o in node.outputs if o)
         fills[key] = _HIGHLIGHT if chosen else _FILL
     used_outside = set(graph.outputs) | {i for k, node in enumerate(graph.nodes) if k not in kept_index

@@ -302,3 +302,18 @@ def test_measured_fusion_penalty_compares_fused_and_apart(tmp_path):
     fused, apart = model.fusion_times(site)
     assert fused > 0 and apart > 0
     assert model.fusion_penalty(site) == pytest.approx(max(0.0, fused - apart))
+
+
+def test_node_op_type_is_the_one_definition():
+    """Cost models and the partitioner see an alias as its vocabulary op (a lowered Sum is an Add);
+    export and the fusion sites read the written op; an opaque node is its own ONNX type."""
+    sum_as_add = Node("Add", ["a", "b"], ["y"], proto=helper.make_node("Sum", ["a", "b"], ["y"]))
+    assert sum_as_add.op_type == "Add" and sum_as_add.written_op == "Sum"
+    opaque = Node("Opaque", ["a"], ["y"], proto=helper.make_node("Range", ["a", "b", "c"], ["y"]))
+    assert opaque.op_type == opaque.written_op == "Range"
+    plain = Node("MatMul", ["a", "b"], ["y"], proto=helper.make_node("MatMul", ["a", "b"], ["y"]))
+    assert plain.op_type == plain.written_op == "MatMul"
+    assert Node("Relu", ["a"], ["y"]).op_type == Node("Relu", ["a"], ["y"]).written_op == "Relu"
+    model = RooflineCostModel(CPU_PROFILE)
+    x = t(1, 128, 768)
+    assert model.node_cost(sum_as_add, [x, x], x) == model.node_cost(Node("Add", [], [], {}), [x, x], x)

@@ -50,12 +50,21 @@ class Node:
     proto: onnx.NodeProto | None = None
 
     @property
+    def op_type(self) -> str:
+        """The ONNX op type this node computes, as the rules, the cost models and the partitioner
+        see it: an opaque node's own type, else its vocabulary op (an alias is its vocabulary op:
+        a two-operand ``Sum`` is an ``Add``, see :data:`eqsat_dnn.ir.language.ALIASES`).
+
+        The one definition of a node's op type; :attr:`written_op` only adds an alias's spelling."""
+        return self.proto.op_type if self.op == OPAQUE and self.proto is not None else self.op
+
+    @property
     def written_op(self) -> str:
-        """The ONNX op type export writes: an opaque node's own, an alias's own (a two-operand
-        ``Sum`` read as ``Add``, see :data:`eqsat_dnn.ir.language.ALIASES`), else ``op``."""
-        if self.proto is not None and (self.op == OPAQUE or ALIASES.get(self.proto.op_type) == self.op):
+        """The ONNX op type export writes: :attr:`op_type`, except that an alias keeps its own
+        spelling (a two-operand ``Sum`` read as ``Add`` is written back as ``Sum``)."""
+        if self.proto is not None and ALIASES.get(self.proto.op_type) == self.op:
             return self.proto.op_type
-        return self.op
+        return self.op_type
 
     @property
     def implicit_inputs(self) -> list[str]:
@@ -85,7 +94,7 @@ class Node:
         """Whether, given constant inputs, this node computes a constant that export may
         evaluate once: every vocabulary op, and opaque standard ops that are deterministic
         and carry no subgraph (ConstantOfShape, Range, Cast, ...)."""
-        if self.op != "Opaque":
+        if self.op != OPAQUE:
             return True
         proto = self.proto
         return (proto is not None and proto.domain in ("", "ai.onnx") and proto.op_type not in _NOT_FOLDABLE
@@ -129,9 +138,8 @@ class Graph:
         return {out: node for node in self.nodes for out in node.outputs if out}
 
     def op_counts(self) -> dict[str, int]:
-        """Number of nodes per ONNX op type (opaque nodes under their own type)."""
+        """Number of nodes per ONNX op type as written (:attr:`Node.written_op`)."""
         counts: dict[str, int] = {}
         for node in self.nodes:
-            key = node.proto.op_type if node.proto is not None else node.op
-            counts[key] = counts.get(key, 0) + 1
+            counts[node.written_op] = counts.get(node.written_op, 0) + 1
         return counts

@@ -33,7 +33,7 @@ from typing import Any
 
 import onnx
 
-from eqsat_dnn.cost import CostModel, op_type
+from eqsat_dnn.cost import CostModel
 from eqsat_dnn.errors import InputError, OutputError
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.partition.mesh import DEFAULT_MACHINE, DeviceMesh, get_mesh
@@ -190,10 +190,10 @@ def plan_from_assignment(problem: PartitionProblem, assignment: list[int],
             if name and spec is not None:
                 placements[name] = spec
         if item.kind == "node":
-            nodes.append(PlanNode(item.label, op_type(item.node), choice.name, list(choice.consumes),
+            nodes.append(PlanNode(item.label, item.node.op_type, choice.name, list(choice.consumes),
                                   list(choice.produces), choice.compute))
             if item.replicate_only:
-                replicate_only[op_type(item.node)] += 1
+                replicate_only[item.node.op_type] += 1
         elif item.kind == "output":
             outputs[item.label] = choice.consumes[0]
     return Plan(problem.mesh, problem.mode, placements, nodes, outputs, evaluation.collectives, evaluation,
@@ -361,8 +361,8 @@ def annotate(model: Graph | str | Path | onnx.ModelProto, plan: Plan,
     proto.configuration.add(name=CONFIGURATION, num_devices=mesh.num_devices,
                             device=[f"rank{r}" for r in range(mesh.num_devices)])
     for node_proto, node, step in zip(proto.graph.node, nodes, plan.nodes):
-        if op_type(node) != step.op:
-            raise InputError(f"plan node {step.name} is a {step.op}, the model's is a {op_type(node)}")
+        if node.op_type != step.op:
+            raise InputError(f"plan node {step.name} is a {step.op}, the model's is a {node.op_type}")
         config = node_proto.device_configurations.add(configuration_id=CONFIGURATION)
         partial = []
         for names, specs in ((node.inputs, step.inputs), (node.outputs, step.outputs)):

@@ -386,9 +386,7 @@ def _weight_operand(problem: PartitionProblem, item: Item) -> int | None:
     node = item.node
     if node is None:
         return None
-    from eqsat_dnn.cost import op_type
-
-    if op_type(node) not in ("MatMul", "Gemm"):
+    if node.op_type not in ("MatMul", "Gemm"):
         return None
     for k in (1, 0):
         name = node.inputs[k] if k < len(node.inputs) else ""

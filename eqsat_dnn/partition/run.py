@@ -163,10 +163,8 @@ def _compile(graph: Graph, plan: Plan) -> tuple[Graph, _Program, list[tuple[str,
         have.add((name, dst))
 
     for node, step in zip(nodes, plan.nodes):
-        from eqsat_dnn.cost import op_type
-
-        if op_type(node) != step.op:
-            raise InputError(f"plan node {step.name} is a {step.op}, the model's is a {op_type(node)}")
+        if node.op_type != step.op:
+            raise InputError(f"plan node {step.name} is a {step.op}, the model's is a {node.op_type}")
         if _has_subgraph(node):
             raise InputError(f"node {step.name} ({step.op}) has a subgraph; running such nodes is not supported")
         for name, spec in zip(node.inputs, step.inputs):

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from onnx import TensorProto, helper
 
-from eqsat_dnn.cost import CostModel, itemsize, op_type
+from eqsat_dnn.cost import CostModel, itemsize
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.partition.mesh import DeviceMesh
 from eqsat_dnn.partition.placements import (PARTIAL, REPLICATE, Placement, Shard, Spec, is_valid,
@@ -153,7 +153,7 @@ def dim_map(src: tuple[int, ...], dst: tuple[int, ...]) -> dict[int, int]:
 def rules_1d(node: Node, ins: list[TensorType | None], outs: list[TensorType | None]) -> list[Rule] | None:
     """The rules of ``node`` on one mesh axis, the all-replicate one first; ``None`` when
     the op has no rule (it is then replicate-only)."""
-    op = op_type(node)
+    op = node.op_type
     in_shapes = [static_shape(t) for t in ins]
     out_shapes = [static_shape(t) for t in outs]
     present = [i for i, t in enumerate(ins) if node.inputs[i]]
