@@ -1,4 +1,4 @@
-"""Errors that reach the user as one clear line.
+"""Errors that reach the user as one clear line, and :func:`first_line` for foreign ones.
 
 Every failure a user can cause (a bad file, a bad option, a model we cannot
 handle) is raised as an :class:`EqsatError` subclass; the CLI prints its message
@@ -40,3 +40,15 @@ class ResourceLimitError(EqsatError):
     """A stage needed more memory than the limit the user set."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, limit: int = 300, *, typed: bool = False) -> str:
+    """The first line of an exception's message, at most ``limit`` characters (the exception's
+    class name when the message is empty); ``typed``: prefixed with the class name
+    (``"ValueError: ..."``), for exceptions the user did not cause.
+
+    How every one-line report of a foreign exception (onnx's checker, onnxruntime, a peer
+    optimizer) is made."""
+    text = str(exc).strip()
+    line = text.splitlines()[0][:limit] if text else exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {line}" if typed else line
