@@ -466,9 +466,8 @@ def main() -> int:
     if not args.no_merges:
         for label, (sep, mer) in merge_cases().items():
             gs, gm = load_model(sep), load_model(mer)
-            prepare = getattr(cost_model, "prepare", None)
-            if callable(prepare):  # both forms measured side by side, as an e-graph's alternatives
-                prepare([(n, i, o) for g in (gs, gm) for _, n, i, o in priced_nodes(g)])
+            # both forms measured side by side, as an e-graph's alternatives
+            cost_model.prepare([(n, i, o) for g in (gs, gm) for _, n, i, o in priced_nodes(g)])
             ps, pm = graph_cost(gs, cost_model), graph_cost(gm, cost_model)
             r = real_latency({"sep": Runner(sep, args.threads), "mer": Runner(mer, args.threads)},
                              max(args.runs, 30), args.passes, args.threads)

@@ -181,7 +181,7 @@ def optimize(
     graph = load_model(model, input_shapes)
     cost_model = cost_model or RooflineCostModel()
     if rules is None:
-        profile = getattr(cost_model, "profile", None)
+        profile = cost_model.profile
         rules = default_rules(merges=bool(profile and profile.merges_kernels))
     elif rules and isinstance(rules[0], str):
         rules = select_rules(rules)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from eqsat_dnn.cost import (
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.models.examples import attention_block
 from eqsat_dnn.ir.graph import Node, TensorType
-from eqsat_dnn.measure import MeasuredCostModel
+from eqsat_dnn.cost.measured.model import MeasuredCostModel
 
 F32, F16, I64 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.INT64
 
@@ -211,7 +211,7 @@ def test_factory(tmp_path, monkeypatch):
     assert isinstance(measured, MeasuredCostModel) and measured.cache_path.parent == tmp_path
     with pytest.raises(InputError, match="unknown cost model"):
         get_cost_model("roofline:tpu")
-    from eqsat_dnn.cost import MeasuredCostModel as reexported
+    from eqsat_dnn.cost.measured import MeasuredCostModel as reexported
 
     assert reexported is MeasuredCostModel
 

@@ -1,0 +1,108 @@
+"""Sizes, bytes and FLOPs of a node from its tensor types, as every cost model reads them.
+
+**Symbolic dimensions** are priced at a representative size: a dimension whose
+name looks like a batch (``batch``, ``N``, ``b``, ...) at 1, every other symbolic
+or unknown dimension at :data:`SYMBOLIC_DIM` (128, a typical sequence length).
+Fix real sizes with ``load_model(..., input_shapes=...)`` when they matter.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+from onnx import helper
+
+from eqsat_dnn.ir.graph import Node, TensorType
+from eqsat_dnn.ir.language import OPS
+
+SYMBOLIC_DIM = 128
+"""Size assumed for a symbolic or unknown dimension that is not batch-like."""
+
+BATCH_DIM = 1
+"""Size assumed for a symbolic dimension whose name looks like a batch."""
+
+_BATCH_NAME = re.compile(r"^(n|b|bs|.*batch.*)$", re.IGNORECASE)
+
+
+def dim_size(d: Any) -> int:
+    """A concrete size for one dimension (symbolic ones by the policy above)."""
+    if isinstance(d, (int, np.integer)) and not isinstance(d, bool):
+        return int(d) if d >= 0 else SYMBOLIC_DIM
+    if isinstance(d, str) and _BATCH_NAME.match(d):
+        return BATCH_DIM
+    return SYMBOLIC_DIM
+
+
+def dims(t: TensorType | None) -> list[int]:
+    """Concrete dims of a tensor type (empty when the rank is unknown)."""
+    if t is None or t.shape is None:
+        return []
+    return [dim_size(d) for d in t.shape]
+
+
+_dims = dims  # the old private name
+
+
+def numel(t: TensorType | None) -> int:
+    if t is None or t.shape is None:
+        return 1
+    return int(np.prod(dims(t), dtype=np.int64))
+
+
+def itemsize(t: TensorType | None) -> int:
+    if t is None or not t.dtype:
+        return 4
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(t.dtype)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 4
+
+
+def flops(op: str, attrs: dict[str, Any], inputs: list[TensorType | None], output: TensorType | None) -> float:
+    """Floating-point operations of one node (multiply-add counts two)."""
+    out = numel(output)
+    if op == "MatMul":
+        a = dims(inputs[0]) if inputs else []
+        k = a[-1] if a else 1
+        return 2.0 * out * k
+    if op == "Gemm":
+        a = dims(inputs[0]) if inputs else []
+        k = (a[0] if attrs.get("transA") else a[-1]) if a else 1
+        return 2.0 * out * k + out
+    if op == "Conv":
+        w = dims(inputs[1]) if len(inputs) > 1 else []
+        per_output = math.prod(w[1:]) if len(w) > 1 else 1
+        return 2.0 * out * per_output
+    if op in ("MaxPool", "AveragePool"):
+        return float(out * math.prod(attrs.get("kernel_shape", [1])))
+    if op in ("Softmax", "LayerNormalization", "BatchNormalization", "Gelu", "Erf", "Tanh", "Sigmoid", "Exp"):
+        return 8.0 * out
+    if op in ("ReduceMean", "ReduceSum", "GlobalAveragePool"):
+        return float(numel(inputs[0]) if inputs else out)
+    spec = OPS.get(op)
+    if spec is not None and spec.elementwise:
+        return float(out)
+    return 0.0
+
+
+def bytes_moved(inputs: list[TensorType | None], output: TensorType | None) -> float:
+    return float(sum(numel(t) * itemsize(t) for t in inputs if t is not None) + numel(output) * itemsize(output))
+
+
+def split_output_types(node: Node, inputs: list[TensorType | None], output: TensorType | None) -> list[TensorType | None]:
+    """The types of all outputs of a node (a Split's parts from its sizes; others: just ``output``)."""
+    if node.op == "Split" and inputs and inputs[0] is not None and inputs[0].shape is not None:
+        shape = list(inputs[0].shape)
+        axis = int(node.attrs.get("axis", 0))
+        axis = axis + len(shape) if axis < 0 else axis
+        sizes = node.attrs.get("split") or []
+        if 0 <= axis < len(shape) and sizes:
+            return [TensorType(inputs[0].dtype, tuple(shape[:axis] + [int(s)] + shape[axis + 1:])) for s in sizes]
+    return [output]
+
+
+__all__ = ["BATCH_DIM", "SYMBOLIC_DIM", "bytes_moved", "dim_size", "dims", "flops", "itemsize", "numel",
+           "split_output_types"]
