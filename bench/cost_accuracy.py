@@ -48,6 +48,7 @@ from onnx import helper, numpy_helper
 
 from eqsat_dnn import load_model
 from eqsat_dnn.cost import fusion_penalties, get_cost_model, graph_cost, node_costs, priced_nodes
+from eqsat_dnn.runtime.sessions import BoundTimer, create_session
 
 LIGHT_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
 
@@ -109,17 +110,7 @@ def build_models(names: list[str], root: Path) -> dict[str, Path]:
 
 
 def session(path_or_model, threads: int, profile: bool = False, optimized: str | None = None):
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if profile:
-        options.enable_profiling = True
-    if optimized:
-        options.optimized_model_filepath = optimized
-    source = path_or_model if isinstance(path_or_model, str) else path_or_model.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return create_session(path_or_model, optimize=True, threads=threads, profiling=profile, optimized_path=optimized)
 
 
 def feeds_for(sess) -> dict[str, np.ndarray]:
@@ -134,22 +125,10 @@ def feeds_for(sess) -> dict[str, np.ndarray]:
     return feeds
 
 
-class Runner:
-    def __init__(self, source, threads: int) -> None:
-        self.sess = session(source, threads)
-        self.feeds = feeds_for(self.sess)
-        outs = self.sess.run(None, self.feeds)
-        self.io = self.sess.io_binding()
-        for k, v in self.feeds.items():
-            self.io.bind_cpu_input(k, v)
-        self.kept = [ort.OrtValue.ortvalue_from_numpy(np.empty_like(o)) for o in outs]
-        for meta, value in zip(self.sess.get_outputs(), self.kept):
-            self.io.bind_ortvalue_output(meta.name, value)
-
-    def once(self) -> float:
-        t = time.perf_counter()
-        self.sess.run_with_iobinding(self.io)
-        return time.perf_counter() - t
+def runner(source, threads: int) -> BoundTimer:
+    """A session on ``source`` (a path or a model) with its inputs and outputs bound once."""
+    sess = session(source, threads)
+    return BoundTimer(sess, feeds_for(sess))
 
 
 def canary_model() -> onnx.ModelProto:
@@ -161,10 +140,10 @@ def canary_model() -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def real_latency(runners: dict[str, Runner], runs: int, passes: int, threads: int = 1) -> dict[str, dict]:
+def real_latency(runners: dict[str, BoundTimer], runs: int, passes: int, threads: int = 1) -> dict[str, dict]:
     """Per model: the lower of the pass medians, every pass median (runs interleaved between the
     models and a canary) and each pass's load (canary median over its best: 1.0 = quiet)."""
-    runners = dict(runners, __canary__=Runner(canary_model(), threads))
+    runners = dict(runners, __canary__=runner(canary_model(), threads))
     for r in runners.values():
         for _ in range(3):
             r.once()
@@ -469,7 +448,7 @@ def main() -> int:
             # both forms measured side by side, as an e-graph's alternatives
             cost_model.prepare([(n, i, o) for g in (gs, gm) for _, n, i, o in priced_nodes(g)])
             ps, pm = graph_cost(gs, cost_model), graph_cost(gm, cost_model)
-            r = real_latency({"sep": Runner(sep, args.threads), "mer": Runner(mer, args.threads)},
+            r = real_latency({"sep": runner(sep, args.threads), "mer": runner(mer, args.threads)},
                              max(args.runs, 30), args.passes, args.threads)
             merges.append({"case": label, "predicted_separate_s": ps, "predicted_merged_s": pm,
                            "real_separate_s": r["sep"]["latency"], "real_merged_s": r["mer"]["latency"],
@@ -491,7 +470,7 @@ def main() -> int:
             t = time.perf_counter()
             node_costs(graphs[name], cost_model)
             price_s[name + ":warm"] = time.perf_counter() - t
-        runners = {name: Runner(str(path), args.threads) for name, path in paths.items()}
+        runners = {name: runner(str(path), args.threads) for name, path in paths.items()}
         real = real_latency(runners, args.runs, args.passes, args.threads)
         del runners
         for name, path in paths.items():

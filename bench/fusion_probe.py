@@ -30,6 +30,7 @@ import onnx
 import onnxruntime as ort
 
 from eqsat_dnn.models import zoo
+from eqsat_dnn.runtime.sessions import create_session
 
 CANDIDATES = """SkipLayerNormFusion BiasGeluFusion GeluFusion FastGeluFusion LayerNormFusion AttentionFusion
 EmbedLayerNormFusion MatMulAddFusion GemmActivationFusion ConvActivationFusion ConvAddFusion ConvBNFusion
@@ -40,18 +41,9 @@ BiasDropoutFusion ConvAddActivationFusion PadFusion""".split()
 """onnxruntime graph transformers (by their registered names) that rewrite a CPU model."""
 
 
-def _options(optimized_path: str | None = None) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if optimized_path:
-        options.optimized_model_filepath = optimized_path
-    return options
-
-
 def _session(model: bytes, disabled: list[str], optimized_path: str | None = None) -> ort.InferenceSession:
-    return ort.InferenceSession(model, _options(optimized_path), providers=["CPUExecutionProvider"],
-                                disabled_optimizers=disabled)
+    return create_session(model, optimize=True, threads=1, optimized_path=optimized_path,
+                          disabled_optimizers=disabled)
 
 
 def _optimized_ops(model: bytes, disabled: list[str], work: Path) -> collections.Counter:

@@ -48,8 +48,9 @@ import onnx
 
 from eqsat_dnn.models import zoo
 from eqsat_dnn.runtime.check import compare_models, random_inputs
-from eqsat_dnn.errors import CheckError, InputError, OutputError
+from eqsat_dnn.errors import CheckError, InputError, OutputError, first_line
 from eqsat_dnn.eqsat.saturate import Limits
+from eqsat_dnn.runtime.sessions import BoundTimer, create_session
 
 PEERS: tuple[str, ...] = ("onnxsim", "onnxoptimizer", "onnxscript", "ort-offline")
 """The peers, in the order the table shows them."""
@@ -205,14 +206,8 @@ def _run_onnxscript(model: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
 
 
 def _run_ort_offline(model: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
-    import onnxruntime as ort
-
     path = tmp / "ort-offline.onnx"
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = str(path)
-    ort.InferenceSession(_model_source(model, tmp), options, providers=["CPUExecutionProvider"])
+    create_session(model, optimize=True, optimized_path=path, scratch=tmp)
     return onnx.load(str(path))
 
 
@@ -237,12 +232,13 @@ def run_peer(name: str, model: onnx.ModelProto, tmp: Path,
     try:
         optimized = _PEER_RUNNERS[name](model, tmp)
     except Exception as exc:  # a peer's failure is a table cell, never our crash
-        return Version(name, status=f"failed: {_one_line(exc)}", seconds=time.perf_counter() - t), None
+        status = f"failed: {first_line(exc, 300, typed=True)}"
+        return Version(name, status=status, seconds=time.perf_counter() - t), None
     version = Version(name, nodes=len(optimized.graph.node), seconds=time.perf_counter() - t)
     try:
         report = compare_models(model, optimized, runs=check_runs)
     except Exception as exc:
-        version.status = f"failed: check did not run: {_one_line(exc)}"
+        version.status = f"failed: check did not run: {first_line(exc, 300, typed=True)}"
         return version, None
     version.check_rel_error = report.max_rel_error
     if not report.ok:
@@ -254,41 +250,11 @@ def run_peer(name: str, model: onnx.ModelProto, tmp: Path,
 # latency
 
 
-def _model_source(model: onnx.ModelProto, tmp: Path) -> str | bytes:
-    """What onnxruntime is given: the bytes, or a file for models near protobuf's 2 GB limit."""
-    if model.ByteSize() < 1_800_000_000:
-        return model.SerializeToString()
-    path = Path(tempfile.mkdtemp(dir=tmp)) / "model.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, location="model.data")
-    return str(path)
-
-
-class _Timed:
+class _Timed(BoundTimer):
     """An onnxruntime session with full optimizations, its inputs and outputs bound once."""
 
     def __init__(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, tmp: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(_model_source(model, tmp), options, providers=["CPUExecutionProvider"])
-        names = {i.name for i in self.session.get_inputs()}
-        feeds = {k: v for k, v in feeds.items() if k in names}
-        outputs = self.session.run(None, feeds)
-        self.binding = self.session.io_binding()
-        for name, value in feeds.items():
-            self.binding.bind_cpu_input(name, value)
-        self._kept = [ort.OrtValue.ortvalue_from_numpy(np.empty_like(o)) for o in outputs]
-        for meta, value in zip(self.session.get_outputs(), self._kept):
-            self.binding.bind_ortvalue_output(meta.name, value)
-
-    def once(self) -> float:
-        t = time.perf_counter()
-        self.session.run_with_iobinding(self.binding)
-        return time.perf_counter() - t
+        super().__init__(create_session(model, optimize=True, threads=threads, scratch=tmp), feeds)
 
 
 @dataclass
@@ -338,7 +304,7 @@ def measure_latencies(models: dict[str, onnx.ModelProto], runs: int, threads: in
                 try:
                     timed[name] = _Timed(models[name], feeds, threads, tmp)
                 except Exception as exc:
-                    failures[name] = f"failed: onnxruntime: {_one_line(exc)}"
+                    failures[name] = f"failed: onnxruntime: {first_line(exc, 300, typed=True)}"
             order = [n for n in names if n in timed]
             for r in timed.values():
                 for _ in range(warmup):
@@ -390,9 +356,9 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
         except InputError as exc:
             if entry is None:  # the user's file: bad input stops the command
                 raise
-            ours.status = result.error = f"failed: {_one_line(exc)}"
+            ours.status = result.error = f"failed: {first_line(exc, 300, typed=True)}"
         except Exception as exc:  # an optimizer bug: reported in the row, the suite goes on
-            ours.status = result.error = f"failed: {_one_line(exc)}"
+            ours.status = result.error = f"failed: {first_line(exc, 300, typed=True)}"
         else:
             seconds = report.seconds
             ours.nodes = result.nodes_after = report.nodes_after
@@ -457,7 +423,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
                 result.gpu_error = f"check failed: {exc}"
                 result.gpu_check_failed = True
             except Exception as exc:
-                result.gpu_error = f"failed: {_one_line(exc)}"
+                result.gpu_error = f"failed: {first_line(exc, 300, typed=True)}"
             if result.gpu_error:
                 result.gpu_optimize_s = time.perf_counter() - t
     result.bench_s = time.perf_counter() - started
@@ -774,9 +740,3 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{exc.__class__.__name__}: {first}"[:300]

@@ -42,7 +42,7 @@ class ResourceLimitError(EqsatError):
     exit_code = 1
 
 
-def first_line(exc: BaseException, limit: int = 300, *, typed: bool = False) -> str:
+def first_line(exc: BaseException, limit: int = 200, *, typed: bool = False) -> str:
     """The first line of an exception's message, at most ``limit`` characters (the exception's
     class name when the message is empty); ``typed``: prefixed with the class name
     (``"ValueError: ..."``), for exceptions the user did not cause.

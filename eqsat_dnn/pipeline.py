@@ -22,7 +22,7 @@ import onnx
 from eqsat_dnn.runtime.check import CheckReport, compare_models
 from eqsat_dnn.cost import CostModel, RooflineCostModel, fusion_penalties, node_costs
 from eqsat_dnn.eqsat.egraph import Snapshot, TensorEGraph
-from eqsat_dnn.errors import CheckError, InputError, ResourceLimitError
+from eqsat_dnn.errors import CheckError, InputError, ResourceLimitError, first_line
 from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
 from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json, validate
 from eqsat_dnn.ir.graph import Graph
@@ -323,7 +323,7 @@ def _check_optimized(optimized: onnx.ModelProto, original: str | Path | onnx.Mod
             return
         except Exception as exc:
             error = exc
-    raise CheckError(f"optimized model fails onnx's checker: {str(error).strip().splitlines()[0]}")
+    raise CheckError(f"optimized model fails onnx's checker: {first_line(error, 300)}")
 
 
 def _op_counts(model: onnx.ModelProto) -> dict[str, int]:

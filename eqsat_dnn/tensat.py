@@ -38,6 +38,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from eqsat_dnn.runtime.sessions import create_session
+
 TENSAT_RULES_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tensat-rules"
 """Where Tensat's rule files live (beside the repository, never inside it)."""
 
@@ -401,10 +403,8 @@ def instantiate(rule: TensatRule, choices=SHAPE_CHOICES) -> Instance:
 
 def numerically_equal(instance: Instance, seed: int = 0) -> bool:
     """Both sides agree under onnxruntime on random inputs."""
-    import onnxruntime as ort
-
     rng = np.random.default_rng(seed)
-    session = ort.InferenceSession(instance.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = create_session(instance.model, optimize=True, log_severity=2)
     feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in instance.shapes.items()}
     results = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     for i in range(len(instance.sides)):

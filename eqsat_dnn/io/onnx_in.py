@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
-from eqsat_dnn.errors import InputError
+from eqsat_dnn.errors import InputError, first_line
 from eqsat_dnn.ir.graph import Dim, Graph, Node, TensorType
 from eqsat_dnn.ir.language import ALIASES, OPS, Attr, OpSpec
 from eqsat_dnn.io.protos import light_copy, without_initializers
@@ -64,7 +64,7 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, P
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types
-        raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise InputError(f"{path}: not a readable ONNX model ({first_line(exc, 300)})") from None
     if not model.graph.node and not model.graph.output:
         raise InputError(f"{path}: not an ONNX model (empty or truncated graph)")
     return model, path.parent
@@ -126,7 +126,7 @@ def load_model(
     try:
         onnx.checker.check_model(light_copy(model))
     except onnx.checker.ValidationError as exc:
-        raise InputError(f"model fails onnx's checker: {_first_line(exc)}") from None
+        raise InputError(f"model fails onnx's checker: {first_line(exc, 300)}") from None
     upgraded = _upgrade_opset(model)
     vocabulary = upgraded is not None
     model = upgraded if upgraded is not None else model
@@ -134,7 +134,7 @@ def load_model(
         # inference needs types, not weights: run it on a light copy and keep its value infos
         inferred = _infer_types(model)
     except Exception as exc:
-        raise InputError(f"onnx shape inference failed: {_first_line(exc)}") from None
+        raise InputError(f"onnx shape inference failed: {first_line(exc, 300)}") from None
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     for original, typed in zip(model.graph.output, inferred.graph.output):
@@ -143,7 +143,7 @@ def load_model(
         try:
             load_external_data_for_model(model, str(base_dir))
         except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing file is a ValidationError
-            raise InputError(f"cannot read external data: {_first_line(exc)}") from None
+            raise InputError(f"cannot read external data: {first_line(exc, 300)}") from None
     return _Importer(model, vocabulary).run()
 
 
@@ -211,11 +211,6 @@ def _check_opsets(model: onnx.ModelProto) -> None:
             domain = entry.domain or "ai.onnx"
             raise InputError(f"unsupported opset: the model imports {domain} opset {entry.version}, but onnx "
                              f"{onnx.__version__} knows opsets up to {known}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
-    return text.splitlines()[0][:300]
 
 
 def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto | None:

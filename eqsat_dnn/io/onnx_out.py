@@ -21,6 +21,7 @@ from eqsat_dnn.ir.graph import Graph, Node
 from eqsat_dnn.ir.language import OPAQUE, OPS
 from eqsat_dnn.io.onnx_in import input_files
 from eqsat_dnn.io.protos import light_copy, tensor_view, weight_bytes, without_initializers
+from eqsat_dnn.runtime.sessions import create_session
 
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 """Models whose weights exceed this are saved with external data (protobuf stops at 2 GB)."""
@@ -146,8 +147,6 @@ def fold_weight_expressions(graph: Graph) -> Graph:
 
 
 def _evaluate(graph: Graph, nodes: list[Node], wanted: list[str]) -> list[np.ndarray] | None:
-    import onnxruntime as ort
-
     read = {i for n in nodes for i in n.inputs if i in graph.weights}
     # the weights travel as fed inputs, not initializers: serializing them into the model and
     # parsing them back is most of the time on models with large weights (NasNet-A: 159 MB)
@@ -159,11 +158,8 @@ def _evaluate(graph: Graph, nodes: list[Node], wanted: list[str]) -> list[np.nda
     model.graph.input.extend(helper.make_tensor_value_info(name, graph.weights[name].data_type,
                                                            list(graph.weights[name].dims)) for name in feeds)
     model.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in wanted)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = create_session(model, optimize=False)
         return session.run(wanted, feeds)
     except Exception:
         return None

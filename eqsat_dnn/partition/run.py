@@ -37,13 +37,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from eqsat_dnn.errors import CheckError, InputError
+from eqsat_dnn.errors import CheckError, InputError, first_line
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.partition.collectives import redistribute
 from eqsat_dnn.partition.placements import Partial, Shard, Spec, block_index, local_shape, shard_axes
 from eqsat_dnn.partition.plan import Plan
 from eqsat_dnn.partition.problem import as_graph
 from eqsat_dnn.partition.strategies import static_shape
+from eqsat_dnn.runtime.sessions import create_session
 
 _EXTRA_HINT = "running a plan needs torch: pip install eqsat-dnn[dist]"
 
@@ -300,7 +301,6 @@ def _groups(dist, mesh_shape: tuple[int, ...], rank: int) -> list:
 
 
 def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, backend: str) -> None:
-    import onnxruntime as ort
     import torch
     import torch.distributed as dist
 
@@ -311,11 +311,6 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
         torch.cuda.set_device(rank)
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=120))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     results = []
     groups_by_shape: dict[tuple[int, ...], list] = {}
     try:
@@ -338,11 +333,11 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
                 else:
                     _, model, feeds_of, writes, label = instruction
                     try:
-                        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+                        session = create_session(model, optimize=False, threads=1)
                         outs = session.run([name for name, _ in writes],
                                            {local: values[key] for local, key in feeds_of})
                     except Exception as exc:
-                        raise RuntimeError(f"node {label}: {str(exc).strip().splitlines()[0]}") from None
+                        raise RuntimeError(f"node {label}: {first_line(exc, 300)}") from None
                     for key, out in zip(writes, outs):
                         values[key] = np.asarray(out)
             blocks = {name: values[(name, spec)] for name, spec, _ in program.outputs}
@@ -367,17 +362,12 @@ def _free_port() -> int:
 
 def _reference(graph: Graph, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Seeded inputs and the single-device outputs of the whole graph in onnxruntime."""
-    import onnxruntime as ort
-
     from eqsat_dnn.runtime.check import random_inputs
     from eqsat_dnn.io.onnx_out import to_onnx
 
     model = to_onnx(graph, fold_constants=False)
     feeds = random_inputs(model, seed)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = create_session(model, optimize=False)
     outputs = session.run(list(graph.outputs), feeds)
     return feeds, dict(zip(graph.outputs, outputs))
 

@@ -25,7 +25,6 @@ errors below the tolerance. Rules are checked by ``eqsat-dnn rules check`` on th
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -35,7 +34,8 @@ import onnx
 from onnx import helper
 
 from eqsat_dnn.errors import InputError
-from eqsat_dnn.io.protos import weight_bytes
+from eqsat_dnn.errors import first_line as _first_line
+from eqsat_dnn.runtime.sessions import create_session
 
 
 class InputSet(Enum):
@@ -74,25 +74,8 @@ class CheckReport:
 def _session(model: onnx.ModelProto | str | Path):
     """An onnxruntime session with its graph optimizations off: the check compares
     the two graphs as written, not what the runtime makes of them."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # its failures become our one-line errors; no log lines of its own
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    providers = ["CPUExecutionProvider"]
-    if isinstance(model, (str, Path)):
-        return ort.InferenceSession(str(model), options, providers=providers)
-    if weight_bytes(model) < 1_800_000_000:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        onnx.save_model(model, str(path), save_as_external_data=True, location="model.data")
-        return ort.InferenceSession(str(path), options, providers=providers)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
-    return text.splitlines()[0][:200]
+    # log severity 4: its failures become our one-line errors; no log lines of its own
+    return create_session(model, optimize=False, log_severity=4)
 
 
 def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:

@@ -21,7 +21,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from eqsat_dnn.errors import CheckError, EqsatError
+from eqsat_dnn.errors import CheckError, EqsatError, first_line
+from eqsat_dnn.runtime.sessions import create_session
 
 VERDICTS = ("pass", "new failure", "crash", "refused", "fails unoptimized")
 """What a case can come to, worst first after ``pass``:
@@ -89,11 +90,6 @@ def node_cases() -> list:
     return sorted(cases, key=lambda c: c.name)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
-    return f"{exc.__class__.__name__}: {text.splitlines()[0][:240]}"
-
-
 def _value(item: Any) -> Any:
     """A data-set entry as onnxruntime takes and returns it (arrays, lists of arrays, None)."""
     if isinstance(item, onnx.TensorProto):
@@ -105,18 +101,9 @@ def _value(item: Any) -> Any:
     return np.asarray(item)
 
 
-def _session(model: onnx.ModelProto):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    # the graph as written, not what the runtime makes of it
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def _run(model: onnx.ModelProto, feeds: dict[str, Any]) -> list[Any]:
-    session = _session(model)
+    # the graph as written, not what the runtime makes of it
+    session = create_session(model, optimize=False, log_severity=4)
     names = {i.name for i in session.get_inputs()}
     return session.run(None, {k: v for k, v in feeds.items() if k in names})
 
@@ -135,7 +122,7 @@ def _matches(expected: list[Any], actual: list[Any], rtol: float, atol: float) -
             warnings.simplefilter("ignore")
             _assert_similar(expected, actual, rtol, atol)
     except Exception as exc:  # AssertionError, or a type that cannot be compared
-        return _first_line(exc)
+        return first_line(exc, 240, typed=True)
     return ""
 
 
@@ -169,7 +156,7 @@ def run_case(case, optimize: Callable[[onnx.ModelProto], onnx.ModelProto] | None
             if why and result.original == "pass":
                 result.original, result.original_error = "fail", why
     except Exception as exc:  # onnxruntime refuses or fails the original model
-        result.original, result.original_error = "fail", _first_line(exc)
+        result.original, result.original_error = "fail", first_line(exc, 240, typed=True)
         original_outputs = None
 
     try:
@@ -183,7 +170,7 @@ def run_case(case, optimize: Callable[[onnx.ModelProto], onnx.ModelProto] | None
         result.detail = f"optimizer: {exc}"
     except Exception as exc:  # anything else is a bug of ours
         result.optimizer = "crash"
-        result.detail = f"optimizer: {_first_line(exc)}"
+        result.detail = f"optimizer: {first_line(exc, 240, typed=True)}"
     if result.optimizer != "ok":
         result.seconds = time.perf_counter() - start
         return result
@@ -203,7 +190,7 @@ def run_case(case, optimize: Callable[[onnx.ModelProto], onnx.ModelProto] | None
                 result.agrees_with_original = agrees and result.agrees_with_original is not False
     except Exception as exc:
         if result.optimized == "pass":
-            result.optimized, result.detail = "fail", f"optimized: {_first_line(exc)}"
+            result.optimized, result.detail = "fail", f"optimized: {first_line(exc, 240, typed=True)}"
         if original_outputs is not None and result.original != "pass":
             result.agrees_with_original = False
     result.seconds = time.perf_counter() - start
@@ -223,7 +210,7 @@ def _run_self_check(result: CaseResult, model: onnx.ModelProto, optimized: onnx.
         result.detail = result.detail or f"self-check: {exc}"
     except Exception as exc:
         result.self_check = "crash"
-        result.detail = f"self-check: {_first_line(exc)}"
+        result.detail = f"self-check: {first_line(exc, 240, typed=True)}"
 
 
 def _default_optimize(model: onnx.ModelProto) -> onnx.ModelProto:

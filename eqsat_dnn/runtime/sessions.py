@@ -64,8 +64,10 @@ def session_options(*, optimize: bool, threads: int | None = None, log_severity:
 
 def create_session(model: onnx.ModelProto | bytes | str | Path, *, optimize: bool, threads: int | None = None,
                    log_severity: int = 3, optimized_path: str | Path | None = None, profiling: bool = False,
-                   disabled_optimizers: Sequence[str] = ()) -> Any:
-    """An onnxruntime ``InferenceSession`` on the CPU provider (see the module docstring)."""
+                   disabled_optimizers: Sequence[str] = (), scratch: str | Path | None = None) -> Any:
+    """An onnxruntime ``InferenceSession`` on the CPU provider (see the module docstring);
+    ``scratch``: the folder in which a model near protobuf's limit is written (in a temporary
+    folder, removed once the session holds it; default: the system's)."""
     import onnxruntime as ort
 
     options = session_options(optimize=optimize, threads=threads, log_severity=log_severity,
@@ -77,7 +79,7 @@ def create_session(model: onnx.ModelProto | bytes | str | Path, *, optimize: boo
         return ort.InferenceSession(model, options, providers=list(PROVIDERS), **extra)
     if weight_bytes(model) < PROTOBUF_LIMIT:
         return ort.InferenceSession(model.SerializeToString(), options, providers=list(PROVIDERS), **extra)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save_model(model, str(path), save_as_external_data=True, location="model.data")
         return ort.InferenceSession(str(path), options, providers=list(PROVIDERS), **extra)

@@ -37,14 +37,14 @@ class Bench:
                                          optimized_path=path)
                 self.timer = BoundTimer(session, feeds)
             except Exception as exc:  # onnxruntime raises its own types for every failure
-                raise Unmeasurable(first_line(exc, 200)) from None
+                raise Unmeasurable(first_line(exc)) from None
             if path and os.path.exists(path):
                 self.reorders = _reorders(onnx.load(path, load_external_data=False), self.timer.feeds,
                                           dict(zip(spec.outputs, self.timer.outputs)))
         try:
             self.timer.run()
         except Exception as exc:  # a probe that runs with session.run but not bound
-            raise Unmeasurable(first_line(exc, 200)) from None
+            raise Unmeasurable(first_line(exc)) from None
 
 
 def _reorders(optimized: onnx.ModelProto, feeds: dict[str, np.ndarray],
