@@ -26,13 +26,30 @@ from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.lower import avoid_slow_fusions
 from eqsat_dnn.io.onnx_in import load_model
 from eqsat_dnn.io.onnx_out import save_model, to_onnx
-from eqsat_dnn.partition import DeviceMesh, Plan, get_mesh, run_plan
-from eqsat_dnn.partition import partition as partition_model
 from eqsat_dnn.pipeline import OptimizeReport, extract, optimize
 from eqsat_dnn.eqsat.rules import Rule, load_library, select_rules
 from eqsat_dnn.eqsat.saturate import Limits, SaturationReport, SaturationStop, saturate
 
 __version__ = "0.1.0"
+
+_PARTITION = {"DeviceMesh": "DeviceMesh", "Plan": "Plan", "get_mesh": "get_mesh", "run_plan": "run_plan",
+              "partition_model": "partition"}
+"""Names served from :mod:`eqsat_dnn.partition`, imported when first asked for (it brings the ILP
+solver, and ``run_plan`` brings torch): ``import eqsat_dnn`` stays light."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _PARTITION:
+        from eqsat_dnn import partition
+
+        value = getattr(partition, _PARTITION[name])
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'eqsat_dnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PARTITION))
 
 __all__ = [
     "CheckError", "CheckReport", "CostModel", "DeviceProfile", "EGraph", "EXTRACTORS", "EqsatError", "Extraction",
