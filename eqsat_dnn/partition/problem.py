@@ -368,7 +368,7 @@ def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_
                             tensors[o].grad = True
             elif item.kind == "weight" and tensors[item.produces[0]].parameter:
                 tensors[item.produces[0]].grad = True
-    name = getattr(model, "name", type(model).__name__)
+    name = model.name
     return PartitionProblem(graph, mesh, mode, items, tensors, name, outputs)
 
 
