@@ -49,8 +49,6 @@ from eqsat_dnn.ir.graph import Graph, Node, TensorType
 VIEW_OPS = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Dropout"})
 """Ops that onnxruntime turns into buffer aliases (no data movement)."""
 
-_FREE = VIEW_OPS  # the old name
-
 CONV_ACTIVATIONS = frozenset({"Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSigmoid"})
 """Activations that onnxruntime's Conv (and its NCHWc Conv) apply in their epilogue."""
 

@@ -43,9 +43,6 @@ def dims(t: TensorType | None) -> list[int]:
     return [dim_size(d) for d in t.shape]
 
 
-_dims = dims  # the old private name
-
-
 def numel(t: TensorType | None) -> int:
     if t is None or t.shape is None:
         return 1
