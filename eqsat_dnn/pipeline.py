@@ -44,17 +44,19 @@ def get_extractor(name: str = DEFAULT_EXTRACTOR, time_limit: float = 10.0) -> Ex
 
 
 def extract(egraph: EGraph | Snapshot | str | Path, extractor: str | Extractor = DEFAULT_EXTRACTOR,
-            time_limit: float = 10.0, initial: dict[str, str] | None = None) -> Extraction:
+            time_limit: float = 10.0, initial: dict[str, str] | None = None,
+            target: float | None = None) -> Extraction:
     """Choose the cheapest program of an e-graph (or an egraph-serialize JSON file).
 
     ``initial`` is a known program (e-class -> e-node), such as the input model's
-    (:meth:`TensorEGraph.input_choices`): the answer is never costlier than it."""
+    (:meth:`TensorEGraph.input_choices`): the answer is never costlier than it. ``target`` is the
+    cost worth beating: a search stops once a bound proves nothing costs less."""
     if isinstance(egraph, (str, Path)):
         egraph = load_egraph_json(egraph)
     if isinstance(egraph, Snapshot):
         egraph = egraph.egraph
     chosen = get_extractor(extractor, time_limit) if isinstance(extractor, str) else extractor
-    result = chosen.extract(egraph, initial)
+    result = chosen.extract(egraph, initial, target)
     validate(egraph, result.choices)
     return result
 
@@ -209,11 +211,13 @@ def optimize(
     report.egraph_nodes, report.egraph_classes = snapshot.egraph.num_nodes, snapshot.egraph.num_classes
     chosen = get_extractor(extractor, extract_time_limit) if isinstance(extractor, str) else extractor
     initial = teg.input_choices(snapshot)
-    report.extraction = extract(snapshot.egraph, chosen, initial=initial)
+    # a gain within the cost model's error may well be a loss in the runtime: below this cost, or
+    # the input program is kept (and once a bound proves nothing is, extraction stops)
+    target = input_cost * (1.0 - MIN_GAIN)
+    report.extraction = extract(snapshot.egraph, chosen, initial=initial, target=target)
 
     def pays(found: Extraction) -> bool:
-        # a gain within the cost model's error may well be a loss in the runtime: keep the input
-        return found.cost <= input_cost * (1.0 - MIN_GAIN)
+        return found.cost <= target
 
     keep_input = report.kept_input = not pays(report.extraction)
     seconds["extract"] = time.perf_counter() - t
@@ -250,7 +254,7 @@ def optimize(
     if optimized is not None and check > 0:
         report.check = compare(optimized)
     if rejected or (report.check is not None and not report.check.ok and not keep_input):
-        found = _repair(report, snapshot, initial, chosen, pays, program, realize, compare)
+        found = _repair(report, snapshot, initial, chosen, target, pays, program, realize, compare)
         optimized, report.lowered = realize(program(found))
         report.cost_after = input_cost if found is None else found.cost
         report.check = compare(optimized) if check > 0 else None
@@ -265,7 +269,7 @@ def optimize(
 
 
 def _repair(report: OptimizeReport, snapshot: Snapshot, initial: dict[str, str], chosen: Extractor,
-            pays: Callable[[Extraction], bool], program: Callable[[Extraction | None], Graph],
+            target: float, pays: Callable[[Extraction], bool], program: Callable[[Extraction | None], Graph],
             realize: Callable[[Graph], tuple[onnx.ModelProto, int]],
             compare: Callable[[onnx.ModelProto], CheckReport]) -> Extraction | None:
     """The chosen program failed the check: exclude the e-nodes to blame and extract again
@@ -288,7 +292,7 @@ def _repair(report: OptimizeReport, snapshot: Snapshot, initial: dict[str, str],
 
     found, report.repair = repair(
         snapshot.egraph, failing, initial, passes,
-        extract_again=lambda egraph: extract(egraph, chosen, initial=initial), better=pays,
+        extract_again=lambda egraph: extract(egraph, chosen, initial=initial, target=target), better=pays,
         op_of=lambda node_id: snapshot.info[node_id].op, rules_building=rules_building)
     if found is None:
         report.kept_input = True

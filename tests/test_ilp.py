@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,19 @@ def test_resnet50_beats_greedy():
 def test_vgg_within_time_limit():
     greedy, result = check_reference("vgg.json", 4)
     assert result.status in ("greedy", "feasible", "optimal")
+
+
+def test_extraction_stops_once_no_program_can_beat_the_target():
+    """Issue 17 (extraction that knows when to stop): once a bound proves that nothing costs
+    less than the caller's target, the ILP ends there instead of spending its time limit."""
+    from eqsat_dnn.extract.base import ExtractionStop
+    from eqsat_dnn.extract.ilp import ILPExtractor
+
+    if not GYM.is_dir():
+        pytest.skip(f"extraction-gym reference e-graphs not found at {GYM}")
+    egraph = load_egraph_json(GYM / "nasneta.json")
+    started = time.perf_counter()
+    # no program costs less than nothing: the forced nodes' cost proves it before any solve
+    result = ILPExtractor(time_limit=60).extract(egraph, target=0.0)
+    assert result.stop_reason is ExtractionStop.NO_GAIN and not result.warning
+    assert time.perf_counter() - started < 30  # reductions only, never the 60 s limit

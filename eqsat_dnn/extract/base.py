@@ -74,6 +74,9 @@ class ExtractionStop(StrEnum):
     """Cut short: the answer is the best found, the greedy program if nothing better."""
     SOLVER_ERROR = "solver error"
     """The solver failed: the answer is the best found before, at worst greedy."""
+    NO_GAIN = "no gain possible"
+    """A bound proved that no program beats the caller's ``target``: searching on could not
+    change the caller's decision (the input program is kept)."""
 
 
 @dataclass
@@ -111,8 +114,11 @@ class Extractor(Protocol):
 
     name: str
 
-    def extract(self, egraph: EGraph, initial: dict[str, str] | None = None) -> Extraction:
-        """The chosen program; never costlier than ``initial``, a known valid program, if given."""
+    def extract(self, egraph: EGraph, initial: dict[str, str] | None = None,
+                target: float | None = None) -> Extraction:
+        """The chosen program; never costlier than ``initial``, a known valid program, if given.
+        ``target`` is the cost the caller needs beaten: a search may stop once it proves that
+        no program costs less (:attr:`ExtractionStop.NO_GAIN`)."""
         ...
 
 

@@ -23,7 +23,8 @@ class GreedyExtractor:
         """``time_limit`` is accepted as every registered extractor takes it; greedy does not search."""
         self.time_limit = time_limit
 
-    def extract(self, egraph: EGraph, initial: dict[str, str] | None = None) -> Extraction:
+    def extract(self, egraph: EGraph, initial: dict[str, str] | None = None,
+                target: float | None = None) -> Extraction:
         start = time.perf_counter()
         choices = greedy_choices(egraph)
         missing = [r for r in egraph.roots if r not in choices]

@@ -83,6 +83,12 @@ class _Call:
     comp: _Compressed | None = None
     cuts: _CutPool | None = None
     model: _Model | None = None
+    target: float | None = None
+    """The cost the caller needs beaten: a bound at or above it ends the search."""
+
+    def hopeless(self, bound: float | None) -> bool:
+        """Whether ``bound`` proves that no program beats :attr:`target`."""
+        return self.target is not None and bound is not None and bound >= self.target - TOL
 
     def remaining(self) -> float:
         """Seconds the solvers still have."""
@@ -190,11 +196,13 @@ class ILPExtractor:
         self.last_info = ILPInfo()
         """Diagnostics of the last call (see :class:`ILPInfo`)."""
 
-    def extract(self, egraph: EGraph, initial: dict[str, str] | None = None) -> Extraction:
+    def extract(self, egraph: EGraph, initial: dict[str, str] | None = None,
+                target: float | None = None) -> Extraction:
         """The cheapest program; ``initial`` (a known program, such as the input model's) is a
-        starting incumbent: the answer is never worse than it nor than greedy."""
+        starting incumbent: the answer is never worse than it nor than greedy. Once a bound
+        proves that no program costs less than ``target``, the search stops there."""
         with _quiet(to_stderr=self.verbose):
-            return self._extract(egraph, initial)
+            return self._extract(egraph, initial, target)
 
     @staticmethod
     def reserve_for(egraph: EGraph) -> float:
@@ -206,7 +214,8 @@ class ILPExtractor:
         return cost - bound <= self.mip_rel_gap * abs(cost) + TOL
 
     # ------------------------------------------------------------------ driver
-    def _extract(self, egraph: EGraph, initial: dict[str, str] | None = None) -> Extraction:
+    def _extract(self, egraph: EGraph, initial: dict[str, str] | None = None,
+                 target: float | None = None) -> Extraction:
         start = time.perf_counter()
         info = ILPInfo()
         self.last_info = info
@@ -221,7 +230,7 @@ class ILPExtractor:
             info.initial_cost = known[1]
             if known[1] < best.cost - TOL:
                 best = _Best(known[0], known[1], start)
-        call = _Call(egraph, start, start + self.time_limit, self.reserve_for(egraph), info, best)
+        call = _Call(egraph, start, start + self.time_limit, self.reserve_for(egraph), info, best, target=target)
         bound = 0.0
 
         def finish() -> Extraction:
@@ -235,6 +244,8 @@ class ILPExtractor:
         red = call.red = _reduce(egraph, deadline=start + 0.5 * self.time_limit)
         info.reduction = red.stats
         bound = red.fixed_cost  # every program pays the forced nodes
+        if call.hopeless(bound):
+            return finish()
         # starting programs: greedy through the reductions, greedy on the
         # reduced e-graph, and greedy with children's costs shared by parents
         candidates = [red.map_original(greedy), red.bottom_up(red.node_cost)]
@@ -293,6 +304,8 @@ class ILPExtractor:
         warning = ""
         if status == ExtractionStatus.OPTIMAL:
             reason = ExtractionStop.OPTIMAL
+        elif call.hopeless(lower):
+            reason = ExtractionStop.NO_GAIN
         elif info.errors:
             reason = ExtractionStop.SOLVER_ERROR
             warning = f"the ILP solver failed ({info.errors[0][:120]}); using the best program found ({status})"
@@ -346,7 +359,7 @@ class ILPExtractor:
             info.cuts = len(cuts.rows)
             if not last_cyclic or result.timed_out or new_cuts == 0:
                 break
-        if self.lns and self.seeded and not self.proven(best.cost, bound):
+        if self.lns and self.seeded and not self.proven(best.cost, bound) and not call.hopeless(bound):
             bound = max(bound, _lns_search(self, call, None))
         return bound
 
@@ -375,9 +388,10 @@ class ILPExtractor:
                 full.start(wait=max(0.0, call.deadline - time.perf_counter()))
                 if self.lns:
                     bound = max(bound, _lns_search(self, call, full))
-                # the search stops at the deadline, on a proof, or on an error: in
-                # the last case the whole-program solve still has its time
-                full.finished.wait(max(0.0, call.remaining()))
+                # the search stops at the deadline, on a proof, on a bound past the target, or on
+                # an error: in the last case the whole-program solve still has its time
+                if not call.hopeless(full.bound):
+                    full.finished.wait(max(0.0, call.remaining()))
                 full.stop()
                 full.raise_if_interrupted()
                 call.harvest(full.drain())
@@ -389,7 +403,7 @@ class ILPExtractor:
                 if full.runner.returncode not in (0, None, -9):
                     info.errors.append(f"HiGHS child process exited with {full.runner.returncode}")
                 result = full.result
-                if result is None or self.proven(best.cost, bound):
+                if result is None or self.proven(best.cost, bound) or call.hopeless(bound):
                     break
                 new_cuts, last_cyclic = call.harvest(result.solutions)
                 info.cuts = len(cuts.rows)

@@ -72,6 +72,8 @@ def search(extractor: ILPExtractor, call: _Call, full: _FullSolve | None) -> flo
                 if full.proved_optimal():
                     break
                 full = None  # it stopped early without a proof: carry on alone
+            elif call.hopeless(full.bound):
+                break  # no program can beat the caller's target: nothing left to find
         remaining = deadline - time.perf_counter() - reserve
         if remaining < 0.3:
             break
