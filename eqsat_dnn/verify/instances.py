@@ -1,0 +1,381 @@
+"""Instances: a rule's left-hand side as a small concrete program.
+
+:class:`InstanceBuilder` instantiates the constructor terms of a rule's query bottom-up:
+tensor variables become graph inputs (or ``(Weight ...)`` initializers) with shapes the
+sampler proposes, attribute variables get values drawn for the op around them, and every
+node's output shape comes from ONNX shape inference, which rejects an invalid instance at
+once. :func:`make_instance` wraps the result as an :class:`Instance`, sometimes with the
+inputs' dims declared symbolic to the e-graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from eqsat_dnn.io.onnx_out import to_onnx
+from eqsat_dnn.ir.graph import Graph, Node, TensorType
+from eqsat_dnn.ir.language import OPS, lit
+from eqsat_dnn.verify.patterns import (UNSET, Direction, Pending, Reject, Unsupported, convert, freeze, is_constructor_term,
+                                       is_var, primitive)
+from eqsat_dnn.verify.sampling import Sampler, attribute_value, generic_value, plan_slice, suggest_shape
+from eqsat_dnn.verify.sexpr import Str, Sym, to_source
+
+OPSET = 20
+"""Instances are written in this opset (Gelu needs 20; the e-graph form does not depend on it)."""
+
+TOLERANCES = {TensorProto.DOUBLE: (1e-10, 1e-12), TensorProto.FLOAT: (1e-4, 1e-6)}
+"""The element types instances use -> (rtol, atol): a difference is an error above
+``atol + rtol * scale``."""
+
+
+def np_dtype(dtype: int) -> type:
+    return np.float64 if dtype == TensorProto.DOUBLE else np.float32
+
+
+def dtype_name(dtype: int) -> str:
+    return "float64" if dtype == TensorProto.DOUBLE else "float32"
+
+
+@dataclass
+class Instance:
+    """One instantiated left-hand side, ready for the e-graph and for onnxruntime."""
+
+    graph: Graph
+    """The left-hand side program; every node output is a graph output."""
+    weights: dict[str, np.ndarray]
+    shapes: dict[str, tuple[int, ...]]
+    """Concrete shape of every value."""
+    dtype: int
+    attributes: dict[str, Any]
+    terms: dict[str, str]
+    """Value -> its term as egglog-like text."""
+    roots: list[str]
+    """Values of the instantiated patterns."""
+    symbolic: bool
+
+
+class InstanceBuilder:
+    """Instantiates the query patterns of one rule into a Graph, bottom-up."""
+
+    def __init__(self, direction: Direction, sampler: Sampler, dtype: int) -> None:
+        self.d = direction
+        self.s = sampler
+        self.dtype = dtype
+        self.opset = OPSET
+        self.nodes: list[Node] = []
+        self.inputs: list[str] = []
+        self.weights: dict[str, np.ndarray] = {}
+        """``(Weight name)`` leaves of the pattern: initializers with random values."""
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.tensor_vars: dict[str, str] = {}
+        self.list_vars: dict[str, list[str]] = {}
+        self.attrs: dict[str, Any] = {}
+        self.memo: dict[tuple, str] = {}
+        self.terms: dict[str, str] = {}
+        self.expanding: set[str] = set()
+        self.counter = 0
+        self.slice_plan: dict[str, list[int]] = {}
+        """Slice attributes drawn together for the Slice being built (they constrain each other)."""
+
+    # -- variables ------------------------------------------------------------
+
+    def canon(self, var: str) -> str:
+        seen = set()
+        while var in self.d.aliases and var not in seen:
+            seen.add(var)
+            var = self.d.aliases[var]
+        return var
+
+    def fresh_input(self, name: str, shape: tuple[int, ...]) -> str:
+        base, k = name, 0
+        while name in self.shapes:
+            k += 1
+            name = f"{base}_{k}"
+        self.inputs.append(name)
+        self.shapes[name] = tuple(int(d) for d in shape)
+        self.terms[name] = name
+        return name
+
+    def fresh_value(self) -> str:
+        while True:
+            self.counter += 1
+            name = f"_t{self.counter}"
+            if name not in self.shapes:
+                return name
+
+    def new_shape(self, suggestion: Callable[[], tuple[int, ...] | None] | None,
+                  var: str | None = None) -> tuple[int, ...]:
+        facts = self.d.facts
+        if var is not None and self.s.chance(0.7):
+            if facts.shapes.get(var):
+                return tuple(int(d) for d in self.s.pick(facts.shapes[var]))
+            partners = [self.shapes[self.tensor_vars[w]] for w in facts.same.get(var, []) if w in self.tensor_vars]
+            if partners:
+                return self.s.pick(partners)
+            if facts.ranks.get(var):
+                rank = self.s.pick(facts.ranks[var])
+                suggested = suggestion() if suggestion is not None else None
+                return suggested if suggested is not None and len(suggested) == rank else self.s.shape(rank)
+        mode = self.s.mode
+        suggested = suggestion() if suggestion is not None and mode != "free" else None
+        if mode == "same":
+            if self.s.same_shape is None:
+                self.s.same_shape = suggested if suggested is not None else self.s.shape()
+            return self.s.same_shape
+        if suggested is not None and (mode == "guided" or self.s.chance(0.5)):
+            return suggested
+        return self.s.shape()
+
+    # -- terms ------------------------------------------------------------------
+
+    def tensor(self, term: Any, suggestion=None) -> str:
+        """The value of a term in a ``T`` position."""
+        if is_var(term):
+            var = self.canon(str(term))
+            if var in self.tensor_vars:
+                return self.tensor_vars[var]
+            if var in self.d.bindings and var not in self.expanding:
+                self.expanding.add(var)
+                value = self.tensor(self.d.bindings[var], suggestion)
+                self.expanding.discard(var)
+                self.tensor_vars[var] = value
+                return value
+            value = self.fresh_input(var, self.new_shape(suggestion, var))
+            self.tensor_vars[var] = value
+            return value
+        if not is_constructor_term(term):
+            raise Unsupported(f"cannot build a tensor from {to_source(term)}")
+        head = str(term[0])
+        if head in ("Input", "Weight"):
+            if len(term) != 2:
+                raise Unsupported(f"bad leaf {to_source(term)}")
+            arg = term[1]
+            if isinstance(arg, Str):
+                name = str(arg)
+            elif is_var(arg):
+                var = self.canon(str(arg))
+                name = self.attrs.setdefault(var, f"in_{var}")
+            else:
+                raise Unsupported(f"bad leaf {to_source(term)}")
+            if name in self.shapes:
+                return name
+            if head == "Input":
+                return self.fresh_input(name, self.new_shape(suggestion))
+            shape = self.new_shape(suggestion)
+            self.shapes[name] = shape
+            self.terms[name] = f"(Weight {lit(name, 'String')})"
+            self.weights[name] = self.s.rng.standard_normal(shape).astype(np_dtype(self.dtype))
+            return name
+        if head == "Absent":
+            return ""
+        if head in OPS:
+            return self.op(term)
+        raise Unsupported(f"cannot build ({head} ...) in a tensor position")
+
+    def tensor_list(self, term: Any, suggestion=None) -> list[str]:
+        """The values of a term in a ``TL`` position."""
+        if is_var(term):
+            var = self.canon(str(term))
+            if var in self.list_vars:
+                return self.list_vars[var]
+            if var in self.d.bindings and var not in self.expanding:
+                self.expanding.add(var)
+                values = self.tensor_list(self.d.bindings[var], suggestion)
+                self.expanding.discard(var)
+            else:
+                count = int(self.s.rng.integers(1, 4))
+                values = []
+                for k in range(count):
+                    first = self.shapes[values[0]] if values else None
+                    values.append(self.fresh_input(f"{var}{k}", self.new_shape(
+                        (lambda f=first: f) if first is not None and self.s.chance(0.8) else suggestion)))
+            self.list_vars[var] = values
+            return values
+        if is_constructor_term(term) and term[0] == "TNil":
+            return []
+        if is_constructor_term(term) and term[0] == "TCons" and len(term) == 3:
+            head = self.tensor(term[1], suggestion)
+            return [head] + self.tensor_list(term[2], lambda h=head: self.shapes.get(h))
+        raise Unsupported(f"cannot build a tensor list from {to_source(term)}")
+
+    def literal_attr(self, arg: Any, sort: str) -> Any:
+        """The value of an attribute argument if it is already determined, else ``UNSET``."""
+        try:
+            if is_var(arg):
+                value = self.attrs.get(self.canon(str(arg)), UNSET)
+                return value if value is UNSET else convert(value, sort)
+            if isinstance(arg, list):
+                return convert(self.evaluate(arg, sort, assign=False), sort)
+            return convert(arg, sort)
+        except (Pending, Reject, TypeError, ValueError):
+            return UNSET
+
+    def evaluate(self, expr: Any, sort: str, assign: bool = True) -> Any:
+        """A primitive expression in an attribute position (variables in it drawn at random)."""
+        if isinstance(expr, list):
+            if not expr or not isinstance(expr[0], Sym):
+                raise Unsupported(f"cannot evaluate {to_source(expr)}")
+            head = str(expr[0])
+            args_sort = "i64" if head.startswith("vec-") or sort == "IVec" else sort
+            args = [self.evaluate(a, args_sort, assign) for a in expr[1:]]
+            return primitive(head, args)
+        if is_var(expr):
+            var = self.canon(str(expr))
+            if var not in self.attrs:
+                if not assign:
+                    raise Pending
+                self.attrs[var] = self.s.i64() if sort == "i64" else self.s.f64() if sort == "f64" else generic_value(
+                    self.s, sort, None)
+            return self.attrs[var]
+        return expr
+
+    def op(self, term: list) -> str:
+        spec = OPS[str(term[0])]
+        signature = spec.signature()
+        args = term[1:]
+        if len(args) != len(signature):
+            raise Unsupported(f"({spec.name} ...) takes {len(signature)} arguments, the rule gives {len(args)}")
+        n_tensor = spec.tensor_arity
+        known = {a.name: self.literal_attr(arg, a.sort) for a, arg in zip(spec.attrs, args[n_tensor:])}
+        known = {k: v for k, v in known.items() if v is not UNSET}
+        if spec.variadic:
+            inputs = self.tensor_list(args[0], lambda: suggest_shape(self, spec.name, 0, [], known))
+        else:
+            inputs = []
+            for i, arg in enumerate(args[:n_tensor]):
+                shapes_so_far = [self.shapes.get(v) if v else None for v in inputs]
+                inputs.append(self.tensor(arg, lambda i=i, s=shapes_so_far: suggest_shape(self, spec.name, i, s, known)))
+        in_shapes = [self.shapes.get(v) if v else None for v in inputs]
+        if spec.name == "Slice" and in_shapes[0]:
+            given = dict(known)
+            for attr, arg in zip(spec.attrs, args[n_tensor:]):
+                if is_var(arg) and self.canon(str(arg)) in self.attrs:
+                    given[attr.name] = self.attrs[self.canon(str(arg))]
+            self.slice_plan = plan_slice(self.s, in_shapes[0], given)
+        attrs: dict[str, Any] = {}
+        for attr, arg in zip(spec.attrs, args[n_tensor:]):
+            if is_var(arg):
+                var = self.canon(str(arg))
+                if var not in self.attrs:
+                    # a condition compares this vector with a tensor's shape: often take that shape
+                    shaped = [self.shapes[self.tensor_vars[v]] for v in self.d.facts.shape_vars.get(var, [])
+                              if v in self.tensor_vars]
+                    if attr.sort == "IVec" and shaped and self.s.chance(0.5):
+                        self.attrs[var] = list(self.s.pick(shaped))
+                    else:
+                        self.attrs[var] = attribute_value(self.s, spec.name, attr.name, attr.sort, in_shapes, attrs, self)
+                value = self.attrs[var]
+            elif isinstance(arg, list):
+                value = self.evaluate(arg, attr.sort)
+            else:
+                value = arg
+            try:
+                attrs[attr.name] = convert(value, attr.sort)
+            except (TypeError, ValueError):
+                raise Reject from None
+        key = (spec.name, tuple(inputs), freeze(attrs))
+        if key in self.memo:
+            return self.memo[key]
+        out = self.fresh_value()
+        index = attrs.pop("index", 0) if spec.name == "Split" else None
+        if index is not None:
+            if not isinstance(attrs.get("split"), list) or not 0 <= index < len(attrs["split"]):
+                raise Reject
+            outputs = [""] * len(attrs["split"])
+            outputs[index] = out
+            attrs_node = dict(attrs)
+        else:
+            outputs = [out]
+            attrs_node = attrs
+        self.nodes.append(Node(spec.name, list(inputs), outputs, attrs_node, name=f"n{len(self.nodes)}"))
+        self.memo[key] = out
+        shown_attrs = dict(attrs, index=index) if index is not None else attrs
+        rendered = [self.terms.get(v, "(Absent)") if v else "(Absent)" for v in inputs]
+        if spec.variadic:
+            rendered = ["[" + " ".join(rendered) + "]"]
+        self.terms[out] = "(" + " ".join([spec.name] + rendered + [
+            lit(shown_attrs[a.name], a.sort) for a in spec.attrs]) + ")"
+        self.shapes[out] = self.infer(out)
+        return out
+
+    # -- ONNX -------------------------------------------------------------------
+
+    def graph(self, symbolic: dict[str, tuple] | None = None, outputs: list[str] | None = None) -> Graph:
+        outputs = outputs if outputs is not None else [o for n in self.nodes for o in n.outputs if o]
+        declared = symbolic or {}
+        types = {v: TensorType(self.dtype, declared.get(v, self.shapes[v])) for v in self.inputs}
+        types.update({w: TensorType(self.dtype, self.shapes[w]) for w in self.weights})
+        weights = {w: numpy_helper.from_array(a, w) for w, a in self.weights.items()}
+        model = skeleton(self.inputs, types, outputs, self.dtype, self.opset)
+        return Graph(list(self.nodes), list(self.inputs), list(outputs), types, weights, model)
+
+    def infer(self, value: str) -> tuple[int, ...]:
+        try:
+            model = to_onnx(self.graph(outputs=[value]), fold_constants=False)
+            inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        except Exception:  # onnx raises InferenceError, ValidationError and others
+            raise Reject from None
+        for info in inferred.graph.output:
+            if info.name == value:
+                t = info.type.tensor_type
+                if not t.HasField("shape") or not all(d.HasField("dim_value") for d in t.shape.dim):
+                    raise Reject
+                if t.elem_type not in TOLERANCES:  # a Cast may change float32 <-> float64, nothing else
+                    raise Reject
+                return tuple(d.dim_value for d in t.shape.dim)
+        raise Reject
+
+
+
+
+def skeleton(inputs: list[str], types: dict[str, TensorType], outputs: list[str], dtype: int,
+              opset: int) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [], "rule_instance",
+        [helper.make_tensor_value_info(v, dtype, list(types[v].shape)) for v in inputs],
+        # outputs untyped: a Cast inside the instance may give one another float type
+        [helper.make_empty_tensor_value_info(o) for o in outputs],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="eqsat-dnn")
+    model.ir_version = 9
+    return model
+
+
+def make_instance(direction: Direction, rng: np.random.Generator, dtype: int, small: bool = False) -> Instance:
+    sampler = Sampler(rng, direction.hints, small)
+    builder = InstanceBuilder(direction, sampler, dtype)
+    roots = [builder.tensor(p) for p in direction.patterns if str(p[0]) not in ("TNil", "TCons")]
+    for p in direction.patterns:
+        if str(p[0]) in ("TNil", "TCons"):
+            builder.tensor_list(p)
+    if not builder.nodes:
+        raise Unsupported("the query has no operator to instantiate")
+    graph = builder.graph()
+    symbolic = False
+    if sampler.chance(0.2):
+        # the e-graph sees input dims as symbols (one symbol per distinct size); onnxruntime gets sizes
+        declared = {v: tuple(f"n{d}" if d > 1 and sampler.chance(0.7) else d for d in builder.shapes[v])
+                    for v in builder.inputs}
+        if any(isinstance(d, str) for shape in declared.values() for d in shape):
+            graph = builder.graph(symbolic=declared)
+            symbolic = True
+    try:
+        model = to_onnx(graph, fold_constants=False)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except Exception:  # to_onnx cannot write some attribute values (empty lists); onnx raises several types
+        raise Reject from None
+    types = dict(graph.types)
+    for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+        t = info.type.tensor_type
+        if info.type.HasField("tensor_type"):
+            shape = None
+            if t.HasField("shape"):
+                shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
+            types[info.name] = TensorType(t.elem_type, shape)
+    graph = replace(graph, types=types)
+    return Instance(graph, dict(builder.weights), dict(builder.shapes), dtype, dict(builder.attrs), dict(builder.terms), roots, symbolic)

@@ -1,0 +1,97 @@
+"""What ``eqsat-dnn rules check`` reports: a verdict per rule, with a counterexample for a wrong one."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eqsat_dnn.eqsat.rules import Rule
+
+
+@dataclass
+class Counterexample:
+    """One instance on which a rule's two sides disagree."""
+
+    message: str
+    lhs: str
+    """The instantiated left-hand side, e.g. ``(MatMul a b)``."""
+    rhs: str
+    """The term the rule made equal to it (one rewrite step)."""
+    inputs: dict[str, str]
+    """Tensor input -> ``dtype[shape]``."""
+    attributes: dict[str, Any]
+    """Pattern variable -> the value it took."""
+    max_abs_error: float | None = None
+    scale: float | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    """Inputs and both sides: nested lists for small tensors, else a summary."""
+    direction: str = ""
+    """``forward``/``backward`` for a birewrite."""
+    symbolic: bool = False
+    """Whether the e-graph saw the input dims as symbols."""
+
+    def to_dict(self) -> dict:
+        return {
+            "message": self.message, "lhs": self.lhs, "rhs": self.rhs, "inputs": self.inputs,
+            "attributes": _jsonable(self.attributes), "max_abs_error": self.max_abs_error,
+            "scale": self.scale, "values": _jsonable(self.values), "direction": self.direction,
+            "symbolic": self.symbolic,
+        }
+
+
+@dataclass
+class RuleCheck:
+    """The verdict on one rule."""
+
+    rule: Rule
+    status: str
+    """``verified``, ``failed`` or ``untested``."""
+    fired: int = 0
+    """Instances on which the rule matched."""
+    checked: int = 0
+    """Instances on which it changed the e-graph and every change was compared."""
+    attempts: int = 0
+    """Instances generated (most are rejected by ONNX or do not match)."""
+    comparisons: int = 0
+    max_error: float = 0.0
+    """Largest relative difference (|lhs - rhs| / magnitude) over passing comparisons."""
+    seconds: float = 0.0
+    counterexample: Counterexample | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "verified"
+
+    @property
+    def trials(self) -> int:
+        """Number of firing trials (an alias of :attr:`fired`)."""
+        return self.fired
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.rule.name, "family": self.rule.family, "file": self.rule.file,
+            "line": self.rule.line, "kind": self.rule.kind, "status": self.status,
+            "fired": self.fired, "checked": self.checked, "attempts": self.attempts,
+            "comparisons": self.comparisons, "max_error": self.max_error,
+            "seconds": round(self.seconds, 3), "note": self.note,
+            "counterexample": self.counterexample.to_dict() if self.counterexample else None,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return _jsonable(float(value))
+    return value
+
