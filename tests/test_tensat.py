@@ -4,12 +4,20 @@ unless the rule is listed below with its reason."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
 from eqsat_dnn.eqsat.rules import select_rules
-from eqsat_dnn.tensat import TENSAT_RULES_DIR, check_rule, load_tensat_rules, parse_sexp, summary
+from eqsat_dnn.verify.sexpr import parse_term
+from eqsat_dnn.verify.tensat import check_rule, load_tensat_rules, summary
+
+TENSAT_RULES_DIR = Path(os.environ.get("TENSAT_RULES_DIR")
+                        or Path(__file__).resolve().parents[2] / "shared" / "reference" / "tensat-rules")
+"""Tensat's rule files: shared reference data beside the repository, never inside it
+(``$TENSAT_RULES_DIR`` points elsewhere)."""
 
 pytestmark = pytest.mark.skipif(
     not (TENSAT_RULES_DIR / "converted.txt").is_file(),
@@ -34,14 +42,14 @@ _PREFIXES = ("unsound over ONNX: ", "not expressible in ONNX: ", "not derived ye
 
 
 def test_rule_files_parse():
-    rules = load_tensat_rules()
+    rules = load_tensat_rules(TENSAT_RULES_DIR)
     assert len(rules) == 139
     kinds = [r.id.split(":")[0] for r in rules]
     assert kinds.count("converted") == 120
     assert kinds.count("multi") == 13
     assert kinds.count("handwritten") == 6
     assert all(len(r.pairs) == 2 for r in rules if r.id.startswith("multi"))
-    assert parse_sexp("(ewadd ?input_1 (relu ?input_2))") == ("ewadd", "?input_1", ("relu", "?input_2"))
+    assert parse_term("(ewadd ?input_1 (relu ?input_2))") == ("ewadd", "?input_1", ("relu", "?input_2"))
 
 
 def test_exception_reasons_are_reasoned():
@@ -52,7 +60,8 @@ def test_exception_reasons_are_reasoned():
 def test_tensat_coverage():
     start = time.perf_counter()
     library = select_rules()
-    results = [check_rule(rule, library, iterations=6, nodes=5000, seconds=2.0) for rule in load_tensat_rules()]
+    results = [check_rule(rule, library, iterations=6, nodes=5000, seconds=2.0)
+               for rule in load_tensat_rules(TENSAT_RULES_DIR)]
     elapsed = time.perf_counter() - start
     print()
     print(summary(results))

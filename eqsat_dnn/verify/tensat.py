@@ -3,7 +3,7 @@
 Tensat (MLSys 2021) optimised with TASO's verified graph substitutions, converted
 to S-expressions: 120 single-pattern rules, 13 multi-pattern ones (two lines
 each) and 6 hand-written ones. This module reads those files (kept outside the
-repository, in ``../shared/reference/tensat-rules/``), instantiates both sides of
+repository: every entry point takes their directory), instantiates both sides of
 every rule as one concrete ONNX model over shared inputs at small valid shapes,
 loads it into one e-graph, saturates with our library and asks whether the two
 sides landed in one e-class. It also runs both sides with onnxruntime, which
@@ -39,9 +39,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from eqsat_dnn.runtime.sessions import create_session
-
-TENSAT_RULES_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tensat-rules"
-"""Where Tensat's rule files live (beside the repository, never inside it)."""
+from eqsat_dnn.verify.sexpr import parse_term, to_source
 
 _ACTIVATIONS = {0: None, 1: "Sigmoid", 2: "Relu", 3: "Tanh"}
 _UNARY = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
@@ -59,40 +57,6 @@ class InvalidShapes(Exception):
 # Reading the rule files
 
 
-def parse_sexp(text: str) -> Any:
-    """One S-expression: a tuple for a list, an int or a string for an atom."""
-    tokens = text.replace("(", " ( ").replace(")", " ) ").split()
-    pos = 0
-
-    def read() -> Any:
-        nonlocal pos
-        token = tokens[pos]
-        pos += 1
-        if token == "(":
-            items = []
-            while tokens[pos] != ")":
-                items.append(read())
-            pos += 1
-            return tuple(items)
-        if token == ")":
-            raise ValueError(f"unbalanced ')' in {text!r}")
-        try:
-            return int(token)
-        except ValueError:
-            return token
-
-    term = read()
-    if pos != len(tokens):
-        raise ValueError(f"trailing text in {text!r}")
-    return term
-
-
-def show(term: Any) -> str:
-    if isinstance(term, tuple):
-        return "(" + " ".join(show(t) for t in term) + ")"
-    return str(term)
-
-
 @dataclass(frozen=True)
 class TensatRule:
     """One Tensat rule: one ``lhs => rhs`` pair, two for a multi-pattern rule."""
@@ -103,20 +67,21 @@ class TensatRule:
 
     @property
     def text(self) -> str:
-        return " ; ".join(f"{show(l)}=>{show(r)}" for l, r in self.pairs)
+        return " ; ".join(f"{to_source(l)}=>{to_source(r)}" for l, r in self.pairs)
 
 
 def _pairs(lines: list[str]) -> list[tuple[Any, Any]]:
     out = []
     for line in lines:
         lhs, rhs = line.split("=>")
-        out.append((parse_sexp(lhs), parse_sexp(rhs)))
+        out.append((parse_term(lhs), parse_term(rhs)))
     return out
 
 
-def load_tensat_rules(directory: str | Path | None = None) -> list[TensatRule]:
-    """All 139 rules: converted (120), multi-pattern (13) and hand-written (6)."""
-    directory = Path(directory) if directory else TENSAT_RULES_DIR
+def load_tensat_rules(directory: str | Path) -> list[TensatRule]:
+    """All 139 rules in ``directory`` (Tensat's ``converted.txt``, ``converted_multi.txt`` and
+    ``handwritten.txt``): converted (120), multi-pattern (13) and hand-written (6)."""
+    directory = Path(directory)
 
     def lines(name: str) -> list[str]:
         return [l.strip() for l in (directory / name).read_text().splitlines() if l.strip()]
@@ -294,7 +259,7 @@ class _Builder:
         if head in ("split_0", "split_1"):
             inner = args[0]
             if not (isinstance(inner, tuple) and inner[0] == "split"):
-                raise NotExpressible(f"{head} of {show(inner)}")
+                raise NotExpressible(f"{head} of {to_source(inner)}")
             key = ("split-node", inner)
             if key not in self.memo:
                 axis = inner[1]
@@ -485,12 +450,12 @@ def check_rule(rule: TensatRule, rules=None, iterations: int = 6, nodes: int = 5
     return result
 
 
-def coverage(rules=None, **limits) -> list[RuleCoverage]:
-    """Check every Tensat rule (the files must exist: see :data:`TENSAT_RULES_DIR`)."""
+def coverage(directory: str | Path, rules=None, **limits) -> list[RuleCoverage]:
+    """Check every Tensat rule of the files in ``directory`` (see :func:`load_tensat_rules`)."""
     from eqsat_dnn.eqsat.rules import select_rules
 
     library = select_rules() if rules is None else rules
-    return [check_rule(rule, library, **limits) for rule in load_tensat_rules()]
+    return [check_rule(rule, library, **limits) for rule in load_tensat_rules(directory)]
 
 
 def summary(results: list[RuleCoverage]) -> str:
