@@ -12,81 +12,73 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from eqsat_dnn.models.builder import ModelBuilder
 
 OPSET = 20
 
 
-class _Builder:
+class _Builder(ModelBuilder):
+    """The shared builder plus the layers of a transformer block; a node's name is its output's."""
+
     def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
+        super().__init__(seed=seed, opset=OPSET, ir_version=10, producer="eqsat-dnn")
 
-    def weight(self, name: str, *shape: int, scale: float | None = None, offset: float = 0.0) -> str:
+    def param(self, name: str, *shape: int, scale: float | None = None, offset: float = 0.0) -> str:
+        """Seeded float32 normals scaled like a trained model's (``1/sqrt(fan_in)`` by default)."""
         scale = (1.0 / np.sqrt(shape[0])) if scale is None else scale
-        values = self.rng.standard_normal(shape, dtype=np.float32) * np.float32(scale) + np.float32(offset)
-        self.inits.append(numpy_helper.from_array(values, name))
-        return name
+        return self.const(self.normal(shape, scale, offset=offset, draw=np.float32), name)
 
-    def ints(self, name: str, values: list[int]) -> str:
-        self.inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
-        return output
+    def op(self, op: str, inputs: list[str], output: str, **attrs) -> str:
+        return self.node(op, inputs, [output], name=output, **attrs)[0]
 
     def layer_norm(self, x: str, hidden: int, prefix: str) -> str:
-        scale = self.weight(f"{prefix}.ln.weight", hidden, scale=0.1, offset=1.0)  # a trained scale sits near 1
-        bias = self.weight(f"{prefix}.ln.bias", hidden, scale=0.1)
-        return self.node("LayerNormalization", [x, scale, bias], f"{prefix}.ln", axis=-1, epsilon=1e-5)
+        scale = self.param(f"{prefix}.ln.weight", hidden, scale=0.1, offset=1.0)  # a trained scale sits near 1
+        bias = self.param(f"{prefix}.ln.bias", hidden, scale=0.1)
+        return self.op("LayerNormalization", [x, scale, bias], f"{prefix}.ln", axis=-1, epsilon=1e-5)
 
     def linear(self, x: str, fan_in: int, fan_out: int, prefix: str) -> str:
-        w = self.weight(f"{prefix}.weight", fan_in, fan_out)
-        b = self.weight(f"{prefix}.bias", fan_out, scale=0.02)
-        y = self.node("MatMul", [x, w], f"{prefix}.matmul")
-        return self.node("Add", [y, b], f"{prefix}.out")
+        w = self.param(f"{prefix}.weight", fan_in, fan_out)
+        b = self.param(f"{prefix}.bias", fan_out, scale=0.02)
+        y = self.op("MatMul", [x, w], f"{prefix}.matmul")
+        return self.op("Add", [y, b], f"{prefix}.out")
 
     def mlp(self, x: str, hidden: int, ffn: int, prefix: str) -> str:
         h = self.layer_norm(x, hidden, prefix)
         up = self.linear(h, hidden, ffn, f"{prefix}.fc1")
-        act = self.node("Gelu", [up], f"{prefix}.gelu")
+        act = self.op("Gelu", [up], f"{prefix}.gelu")
         down = self.linear(act, ffn, hidden, f"{prefix}.fc2")
-        return self.node("Add", [x, down], f"{prefix}.residual")
+        return self.op("Add", [x, down], f"{prefix}.residual")
 
     def attention(self, x: str, batch: int, seq: int, hidden: int, heads: int, prefix: str) -> str:
         head = hidden // heads
         h = self.layer_norm(x, hidden, prefix)
-        split = self.ints(f"{prefix}.heads_shape", [batch, seq, heads, head])
-        merge = self.ints(f"{prefix}.merge_shape", [batch, seq, hidden])
-        scale = f"{prefix}.scale"
-        self.inits.append(numpy_helper.from_array(np.array(1.0 / np.sqrt(head), dtype=np.float32), scale))
+        split = self.ints([batch, seq, heads, head], f"{prefix}.heads_shape")
+        merge = self.ints([batch, seq, hidden], f"{prefix}.merge_shape")
+        scale = self.scalar(1.0 / np.sqrt(head), f"{prefix}.scale")
         parts = {}
         for part, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
             y = self.linear(h, hidden, hidden, f"{prefix}.{part}")
-            y = self.node("Reshape", [y, split], f"{prefix}.{part}.heads")
-            parts[part] = self.node("Transpose", [y], f"{prefix}.{part}.t", perm=perm)
-        scores = self.node("MatMul", [parts["q"], parts["k"]], f"{prefix}.scores")
-        scaled = self.node("Mul", [scores, scale], f"{prefix}.scaled")
-        probs = self.node("Softmax", [scaled], f"{prefix}.probs", axis=-1)
-        ctx = self.node("MatMul", [probs, parts["v"]], f"{prefix}.context")
-        ctx = self.node("Transpose", [ctx], f"{prefix}.context.t", perm=[0, 2, 1, 3])
-        ctx = self.node("Reshape", [ctx, merge], f"{prefix}.context.flat")
+            y = self.op("Reshape", [y, split], f"{prefix}.{part}.heads")
+            parts[part] = self.op("Transpose", [y], f"{prefix}.{part}.t", perm=perm)
+        scores = self.op("MatMul", [parts["q"], parts["k"]], f"{prefix}.scores")
+        scaled = self.op("Mul", [scores, scale], f"{prefix}.scaled")
+        probs = self.op("Softmax", [scaled], f"{prefix}.probs", axis=-1)
+        ctx = self.op("MatMul", [probs, parts["v"]], f"{prefix}.context")
+        ctx = self.op("Transpose", [ctx], f"{prefix}.context.t", perm=[0, 2, 1, 3])
+        ctx = self.op("Reshape", [ctx, merge], f"{prefix}.context.flat")
         out = self.linear(ctx, hidden, hidden, f"{prefix}.o")
-        return self.node("Add", [x, out], f"{prefix}.residual")
+        return self.op("Add", [x, out], f"{prefix}.residual")
 
-    def model(self, name: str, x_shape: list[int], output: str) -> onnx.ModelProto:
+    def block(self, name: str, x_shape: list[int], output: str) -> onnx.ModelProto:
+        """The model from input ``x`` to ``output``, which is renamed ``y``."""
         for node in self.nodes:  # the last node writes the graph output directly
             node.output[:] = ["y" if o == output else o for o in node.output]
             node.input[:] = ["y" if i == output else i for i in node.input]
-        graph = helper.make_graph(self.nodes, name,
-                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, x_shape)],
-                                  initializer=self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="eqsat-dnn")
-        model.ir_version = 10
-        return model
+        self.name = name
+        self.inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
+        return self.model([helper.make_tensor_value_info("y", TensorProto.FLOAT, x_shape)])
 
 
 def transformer_mlp(batch: int = 1, seq: int = 128, hidden: int = 1024, ffn: int | None = None,
@@ -96,7 +88,7 @@ def transformer_mlp(batch: int = 1, seq: int = 128, hidden: int = 1024, ffn: int
     y = "x"
     for i in range(layers):
         y = b.mlp(y, hidden, ffn or 4 * hidden, f"mlp{i}")
-    return b.model("transformer_mlp", [batch, seq, hidden], y)
+    return b.block("transformer_mlp", [batch, seq, hidden], y)
 
 
 def transformer_attention(batch: int = 1, seq: int = 128, hidden: int = 1024, heads: int = 16,
@@ -108,7 +100,7 @@ def transformer_attention(batch: int = 1, seq: int = 128, hidden: int = 1024, he
     y = "x"
     for i in range(layers):
         y = b.attention(y, batch, seq, hidden, heads, f"attn{i}")
-    return b.model("transformer_attention", [batch, seq, hidden], y)
+    return b.block("transformer_attention", [batch, seq, hidden], y)
 
 
 def transformer_layer(batch: int = 1, seq: int = 128, hidden: int = 1024, heads: int = 16, ffn: int | None = None,
@@ -121,7 +113,7 @@ def transformer_layer(batch: int = 1, seq: int = 128, hidden: int = 1024, heads:
     for i in range(layers):
         y = b.attention(y, batch, seq, hidden, heads, f"layer{i}.attn")
         y = b.mlp(y, hidden, ffn or 4 * hidden, f"layer{i}.mlp")
-    return b.model("transformer_layer", [batch, seq, hidden], y)
+    return b.block("transformer_layer", [batch, seq, hidden], y)
 
 
 __all__ = ["transformer_attention", "transformer_layer", "transformer_mlp"]

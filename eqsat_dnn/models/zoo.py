@@ -29,13 +29,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from eqsat_dnn.errors import InputError
+from eqsat_dnn.models.builder import ModelBuilder, Shape
 
 OPSET = 17
 
-Shape = tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -63,62 +63,25 @@ class ZooModel:
 # the builder
 
 
-class _Builder:
-    """Collects nodes, initializers and value shapes; one method per op the zoo writes."""
+class _Builder(ModelBuilder):
+    """The shared builder plus one method per op and layer the zoo writes."""
 
     def __init__(self, name: str, seed: int) -> None:
-        self.name = name
-        self.rng = np.random.default_rng(seed)
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self.inputs: list[onnx.ValueInfoProto] = []
-        self.outputs: list[str] = []
-        self.shapes: dict[str, Shape] = {}
-        self.dtypes: dict[str, int] = {}
-        self._taken: set[str] = set()
-
-    # names, inputs, constants -------------------------------------------------
-
-    def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self._taken:
-            k += 1
-            name = f"{base}_{k}"
-        self._taken.add(name)
-        return name
-
-    def input(self, name: str, shape: Sequence[int], dtype: int = TensorProto.FLOAT) -> str:
-        name = self.fresh(name)
-        self.inputs.append(helper.make_tensor_value_info(name, dtype, list(shape)))
-        self.shapes[name], self.dtypes[name] = tuple(shape), dtype
-        return name
-
-    def const(self, value: np.ndarray, base: str) -> str:
-        name = self.fresh(base)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        self.shapes[name] = tuple(value.shape)
-        self.dtypes[name] = helper.np_dtype_to_tensor_dtype(value.dtype)
-        return name
-
-    def weight(self, shape: Sequence[int], std: float, base: str = "w") -> str:
-        return self.const((self.rng.standard_normal(tuple(shape)) * std).astype(np.float32), base)
-
-    def uniform(self, shape: Sequence[int], low: float, high: float, base: str) -> str:
-        return self.const(self.rng.uniform(low, high, tuple(shape)).astype(np.float32), base)
-
-    def scalar(self, value: float, base: str = "c") -> str:
-        return self.const(np.array(value, dtype=np.float32), base)
-
-    def ints(self, values: Sequence[int], base: str) -> str:
-        return self.const(np.array(values, dtype=np.int64), base)
+        super().__init__(name, seed, opset=OPSET, ir_version=8, producer="eqsat-dnn zoo")
 
     def op(self, op_type: str, inputs: Sequence[str], shape: Shape, out: str | None = None,
            dtype: int | None = None, **attrs: Any) -> str:
         name = self.fresh(out or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=f"/{name}/{op_type}", **attrs))
+        self.node(op_type, inputs, [name], name=f"/{name}/{op_type}", **attrs)
         self.shapes[name] = tuple(shape)
         self.dtypes[name] = self.dtypes[inputs[0]] if dtype is None else dtype
         return name
+
+    def scalar(self, value: float, base: str = "c") -> str:
+        """A float32 constant of shape [1]: the zoo's scalars have always had one dim (they went
+        through ``np.ascontiguousarray``, which makes a 0-d array 1-d), and a zoo model is the same
+        bytes for a seed from one version to the next."""
+        return self.const(np.array([value], dtype=np.float32), base)
 
     # elementwise and shape ops ------------------------------------------------
 
@@ -222,18 +185,6 @@ class _Builder:
         weight = self.weight((classes, c), 1.0 / math.sqrt(c), "fc.weight")
         bias = self.weight((classes,), 0.02, "fc.bias")
         return self.op("Gemm", [flat, weight, bias], (n, classes), "fc", transB=1)
-
-    # the model ------------------------------------------------------------------
-
-    def model(self, outputs: Sequence[str], doc: str) -> onnx.ModelProto:
-        graph = helper.make_graph(
-            self.nodes, self.name, self.inputs,
-            [helper.make_tensor_value_info(o, self.dtypes[o], list(self.shapes[o])) for o in outputs],
-            initializer=self.initializers, doc_string=doc)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="eqsat-dnn zoo", doc_string=doc)
-        model.ir_version = 8
-        return model
 
 
 def _broadcast(a: Shape, b: Shape) -> Shape:
@@ -689,7 +640,7 @@ def gpt2_layer(seed: int = 0, seq: int = 128, hidden: int = 768, heads: int = 12
     qkv = b.linear(h, 3 * hidden, base="attn.c_attn")
     split = b.ints([hidden] * 3, "split_sizes")
     names = [b.fresh(n) for n in ("query", "key", "value")]
-    b.nodes.append(helper.make_node("Split", [qkv, split], names, name="/attn/Split", axis=2))
+    b.node("Split", [qkv, split], names, name="/attn/Split", axis=2)
     for n in names:
         b.shapes[n], b.dtypes[n] = (1, seq, hidden), TensorProto.FLOAT
     q = _attention_heads(b, names[0], heads)

@@ -52,7 +52,8 @@ source as data), :mod:`~eqsat_dnn.verify.patterns` (what a rule's query says),
 
 from __future__ import annotations
 
-from eqsat_dnn.verify.driver import DEFAULT_TRIALS, SHRINK_ATTEMPTS, UNFIRED_PATIENCE, check_rule, check_rules, default_jobs
+from eqsat_dnn.verify.driver import (DEFAULT_TRIALS, SHRINK_ATTEMPTS, UNFIRED_PATIENCE, check_rule, check_rules,
+                                     default_jobs)
 from eqsat_dnn.verify.instances import OPSET, TOLERANCES
 from eqsat_dnn.verify.patterns import RULESET
 from eqsat_dnn.verify.results import Counterexample, RuleCheck

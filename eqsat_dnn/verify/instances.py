@@ -15,13 +15,14 @@ from typing import Any, Callable
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from eqsat_dnn.io.onnx_out import to_onnx
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.ir.language import OPS, lit
-from eqsat_dnn.verify.patterns import (UNSET, Direction, Pending, Reject, Unsupported, convert, freeze, is_constructor_term,
-                                       is_var, primitive)
+from eqsat_dnn.models.builder import ModelBuilder, make_model
+from eqsat_dnn.verify.patterns import (UNSET, Direction, Pending, Reject, Unsupported, convert, freeze,
+                                       is_constructor_term, is_var, primitive)
 from eqsat_dnn.verify.sampling import Sampler, attribute_value, generic_value, plan_slice, suggest_shape
 from eqsat_dnn.verify.sexpr import Str, Sym, to_source
 
@@ -66,12 +67,13 @@ class InstanceBuilder:
         self.d = direction
         self.s = sampler
         self.dtype = dtype
-        self.opset = OPSET
+        self.onnx = ModelBuilder("rule_instance", rng=sampler.rng, opset=OPSET, ir_version=9, producer="eqsat-dnn")
+        """Names, inputs and seeded weights (from the sampler's stream); the nodes are IR nodes, here."""
         self.nodes: list[Node] = []
         self.inputs: list[str] = []
         self.weights: dict[str, np.ndarray] = {}
         """``(Weight name)`` leaves of the pattern: initializers with random values."""
-        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.shapes: dict[str, tuple[int, ...]] = self.onnx.shapes
         self.tensor_vars: dict[str, str] = {}
         self.list_vars: dict[str, list[str]] = {}
         self.attrs: dict[str, Any] = {}
@@ -92,21 +94,14 @@ class InstanceBuilder:
         return var
 
     def fresh_input(self, name: str, shape: tuple[int, ...]) -> str:
-        base, k = name, 0
-        while name in self.shapes:
-            k += 1
-            name = f"{base}_{k}"
+        name = self.onnx.input(name, tuple(int(d) for d in shape), self.dtype)
         self.inputs.append(name)
-        self.shapes[name] = tuple(int(d) for d in shape)
         self.terms[name] = name
         return name
 
     def fresh_value(self) -> str:
-        while True:
-            self.counter += 1
-            name = f"_t{self.counter}"
-            if name not in self.shapes:
-                return name
+        self.counter += 1
+        return self.onnx.fresh(f"_t{self.counter}")
 
     def new_shape(self, suggestion: Callable[[], tuple[int, ...] | None] | None,
                   var: str | None = None) -> tuple[int, ...]:
@@ -166,11 +161,10 @@ class InstanceBuilder:
                 return name
             if head == "Input":
                 return self.fresh_input(name, self.new_shape(suggestion))
-            shape = self.new_shape(suggestion)
-            self.shapes[name] = shape
+            values = self.onnx.normal(self.new_shape(suggestion), dtype=np_dtype(self.dtype))
+            self.weights[name] = values
             self.terms[name] = f"(Weight {lit(name, 'String')})"
-            self.weights[name] = self.s.rng.standard_normal(shape).astype(np_dtype(self.dtype))
-            return name
+            return self.onnx.const(values, name)
         if head == "Absent":
             return ""
         if head in OPS:
@@ -310,8 +304,8 @@ class InstanceBuilder:
         declared = symbolic or {}
         types = {v: TensorType(self.dtype, declared.get(v, self.shapes[v])) for v in self.inputs}
         types.update({w: TensorType(self.dtype, self.shapes[w]) for w in self.weights})
-        weights = {w: numpy_helper.from_array(a, w) for w, a in self.weights.items()}
-        model = skeleton(self.inputs, types, outputs, self.dtype, self.opset)
+        weights = {t.name: t for t in self.onnx.initializers}
+        model = skeleton(self.inputs, types, outputs, self.dtype)
         return Graph(list(self.nodes), list(self.inputs), list(outputs), types, weights, model)
 
     def infer(self, value: str) -> tuple[int, ...]:
@@ -331,19 +325,13 @@ class InstanceBuilder:
         raise Reject
 
 
-
-
 def skeleton(inputs: list[str], types: dict[str, TensorType], outputs: list[str], dtype: int,
-              opset: int) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        [], "rule_instance",
-        [helper.make_tensor_value_info(v, dtype, list(types[v].shape)) for v in inputs],
-        # outputs untyped: a Cast inside the instance may give one another float type
-        [helper.make_empty_tensor_value_info(o) for o in outputs],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="eqsat-dnn")
-    model.ir_version = 9
-    return model
+             opset: int = OPSET) -> onnx.ModelProto:
+    """The model an instance's :class:`Graph` carries: typed inputs and untyped outputs (a Cast
+    inside the instance may give one another float type), no nodes (the Graph holds them)."""
+    typed = [helper.make_tensor_value_info(v, dtype, list(types[v].shape)) for v in inputs]
+    untyped = [helper.make_empty_tensor_value_info(o) for o in outputs]
+    return make_model("rule_instance", [], typed, untyped, opset=opset, ir_version=9, producer="eqsat-dnn")
 
 
 def make_instance(direction: Direction, rng: np.random.Generator, dtype: int, small: bool = False) -> Instance:
@@ -378,4 +366,5 @@ def make_instance(direction: Direction, rng: np.random.Generator, dtype: int, sm
                 shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
             types[info.name] = TensorType(t.elem_type, shape)
     graph = replace(graph, types=types)
-    return Instance(graph, dict(builder.weights), dict(builder.shapes), dtype, dict(builder.attrs), dict(builder.terms), roots, symbolic)
+    return Instance(graph, dict(builder.weights), dict(builder.shapes), dtype, dict(builder.attrs), dict(builder.terms),
+                    roots, symbolic)

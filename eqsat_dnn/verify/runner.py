@@ -15,7 +15,7 @@ from eqsat_dnn.eqsat.saturate import add_rules, run_analysis
 from eqsat_dnn.errors import RuleError
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.ir.language import lit
-from eqsat_dnn.verify.instances import OPSET, Instance, skeleton
+from eqsat_dnn.verify.instances import Instance, skeleton
 from eqsat_dnn.verify.patterns import RULESET, Direction, Reject
 
 
@@ -32,7 +32,7 @@ class _Base:
     push/pop, which costs far less than loading the prelude again."""
 
     def __init__(self) -> None:
-        self.teg = TensorEGraph(Graph([], [], [], {}, {}, skeleton([], {}, [], TensorProto.FLOAT, OPSET)))
+        self.teg = TensorEGraph(Graph([], [], [], {}, {}, skeleton([], {}, [], TensorProto.FLOAT)))
         self.rules: dict[tuple[str, str], tuple[str, str]] = {}
         """(name, text) -> (name inside egglog, ruleset)."""
         self.poisoned = False

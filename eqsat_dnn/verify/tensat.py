@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
+from eqsat_dnn.models.builder import ModelBuilder
 from eqsat_dnn.runtime.sessions import create_session
 from eqsat_dnn.verify.sexpr import parse_term, to_source
 
@@ -168,39 +168,25 @@ tensor used both as a conv's input and as its kernel are valid)."""
 # Building ONNX
 
 
-class _Builder:
-    def __init__(self, shapes: dict[str, list[int]]) -> None:
-        self.shapes: dict[str, list[int]] = {}
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.inputs = []
+class _Builder(ModelBuilder):
+    """The shared builder plus Tensat's operators, over float32 inputs named after the variables."""
+
+    def __init__(self, name: str, shapes: dict[str, list[int]]) -> None:
+        super().__init__(name, opset=17, ir_version=8)
         self.memo: dict[Any, str] = {}
-        self.count = 0
         for var, shape in shapes.items():
-            name = var.lstrip("?")
-            self.shapes[name] = list(shape)
-            self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
-            self.memo[var] = name
+            name = self.memo[var] = self.input(var.lstrip("?"), shape)
+            self.shapes[name] = list(shape)  # shapes are lists here (they show in InvalidShapes messages)
 
-    def fresh(self, hint: str) -> str:
-        self.count += 1
-        return f"{hint}_{self.count}"
-
-    def node(self, op: str, inputs: list[str], shape: list[int], outputs: int = 1, **attrs) -> list[str]:
-        outs = [self.fresh(op.lower()) for _ in range(outputs)]
-        self.nodes.append(helper.make_node(op, inputs, outs, **attrs))
+    def emit(self, op: str, inputs: list[str], shape: list[int], outputs: int = 1, **attrs) -> list[str]:
+        outs = self.node(op, inputs, [self.fresh(op.lower()) for _ in range(outputs)], **attrs)
         for out in outs:
             self.shapes[out] = list(shape)
         return outs
 
-    def const(self, values: list[int]) -> str:
-        name = self.fresh("const")
-        self.inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
-        return name
-
     def activation(self, value: str, act: int) -> str:
         op = _ACTIVATIONS[act]
-        return value if op is None else self.node(op, [value], self.shapes[value])[0]
+        return value if op is None else self.emit(op, [value], self.shapes[value])[0]
 
     def build(self, term: Any) -> str:
         if term in self.memo:
@@ -219,16 +205,16 @@ class _Builder:
                 shape = list(np.broadcast_shapes(tuple(self.shapes[a]), tuple(self.shapes[b])))
             except ValueError:
                 raise InvalidShapes(f"{head}: {self.shapes[a]} vs {self.shapes[b]}") from None
-            return self.node("Add" if head == "ewadd" else "Mul", [a, b], shape)[0]
+            return self.emit("Add" if head == "ewadd" else "Mul", [a, b], shape)[0]
         if head in _UNARY:
             x = self.build(args[0])
-            return self.node(_UNARY[head], [x], self.shapes[x])[0]
+            return self.emit(_UNARY[head], [x], self.shapes[x])[0]
         if head == "matmul":
             a, b = self.build(args[1]), self.build(args[2])
             sa, sb = self.shapes[a], self.shapes[b]
             if len(sa) != 2 or len(sb) != 2 or sa[1] != sb[0]:
                 raise InvalidShapes(f"matmul: {sa} @ {sb}")
-            return self.activation(self.node("MatMul", [a, b], [sa[0], sb[1]])[0], args[0])
+            return self.activation(self.emit("MatMul", [a, b], [sa[0], sb[1]])[0], args[0])
         if head == "conv2d":
             sh, sw, pad, act = args[:4]
             x, w = self.build(args[4]), self.build(args[5])
@@ -242,7 +228,7 @@ class _Builder:
                 if out < 1:
                     raise InvalidShapes("conv2d: kernel larger than input")
                 spatial.append(out)
-            conv = self.node("Conv", [x, w], [sx[0], sw_[0], *spatial], strides=[sh, sw],
+            conv = self.emit("Conv", [x, w], [sx[0], sw_[0], *spatial], strides=[sh, sw],
                              auto_pad="SAME_UPPER" if pad == 0 else "VALID", group=group)[0]
             return self.activation(conv, act)
         if head == "concat":
@@ -255,7 +241,7 @@ class _Builder:
                     raise InvalidShapes(f"concat: {shapes}")
             shape = list(first)
             shape[axis] = sum(s[axis] for s in shapes)
-            return self.node("Concat", parts, shape, axis=axis)[0]
+            return self.emit("Concat", parts, shape, axis=axis)[0]
         if head in ("split_0", "split_1"):
             inner = args[0]
             if not (isinstance(inner, tuple) and inner[0] == "split"):
@@ -269,16 +255,16 @@ class _Builder:
                     raise InvalidShapes("split: odd size")
                 half = list(shape)
                 half[axis] //= 2
-                outs = self.node("Split", [x, self.const([half[axis]] * 2)], half, outputs=2, axis=axis)
+                outs = self.emit("Split", [x, self.ints([half[axis]] * 2, "split")], half, outputs=2, axis=axis)
                 self.memo[key] = outs
             return self.memo[key][0 if head == "split_0" else 1]
         if head == "transpose":
             x = self.build(args[0])
             perm = list(reversed(range(len(self.shapes[x]))))
-            return self.node("Transpose", [x], [self.shapes[x][p] for p in perm], perm=perm)[0]
+            return self.emit("Transpose", [x], [self.shapes[x][p] for p in perm], perm=perm)[0]
         if head == "smul":
             x, s = self.build(args[0]), self.build(args[1])
-            return self.node("Mul", [x, s], self.shapes[x])[0]
+            return self.emit("Mul", [x, s], self.shapes[x])[0]
         if head == "enlarge":
             w, ref = self.build(args[0]), self.build(args[1])
             sw_, sr = self.shapes[w], self.shapes[ref]
@@ -288,7 +274,7 @@ class _Builder:
             if dh < 0 or dw < 0 or dh % 2 or dw % 2:
                 raise InvalidShapes("enlarge: kernel cannot be centred in the reference")
             pads = [0, 0, dh // 2, dw // 2, 0, 0, dh // 2, dw // 2]
-            return self.node("Pad", [w, self.const(pads)], [sw_[0], sw_[1], sr[2], sr[3]])[0]
+            return self.emit("Pad", [w, self.ints(pads, "pads")], [sw_[0], sw_[1], sr[2], sr[3]])[0]
         if head == "merge":
             raise NotExpressible("merge (TASO's merge_gconv: a block-diagonal, zero-filled kernel "
                                  "for a conv with fewer groups) has no ONNX operator")
@@ -343,22 +329,19 @@ def instantiate(rule: TensatRule, choices=SHAPE_CHOICES) -> Instance:
     for choice in choices:
         shapes = {v: choice[ranks.get(v, 2)] for v in variables}
         shapes.update({v: shapes[v][:2] + [1, 1] for v in small})
-        builder = _Builder(shapes)
+        builder = _Builder(rule.id.replace(":", "_"), shapes)
         try:
             sides = [(builder.build(l), builder.build(r)) for l, r in rule.pairs]
         except InvalidShapes as exc:
             errors.append(str(exc))
             continue
-        outputs, nodes = [], list(builder.nodes)
+        outputs = []
         for i, (l, r) in enumerate(sides):
             for tag, value in (("lhs", l), ("rhs", r)):
-                nodes.append(helper.make_node("Identity", [value], [f"{tag}{i}"]))
-                outputs.append(helper.make_tensor_value_info(f"{tag}{i}", TensorProto.FLOAT, builder.shapes[value]))
-        graph = helper.make_graph(nodes, rule.id.replace(":", "_"), builder.inputs, outputs,
-                                  initializer=builder.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        return Instance(model, {v.lstrip("?"): s for v, s in shapes.items()}, sides)
+                (out,) = builder.node("Identity", [value], [f"{tag}{i}"])
+                builder.shapes[out] = builder.shapes[value]
+                outputs.append(out)
+        return Instance(builder.model(outputs), {v.lstrip("?"): s for v, s in shapes.items()}, sides)
     raise InvalidShapes("; ".join(errors))
 
 
