@@ -5,7 +5,11 @@ Each :class:`OpSpec` says how an ONNX operator becomes an egglog constructor
 shape follows from its inputs (a *shape kind*, from which egglog rules are
 generated), and which of its ONNX inputs are really constant attributes
 (``Reshape``'s shape, ``Slice``'s starts/ends, ...). Import, the e-graph prelude,
-export, the cost model and the rule checker all read this table.
+export, the cost model and the rule checker all read this table; the rule checker
+(:mod:`eqsat_dnn.verify.sampling`) draws random instances of an op from what its spec declares
+(the rank of its first input, a shape domain per input, a value domain per attribute, inputs
+that must be positive), so a new op whose attributes and inputs fit those domains needs no
+change to the checker.
 
 Conventions inside the e-graph:
 
@@ -41,6 +45,11 @@ class Attr:
     spatial dimension (twice that for pads). ``from_input`` names the ONNX input
     position that carries the value as a constant tensor from opset
     ``input_since`` on (an attribute before that).
+
+    ``domain`` is what the rule checker draws for it: a tuple of values (one picked at random;
+    a value may repeat to weigh it), the name of a domain that depends on the op's input shapes
+    (see :data:`eqsat_dnn.verify.sampling.DOMAINS`: ``"axis"``, ``"perm"``, ``"steps_2d"``,
+    ...), or ``None`` for any value of the sort.
     """
 
     name: str
@@ -48,6 +57,7 @@ class Attr:
     default: Any = None
     from_input: int | None = None
     input_since: int = 1
+    domain: tuple | str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,20 @@ class OpSpec:
     """All tensor inputs travel as one ``TL`` list (Concat)."""
     elementwise: bool = False
     description: str = ""
+    ranks: tuple[int, int] | None = None
+    """The ranks the rule checker draws the first input in, ``(low, high)`` (None: any)."""
+    input_shapes: tuple[str | None, ...] = ()
+    """Per tensor input, the shape domain the rule checker draws it from (see
+    :data:`eqsat_dnn.verify.sampling.SHAPES`): for the first input a layout (``"image"``: NCHW)
+    or a tie to an attribute (``"perm_rank"``), for later ones a relation to the inputs before
+    (``"broadcast"``, ``"channel"``, ``"matmul_rhs"``, ...). None (or past the end): the first
+    input per :attr:`ranks`, a later one unconstrained."""
+    positive: tuple[int, ...] = ()
+    """Tensor inputs the rule checker feeds positive values only (outside, the op is NaN)."""
+    sampler: str | None = None
+    """A hook of the rule checker (:data:`eqsat_dnn.verify.sampling.HOOKS`) that draws attributes
+    that constrain each other together, once the inputs are drawn (Slice's starts, ends, axes
+    and steps); its attributes take the ``"planned"`` domain."""
 
     @property
     def tensor_arity(self) -> int:
@@ -75,21 +99,25 @@ class OpSpec:
         return tensors + [a.sort for a in self.attrs]
 
 
-def _unary(name: str, description: str) -> OpSpec:
-    return OpSpec(name, ("X",), shape="same", elementwise=True, description=description)
+def _unary(name: str, description: str, positive: bool = False) -> OpSpec:
+    return OpSpec(name, ("X",), shape="same", elementwise=True, description=description,
+                  positive=(0,) if positive else ())
 
 
-def _binary(name: str, description: str) -> OpSpec:
-    return OpSpec(name, ("A", "B"), shape="broadcast", elementwise=True, description=description)
+def _binary(name: str, description: str, positive: tuple[int, ...] = ()) -> OpSpec:
+    return OpSpec(name, ("A", "B"), shape="broadcast", elementwise=True, description=description,
+                  input_shapes=(None, "broadcast"), positive=positive)
 
+
+_RANKED = (1, 4)
+"""The first input's ranks for ops that need at least one axis."""
 
 _POOL_ATTRS = (
-    Attr("kernel_shape", "IVec"),
-    Attr("strides", "IVec", "ones"),
-    Attr("pads", "IVec", "zeros"),
-    Attr("dilations", "IVec", "ones"),
-    Attr("ceil_mode", "i64", 0),
+    Attr("kernel_shape", "IVec", domain="pool_kernel"),
+    Attr("strides", "IVec", "ones", domain="steps_2d"),
+    Attr("pads", "IVec", "zeros", domain="pool_pads"),
 )
+_CEIL_MODE = Attr("ceil_mode", "i64", 0, domain="mostly_zero")
 
 OPS: dict[str, OpSpec] = {
     spec.name: spec
@@ -98,69 +126,83 @@ OPS: dict[str, OpSpec] = {
         _binary("Sub", "element-wise difference with broadcasting"),
         _binary("Mul", "element-wise product with broadcasting"),
         _binary("Div", "element-wise quotient with broadcasting"),
-        _binary("Pow", "element-wise power with broadcasting"),
+        _binary("Pow", "element-wise power with broadcasting", positive=(0,)),
         _unary("Relu", "max(x, 0)"),
         _unary("Sigmoid", "1 / (1 + exp(-x))"),
         _unary("Tanh", "hyperbolic tangent"),
         _unary("Erf", "error function"),
         _unary("Neg", "-x"),
-        _unary("Sqrt", "square root"),
+        _unary("Sqrt", "square root", positive=True),
         _unary("Exp", "e ** x"),
-        _unary("Reciprocal", "1 / x"),
+        _unary("Reciprocal", "1 / x", positive=True),
         OpSpec("Identity", ("X",), description="the input itself (removed by the rules)"),
-        OpSpec("Cast", ("X",), (Attr("to", "i64"), Attr("saturate", "i64", 1)), elementwise=True,
-               description="element type conversion (the output's dtype is `to`)"),
-        OpSpec("Gelu", ("X",), (Attr("approximate", "String", "none"),), elementwise=True,
+        OpSpec("Cast", ("X",), (Attr("to", "i64", domain=(1, 11)), Attr("saturate", "i64", 1, domain=(1,))),
+               elementwise=True, description="element type conversion (the output's dtype is `to`)"),
+        OpSpec("Gelu", ("X",), (Attr("approximate", "String", "none", domain=("none", "tanh")),), elementwise=True,
                description="Gaussian error linear unit (opset 20)"),
-        OpSpec("MatMul", ("A", "B"), shape="matmul", description="numpy-style matrix product"),
+        OpSpec("MatMul", ("A", "B"), shape="matmul", description="numpy-style matrix product", ranks=_RANKED,
+               input_shapes=(None, "matmul_rhs")),
         OpSpec("Gemm", ("A", "B", "C?"),
-               (Attr("alpha", "f64", 1.0), Attr("beta", "f64", 1.0),
-                Attr("transA", "i64", 0), Attr("transB", "i64", 0)),
-               shape="gemm", description="alpha * A' B' + beta * C"),
+               (Attr("alpha", "f64", 1.0, domain=(1.0, 0.5, 2.0, -1.5)),
+                Attr("beta", "f64", 1.0, domain=(1.0, 0.5, 2.0, -1.5)),
+                Attr("transA", "i64", 0, domain=(0, 1)), Attr("transB", "i64", 0, domain="gemm_transB")),
+               shape="gemm", description="alpha * A' B' + beta * C", ranks=(2, 2),
+               input_shapes=(None, "gemm_b", "gemm_c")),
         OpSpec("Conv", ("X", "W", "B?"),
-               (Attr("strides", "IVec", "ones"), Attr("pads", "IVec", "zeros"),
-                Attr("dilations", "IVec", "ones"), Attr("group", "i64", 1)),
-               shape="conv", description="N-d convolution; auto_pad made explicit at import"),
-        OpSpec("Softmax", ("X",), (Attr("axis", "i64", -1),), description="softmax along one axis"),
+               (Attr("strides", "IVec", "ones", domain="steps_2d"), Attr("pads", "IVec", "zeros", domain="conv_pads"),
+                Attr("dilations", "IVec", "ones", domain="steps_2d"), Attr("group", "i64", 1, domain="conv_group")),
+               shape="conv", description="N-d convolution; auto_pad made explicit at import",
+               input_shapes=("image", "conv_kernel", "conv_bias")),
+        OpSpec("Softmax", ("X",), (Attr("axis", "i64", -1, domain="axis"),), description="softmax along one axis",
+               ranks=_RANKED),
         OpSpec("LayerNormalization", ("X", "Scale", "B?"),
-               (Attr("axis", "i64", -1), Attr("epsilon", "f64", 1e-5), Attr("stash_type", "i64", 1)),
-               description="layer normalization (first output only)"),
+               (Attr("axis", "i64", -1, domain="norm_axis"), Attr("epsilon", "f64", 1e-5, domain=(1e-5, 1e-3, 0.1)),
+                Attr("stash_type", "i64", 1, domain=(1,))),
+               description="layer normalization (first output only)", ranks=_RANKED,
+               input_shapes=(None, "trailing", "like_previous")),
         OpSpec("BatchNormalization", ("X", "scale", "B", "input_mean", "input_var"),
-               (Attr("epsilon", "f64", 1e-5),), description="inference-mode batch normalization"),
-        OpSpec("Transpose", ("X",), (Attr("perm", "IVec"),), shape="transpose",
-               description="permute axes"),
-        OpSpec("Reshape", ("X",), (Attr("shape", "IVec", from_input=1, input_since=5),
-                                   Attr("allowzero", "i64", 0)),
-               shape="reshape", description="reshape to a constant target"),
-        OpSpec("Pad", ("X",), (Attr("pads", "IVec", from_input=1, input_since=11),
-                               Attr("mode", "String", "constant")),
+               (Attr("epsilon", "f64", 1e-5, domain=(1e-5, 1e-3)),), description="inference-mode batch normalization",
+               ranks=(2, 4), input_shapes=(None, "channel", "channel", "channel", "channel")),
+        OpSpec("Transpose", ("X",), (Attr("perm", "IVec", domain="perm"),), shape="transpose",
+               description="permute axes", input_shapes=("perm_rank",)),
+        OpSpec("Reshape", ("X",), (Attr("shape", "IVec", from_input=1, input_since=5, domain="reshape_target"),
+                                   Attr("allowzero", "i64", 0, domain="allowzero")),
+               shape="reshape", description="reshape to a constant target", input_shapes=("reshape_source",)),
+        OpSpec("Pad", ("X",), (Attr("pads", "IVec", from_input=1, input_since=11, domain="pad_widths"),
+                               Attr("mode", "String", "constant", domain=("constant", "constant", "edge", "reflect"))),
                shape="pad", description="pad with zeros (or edge/reflect values) before and after each axis"),
-        OpSpec("Flatten", ("X",), (Attr("axis", "i64", 1),), shape="flatten",
-               description="collapse to 2-D at an axis"),
-        OpSpec("Concat", ("inputs",), (Attr("axis", "i64"),), shape="concat", variadic=True,
-               description="join along an axis"),
-        OpSpec("Split", ("X",), (Attr("axis", "i64", 0), Attr("split", "IVec", from_input=1, input_since=13),
-                                 Attr("index", "i64", 0)),
-               shape="splitpart", description="one output (index) of a split with explicit sizes"),
-        OpSpec("Slice", ("X",), (Attr("starts", "IVec", from_input=1, input_since=10),
-                                 Attr("ends", "IVec", from_input=2, input_since=10),
-                                 Attr("axes", "IVec", from_input=3, input_since=10),
-                                 Attr("steps", "IVec", from_input=4, input_since=10)),
-               shape="slice", description="constant-index slice (clamped at import where dims are known)"),
-        OpSpec("Squeeze", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13),),
-               shape="none", description="drop size-1 axes"),
-        OpSpec("Unsqueeze", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13),),
+        OpSpec("Flatten", ("X",), (Attr("axis", "i64", 1, domain="axis_or_end"),), shape="flatten",
+               description="collapse to 2-D at an axis", ranks=_RANKED),
+        OpSpec("Concat", ("inputs",), (Attr("axis", "i64", domain="axis"),), shape="concat", variadic=True,
+               description="join along an axis", ranks=_RANKED),
+        OpSpec("Split", ("X",), (Attr("axis", "i64", 0, domain="axis"),
+                                 Attr("split", "IVec", from_input=1, input_since=13, domain="split_sizes"),
+                                 Attr("index", "i64", 0, domain="split_index")),
+               shape="splitpart", description="one output (index) of a split with explicit sizes", ranks=_RANKED),
+        OpSpec("Slice", ("X",), (Attr("starts", "IVec", from_input=1, input_since=10, domain="planned"),
+                                 Attr("ends", "IVec", from_input=2, input_since=10, domain="planned"),
+                                 Attr("axes", "IVec", from_input=3, input_since=10, domain="planned"),
+                                 Attr("steps", "IVec", from_input=4, input_since=10, domain="planned")),
+               shape="slice", description="constant-index slice (clamped at import where dims are known)",
+               sampler="slice"),
+        OpSpec("Squeeze", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13, domain="unit_axes"),),
+               shape="none", description="drop size-1 axes", ranks=_RANKED, input_shapes=("unit_dim",)),
+        OpSpec("Unsqueeze", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13, domain="new_axes"),),
                shape="none", description="insert size-1 axes"),
-        OpSpec("ReduceMean", ("X",), (Attr("axes", "IVec", from_input=1, input_since=18),
-                                      Attr("keepdims", "i64", 1)),
+        OpSpec("ReduceMean", ("X",), (Attr("axes", "IVec", from_input=1, input_since=18, domain="axes_subset"),
+                                      Attr("keepdims", "i64", 1, domain=(0, 1))),
                shape="none", description="mean over axes"),
-        OpSpec("ReduceSum", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13),
-                                     Attr("keepdims", "i64", 1)),
+        OpSpec("ReduceSum", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13, domain="axes_subset"),
+                                     Attr("keepdims", "i64", 1, domain=(0, 1))),
                shape="none", description="sum over axes"),
-        OpSpec("MaxPool", ("X",), _POOL_ATTRS, shape="pool", description="max pooling"),
-        OpSpec("AveragePool", ("X",), _POOL_ATTRS + (Attr("count_include_pad", "i64", 0),),
-               shape="pool", description="average pooling"),
-        OpSpec("GlobalAveragePool", ("X",), shape="global_pool", description="mean over spatial axes"),
+        OpSpec("MaxPool", ("X",),
+               _POOL_ATTRS + (Attr("dilations", "IVec", "ones", domain="pool_dilations"), _CEIL_MODE),
+               shape="pool", description="max pooling", input_shapes=("image",)),
+        OpSpec("AveragePool", ("X",), _POOL_ATTRS + (Attr("dilations", "IVec", "ones", domain=((1, 1),)), _CEIL_MODE,
+                                                      Attr("count_include_pad", "i64", 0, domain=(0, 1))),
+               shape="pool", description="average pooling", input_shapes=("image",)),
+        OpSpec("GlobalAveragePool", ("X",), shape="global_pool", description="mean over spatial axes",
+               input_shapes=("image",)),
     ]
 }
 """The vocabulary. ``Constant`` nodes become weights at import, so they need no constructor."""

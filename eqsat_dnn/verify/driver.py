@@ -14,7 +14,7 @@ from onnx import TensorProto
 
 from eqsat_dnn.eqsat.rules import Rule
 from eqsat_dnn.errors import InputError, RuleError
-from eqsat_dnn.verify.instances import TOLERANCES, Instance, dtype_name, make_instance, np_dtype
+from eqsat_dnn.verify.instances import TOLERANCES, Instance, dtype_name, make_instance, np_dtype, positive_values
 from eqsat_dnn.verify.oracle import Check, NoKernel, compare, counterexample, run_graph
 from eqsat_dnn.verify.patterns import Direction, Reject, Unsupported, directions
 from eqsat_dnn.verify.planner import Planner
@@ -56,6 +56,7 @@ def check_instance(runner: RuleRunner, inst: Instance, rng: np.random.Generator)
         outcome.note = planner.note or "fired without changing the e-graph"
         return outcome
     feeds = {v: rng.standard_normal(inst.shapes[v]).astype(np_dtype(inst.dtype)) for v in inst.graph.inputs}
+    feeds.update({v: positive_values(feeds[v]) for v in inst.positive})
     original_outputs = list(inst.graph.outputs)
     try:
         values = run_graph(planner.graph(checks), feeds)

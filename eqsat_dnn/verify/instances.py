@@ -23,7 +23,7 @@ from eqsat_dnn.ir.language import OPS, lit
 from eqsat_dnn.models.builder import ModelBuilder, make_model
 from eqsat_dnn.verify.patterns import (UNSET, Direction, Pending, Reject, Unsupported, convert, freeze,
                                        is_constructor_term, is_var, primitive)
-from eqsat_dnn.verify.sampling import Sampler, attribute_value, generic_value, plan_slice, suggest_shape
+from eqsat_dnn.verify.sampling import HOOKS, Sampler, attribute_value, generic_value, suggest_shape
 from eqsat_dnn.verify.sexpr import Str, Sym, to_source
 
 OPSET = 20
@@ -42,6 +42,12 @@ def dtype_name(dtype: int) -> str:
     return "float64" if dtype == TensorProto.DOUBLE else "float32"
 
 
+def positive_values(values: np.ndarray) -> np.ndarray:
+    """Random normal values made positive (and kept away from 0), for inputs of ops declared
+    positive there (:attr:`~eqsat_dnn.ir.language.OpSpec.positive`); draws nothing."""
+    return np.abs(values) + values.dtype.type(0.5)
+
+
 @dataclass
 class Instance:
     """One instantiated left-hand side, ready for the e-graph and for onnxruntime."""
@@ -58,6 +64,8 @@ class Instance:
     roots: list[str]
     """Values of the instantiated patterns."""
     symbolic: bool
+    positive: frozenset[str] = frozenset()
+    """Graph inputs to feed positive values (see :func:`positive_values`)."""
 
 
 class InstanceBuilder:
@@ -81,8 +89,11 @@ class InstanceBuilder:
         self.terms: dict[str, str] = {}
         self.expanding: set[str] = set()
         self.counter = 0
-        self.slice_plan: dict[str, list[int]] = {}
-        """Slice attributes drawn together for the Slice being built (they constrain each other)."""
+        self.plan: dict[str, Any] = {}
+        """Attributes an op's hook drew together for the op being built (Slice's: they constrain
+        each other)."""
+        self.positive: set[str] = set()
+        """Inputs that feed an op declared positive there: fed positive values only."""
 
     # -- variables ------------------------------------------------------------
 
@@ -128,8 +139,14 @@ class InstanceBuilder:
 
     # -- terms ------------------------------------------------------------------
 
-    def tensor(self, term: Any, suggestion=None) -> str:
-        """The value of a term in a ``T`` position."""
+    def tensor(self, term: Any, suggestion=None, positive: bool = False) -> str:
+        """The value of a term in a ``T`` position (``positive``: an op needs positive values there)."""
+        value = self._tensor(term, suggestion, positive)
+        if positive and value in self.inputs:
+            self.positive.add(value)
+        return value
+
+    def _tensor(self, term: Any, suggestion, positive: bool) -> str:
         if is_var(term):
             var = self.canon(str(term))
             if var in self.tensor_vars:
@@ -162,6 +179,8 @@ class InstanceBuilder:
             if head == "Input":
                 return self.fresh_input(name, self.new_shape(suggestion))
             values = self.onnx.normal(self.new_shape(suggestion), dtype=np_dtype(self.dtype))
+            if positive:
+                values = positive_values(values)
             self.weights[name] = values
             self.terms[name] = f"(Weight {lit(name, 'String')})"
             return self.onnx.const(values, name)
@@ -238,19 +257,20 @@ class InstanceBuilder:
         known = {a.name: self.literal_attr(arg, a.sort) for a, arg in zip(spec.attrs, args[n_tensor:])}
         known = {k: v for k, v in known.items() if v is not UNSET}
         if spec.variadic:
-            inputs = self.tensor_list(args[0], lambda: suggest_shape(self, spec.name, 0, [], known))
+            inputs = self.tensor_list(args[0], lambda: suggest_shape(self, spec, 0, [], known))
         else:
             inputs = []
             for i, arg in enumerate(args[:n_tensor]):
                 shapes_so_far = [self.shapes.get(v) if v else None for v in inputs]
-                inputs.append(self.tensor(arg, lambda i=i, s=shapes_so_far: suggest_shape(self, spec.name, i, s, known)))
+                inputs.append(self.tensor(arg, lambda i=i, s=shapes_so_far: suggest_shape(self, spec, i, s, known),
+                                          positive=i in spec.positive))
         in_shapes = [self.shapes.get(v) if v else None for v in inputs]
-        if spec.name == "Slice" and in_shapes[0]:
+        if spec.sampler is not None and in_shapes[0]:
             given = dict(known)
             for attr, arg in zip(spec.attrs, args[n_tensor:]):
                 if is_var(arg) and self.canon(str(arg)) in self.attrs:
                     given[attr.name] = self.attrs[self.canon(str(arg))]
-            self.slice_plan = plan_slice(self.s, in_shapes[0], given)
+            self.plan = HOOKS[spec.sampler](self.s, in_shapes[0], given)
         attrs: dict[str, Any] = {}
         for attr, arg in zip(spec.attrs, args[n_tensor:]):
             if is_var(arg):
@@ -262,7 +282,7 @@ class InstanceBuilder:
                     if attr.sort == "IVec" and shaped and self.s.chance(0.5):
                         self.attrs[var] = list(self.s.pick(shaped))
                     else:
-                        self.attrs[var] = attribute_value(self.s, spec.name, attr.name, attr.sort, in_shapes, attrs, self)
+                        self.attrs[var] = attribute_value(self.s, spec, attr, in_shapes, attrs, self)
                 value = self.attrs[var]
             elif isinstance(arg, list):
                 value = self.evaluate(arg, attr.sort)
@@ -367,4 +387,4 @@ def make_instance(direction: Direction, rng: np.random.Generator, dtype: int, sm
             types[info.name] = TensorType(t.elem_type, shape)
     graph = replace(graph, types=types)
     return Instance(graph, dict(builder.weights), dict(builder.shapes), dtype, dict(builder.attrs), dict(builder.terms),
-                    roots, symbolic)
+                    roots, symbolic, frozenset(builder.positive))

@@ -22,7 +22,7 @@ from eqsat_dnn.verify.sexpr import Str, Sym, parse_sexp, to_source
 RULESET = "rulecheck"
 """Prefix of the ruleset each rule under test is put in (family names could clash with ``analysis``)."""
 
-_CONSTRUCTORS = set(OPS) | set(LEAVES) | {OPAQUE, "TNil", "TCons"}
+_STRUCTURE = {OPAQUE, "TNil", "TCons"}
 
 
 class Reject(Exception):
@@ -191,7 +191,8 @@ def _atoms(term: Any):
 
 
 def is_constructor_term(term: Any) -> bool:
-    return isinstance(term, list) and bool(term) and isinstance(term[0], Sym) and term[0] in _CONSTRUCTORS
+    return isinstance(term, list) and bool(term) and isinstance(term[0], Sym) and (
+        term[0] in OPS or term[0] in LEAVES or term[0] in _STRUCTURE)
 
 
 def is_var(term: Any) -> bool:

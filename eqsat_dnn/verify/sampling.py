@@ -4,17 +4,23 @@ A :class:`Sampler` holds one instance's random stream and its biases (a small po
 rank distribution, a shape strategy, the numbers the rule itself mentions).
 :func:`suggest_shape` proposes a shape for an op's input that fits the inputs already chosen,
 :func:`attribute_value` a valid value for an op's attribute given its input shapes.
+
+Nothing here is keyed by op name: each op's :class:`~eqsat_dnn.ir.language.OpSpec` declares
+the rank of its first input, a shape domain per input (:data:`SHAPES`), a value domain per
+attribute (a tuple of values, or a name in :data:`DOMAINS`) and, where attributes constrain
+each other, a hook (:data:`HOOKS`) that draws them together. A new op whose inputs and
+attributes fit the domains here needs no change to this module.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-from onnx import TensorProto
 
-from eqsat_dnn.ir.language import OPS
+from eqsat_dnn.ir.language import Attr, OpSpec
 from eqsat_dnn.verify.patterns import Unsupported
 
 if TYPE_CHECKING:
@@ -113,82 +119,148 @@ class Sampler:
 # -- shapes for fresh tensor variables, from the inputs already chosen ----------
 
 
-def suggest_shape(b: InstanceBuilder, op: str, position: int, known: list, attrs: dict) -> tuple[int, ...] | None:
-    """A shape for input ``position`` of ``op`` that fits the inputs before it (or ``None``)."""
+def suggest_shape(b: InstanceBuilder, spec: OpSpec, position: int, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """A shape for input ``position`` of ``spec`` that fits the inputs before it (or ``None``),
+    from the op's declared shape domains and ranks."""
     s = b.s
-    first = known[0] if known else None
+    domain = spec.input_shapes[position] if position < len(spec.input_shapes) else None
     if position == 0:
-        if op == "Transpose" and isinstance(attrs.get("perm"), list):
-            return s.shape(len(attrs["perm"]))
-        if op == "Reshape" and isinstance(attrs.get("shape"), list):
-            target = attrs["shape"]
-            if target and all(d > 0 for d in target):
-                return s.factorization(numel(target))
-        if op in ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization"):
-            return (s.dim(), s.dim(), s.dim() + 2, s.dim() + 2) if op != "BatchNormalization" else s.shape(
-                s.rank(2, 4))
-        if op == "Gemm":
-            return s.shape(2)
-        if op in ("MatMul", "Softmax", "LayerNormalization", "Flatten", "Split", "Concat"):
-            return s.shape(s.rank(1, 4))
-        if op in ("Squeeze",):
-            shape = list(s.shape(s.rank(1, 4)))
-            shape[int(s.rng.integers(len(shape)))] = 1
-            return tuple(shape)
-        return None
-    if first is None:
-        return None
-    spec = OPS[op]
-    if spec.shape == "broadcast":
-        choice = int(s.rng.integers(6))
-        if choice == 5 and len(first) == 4:
-            return (1, first[1], 1, 1)  # per-channel, as scales and biases of NCHW tensors are
-        if choice <= 1 or choice == 5:
-            return first
-        if choice == 2:
-            return first[int(s.rng.integers(len(first) + 1)):]
-        if choice == 3:
-            return tuple(1 if s.chance(0.5) else d for d in first)
-        return tuple(s.shape(int(s.rng.integers(1, 3)))) + tuple(first)
-    if op == "MatMul":
-        if len(first) == 0:
+        if domain is not None:
+            return SHAPES[domain](s, b, known, attrs)
+        if spec.ranks is None:
             return None
-        k = first[-1]
-        n = s.dim()
-        choice = int(s.rng.integers(3))
-        if choice == 0:
-            return (k,)
-        if choice == 1 or len(first) <= 2:
-            return (k, n)
-        return tuple(first[:-2]) + (k, n)
-    if op == "Gemm":
-        if len(first) != 2:
-            return None
-        if position == 1:
-            k = first[int(s.rng.integers(2))]
-            return (k, s.dim()) if s.chance(0.5) else (s.dim(), k)
-        second = known[1] if len(known) > 1 else None
-        n = second[int(s.rng.integers(2))] if second else s.dim()
-        return s.pick([(n,), (first[0], n), (1, n), ()])
-    if op == "Conv" and len(first) == 4:
-        if position == 1:
-            h, w = first[2], first[3]
-            return (s.dim(), first[1], int(s.rng.integers(1, min(3, h) + 1)), int(s.rng.integers(1, min(3, w) + 1)))
-        weight = known[1] if len(known) > 1 else None
-        return (weight[0],) if weight else None
-    if op == "BatchNormalization" and len(first) >= 2:
-        return (first[1],)
-    if op == "LayerNormalization" and len(first) >= 1:
-        if position == 2 and len(known) > 1 and known[1] is not None:
-            return known[1]
-        return tuple(first[int(s.rng.integers(len(first))):]) or (first[-1],)
+        low, high = spec.ranks
+        return s.shape(low) if low == high else s.shape(s.rank(low, high))
+    if domain is None or not known or known[0] is None:
+        return None
+    return SHAPES[domain](s, b, known, attrs)
+
+
+def _perm_rank(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """As many dims as the ``perm`` attribute has entries, once it is known."""
+    return s.shape(len(attrs["perm"])) if isinstance(attrs.get("perm"), list) else None
+
+
+def _reshape_source(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """A shape with as many elements as a known, fully positive ``shape`` attribute."""
+    target = attrs.get("shape")
+    if isinstance(target, list) and target and all(d > 0 for d in target):
+        return s.factorization(numel(target))
     return None
+
+
+def _image(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...]:
+    """NCHW, spatial dims of at least 3."""
+    return (s.dim(), s.dim(), s.dim() + 2, s.dim() + 2)
+
+
+def _unit_dim(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...]:
+    """Rank 1 to 4, one dim of size 1."""
+    shape = list(s.shape(s.rank(1, 4)))
+    shape[int(s.rng.integers(len(shape)))] = 1
+    return tuple(shape)
+
+
+def _broadcast(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...]:
+    """A shape that broadcasts with the first input's."""
+    first = known[0]
+    choice = int(s.rng.integers(6))
+    if choice == 5 and len(first) == 4:
+        return (1, first[1], 1, 1)  # per-channel, as scales and biases of NCHW tensors are
+    if choice <= 1 or choice == 5:
+        return first
+    if choice == 2:
+        return first[int(s.rng.integers(len(first) + 1)):]
+    if choice == 3:
+        return tuple(1 if s.chance(0.5) else d for d in first)
+    return tuple(s.shape(int(s.rng.integers(1, 3)))) + tuple(first)
+
+
+def _matmul_rhs(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """A right operand whose rows match the first input's columns."""
+    first = known[0]
+    if len(first) == 0:
+        return None
+    k = first[-1]
+    n = s.dim()
+    choice = int(s.rng.integers(3))
+    if choice == 0:
+        return (k,)
+    if choice == 1 or len(first) <= 2:
+        return (k, n)
+    return tuple(first[:-2]) + (k, n)
+
+
+def _gemm_b(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """A matrix sharing one dim with the (matrix) first input."""
+    first = known[0]
+    if len(first) != 2:
+        return None
+    k = first[int(s.rng.integers(2))]
+    return (k, s.dim()) if s.chance(0.5) else (s.dim(), k)
+
+
+def _gemm_c(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """A bias broadcasting to the product of the first two inputs."""
+    first = known[0]
+    if len(first) != 2:
+        return None
+    second = known[1] if len(known) > 1 else None
+    n = second[int(s.rng.integers(2))] if second else s.dim()
+    return s.pick([(n,), (first[0], n), (1, n), ()])
+
+
+def _conv_kernel(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """An OIHW kernel for the NCHW first input, at most 3 x 3 and no larger than the image."""
+    first = known[0]
+    if len(first) != 4:
+        return None
+    h, w = first[2], first[3]
+    return (s.dim(), first[1], int(s.rng.integers(1, min(3, h) + 1)), int(s.rng.integers(1, min(3, w) + 1)))
+
+
+def _conv_bias(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """One value per output channel of the kernel before it."""
+    weight = known[1] if len(known) > 1 else None
+    return (weight[0],) if len(known[0]) == 4 and weight else None
+
+
+def _channel(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """One value per channel (dim 1) of the first input."""
+    return (known[0][1],) if len(known[0]) >= 2 else None
+
+
+def _trailing(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """The first input's last dims (at least one)."""
+    first = known[0]
+    if len(first) < 1:
+        return None
+    return tuple(first[int(s.rng.integers(len(first))):]) or (first[-1],)
+
+
+def _like_previous(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """The shape of the input before, else (that one absent) :func:`_trailing`."""
+    if len(known[0]) >= 1 and len(known) > 1 and known[-1] is not None:
+        return known[-1]
+    return _trailing(s, b, known, attrs)
+
+
+SHAPES: dict[str, Callable[[Sampler, "InstanceBuilder", list, dict], tuple[int, ...] | None]] = {
+    "perm_rank": _perm_rank, "reshape_source": _reshape_source, "image": _image, "unit_dim": _unit_dim,
+    "broadcast": _broadcast, "matmul_rhs": _matmul_rhs, "gemm_b": _gemm_b, "gemm_c": _gemm_c,
+    "conv_kernel": _conv_kernel, "conv_bias": _conv_bias, "channel": _channel, "trailing": _trailing,
+    "like_previous": _like_previous,
+}
+"""Shape domains of op inputs (:attr:`OpSpec.input_shapes`): ``(sampler, builder, shapes of the
+inputs before, attribute values already known) -> shape`` (None: no suggestion). A first
+input's domain sees no shapes."""
 
 
 # -- attribute values -----------------------------------------------------------------
 
 
 def generic_value(s: Sampler, sort: str, rank: int | None) -> Any:
+    """Any value of ``sort`` (vectors of axes of a tensor of rank ``rank``)."""
     if sort == "i64":
         return s.i64()
     if sort == "f64":
@@ -254,115 +326,222 @@ def _reshape_target(s: Sampler, b: InstanceBuilder, x: tuple[int, ...]) -> list[
     return target
 
 
-def attribute_value(s: Sampler, op: str, name: str, sort: str, shapes: list, chosen: dict, b: InstanceBuilder) -> Any:
-    """A random valid value for attribute ``name`` of ``op`` given its input shapes."""
-    x = shapes[0] if shapes else None
-    r = len(x) if x is not None else None
-    if op == "Transpose" and name == "perm" and r is not None:
-        options = [list(range(r)), list(reversed(range(r)))]
-        if r >= 2:
-            options.append(list(range(r - 2)) + [r - 1, r - 2])
-        options.append([int(i) for i in s.rng.permutation(r)])
-        return s.pick(options)
-    if op == "Reshape" and x is not None:
-        if name == "shape":
-            return _reshape_target(s, b, x)
-        if name == "allowzero":
-            return 0 if 0 in chosen.get("shape", []) or s.chance(0.8) else 1
-    if op == "Flatten" and name == "axis" and r is not None:
-        return int(s.rng.integers(0, r + 1))
-    if name == "axis" and op in ("Softmax", "Concat", "Split") and r:
-        return int(s.rng.integers(0, r))
-    if op == "LayerNormalization" and r:
-        if name == "axis":
-            scale = shapes[1] if len(shapes) > 1 else None
-            if scale is not None and 0 < len(scale) <= r and s.chance(0.8):
-                return r - len(scale)
-            return int(s.rng.integers(0, r))
-        if name == "epsilon":
-            return s.pick([1e-5, 1e-3, 0.1])
-        if name == "stash_type":
-            return 1
-    if op == "Split" and x is not None and r:
-        if name == "split":
-            axis = chosen.get("axis", 0)
-            return s.composition(x[axis]) if 0 <= axis < r else [1]
-        if name == "index":
-            return int(s.rng.integers(0, len(chosen.get("split", [1]))))
-    if op == "Slice" and name in b.slice_plan:
-        return b.slice_plan[name]
-    if op == "Squeeze" and name == "axes" and x is not None:
-        ones = [i for i, d in enumerate(x) if d == 1]
-        if not ones:
-            return [0]
-        picked = s.subset(len(ones))
-        return [ones[i] for i in picked]
-    if op == "Unsqueeze" and name == "axes" and r is not None:
-        k = int(s.rng.integers(1, 3))
-        return sorted(int(a) for a in s.rng.choice(r + k, size=k, replace=False))
-    if op in ("ReduceMean", "ReduceSum") and r is not None:
-        if name == "axes":
-            return s.subset(r) if r else []
-        if name == "keepdims":
-            return int(s.rng.integers(0, 2))
-    if op == "Gemm":
-        if name in ("alpha", "beta"):
-            return s.pick([1.0, 0.5, 2.0, -1.5])
-        a = x
-        bshape = shapes[1] if len(shapes) > 1 else None
-        if name == "transA":
-            return int(s.rng.integers(0, 2))
-        if name == "transB" and a is not None and bshape is not None and len(a) == 2 and len(bshape) == 2:
-            k = a[1] if chosen.get("transA", 0) == 0 else a[0]
-            fits = [t for t in (0, 1) if bshape[t] == k]
-            return s.pick(fits) if fits else 0
-        if name == "transB":
-            return int(s.rng.integers(0, 2))
-    if op == "Conv" and x is not None and len(x) == 4:
-        w = shapes[1] if len(shapes) > 1 else None
-        if name == "strides":
-            return [s.pick([1, 1, 2]), s.pick([1, 1, 2])]
-        if name == "pads":
-            if w is not None and len(w) == 4 and w[2] % 2 and w[3] % 2 and s.chance(0.4):
-                return [w[2] // 2, w[3] // 2] * 2  # "same" padding, as most real convs have
-            return [int(s.rng.integers(0, 3)) for _ in range(4)]
-        if name == "dilations":
-            return [s.pick([1, 1, 2]), s.pick([1, 1, 2])]
-        if name == "group":
-            if w is not None and len(w) == 4 and w[1] and x[1] % w[1] == 0:
-                return x[1] // w[1]
-            return 1
-    if op in ("MaxPool", "AveragePool") and x is not None and len(x) == 4:
-        if name == "kernel_shape":
-            return [int(s.rng.integers(1, min(3, x[2]) + 1)), int(s.rng.integers(1, min(3, x[3]) + 1))]
-        kernel = chosen.get("kernel_shape", [1, 1])
-        if name == "strides":
-            return [s.pick([1, 1, 2]), s.pick([1, 1, 2])]
-        if name == "pads":
-            return [int(s.rng.integers(0, min(2, k))) for k in kernel + kernel]
-        if name == "dilations":
-            return [1, 1] if op == "AveragePool" or s.chance(0.7) else [s.pick([1, 2]), s.pick([1, 2])]
-        if name == "ceil_mode":
-            return 0 if s.chance(0.7) else 1
-        if name == "count_include_pad":
-            return int(s.rng.integers(0, 2))
-    if op == "Pad" and name == "pads" and r is not None:
-        if r == 4 and s.chance(0.6):  # a conv kernel grown spatially
-            top, left, bottom, right = (int(s.rng.integers(0, 2)) for _ in range(4))
-            return [0, 0, top, left, 0, 0, bottom, right]
-        return [int(s.rng.integers(0, 3)) for _ in range(2 * r)]
-    if op == "Pad" and name == "mode":
-        return s.pick(["constant", "constant", "edge", "reflect"])
-    if op == "Cast" and name == "to":
-        return s.pick([TensorProto.FLOAT, TensorProto.DOUBLE])  # the float types instances use
-    if op == "Cast" and name == "saturate":
-        return 1
-    if op == "BatchNormalization" and name == "epsilon":
-        return s.pick([1e-5, 1e-3])
-    if op == "Gelu" and name == "approximate":
-        return s.pick(["none", "tanh"])
-    if sort == "IVec" and name in ("strides", "dilations"):
-        return [1, 1]
-    if sort == "IVec" and name == "pads":
+@dataclass
+class Context:
+    """What an attribute's domain may look at."""
+
+    s: Sampler
+    b: InstanceBuilder
+    attr: Attr
+    shapes: list
+    """Shapes of the op's inputs (None for an absent one)."""
+    chosen: dict
+    """Values of the op's attributes drawn so far."""
+
+    @property
+    def x(self) -> tuple[int, ...] | None:
+        return self.shapes[0] if self.shapes else None
+
+    @property
+    def r(self) -> int | None:
+        return len(self.x) if self.x is not None else None
+
+    def image(self) -> bool:
+        return self.x is not None and len(self.x) == 4
+
+    def generic(self) -> Any:
+        return generic_value(self.s, self.attr.sort, self.r)
+
+
+def attribute_value(s: Sampler, spec: OpSpec, attr: Attr, shapes: list, chosen: dict, b: InstanceBuilder) -> Any:
+    """A random valid value for attribute ``attr`` of ``spec`` given its input shapes, from the
+    attribute's declared domain."""
+    domain = attr.domain
+    if isinstance(domain, tuple):
+        value = s.pick(list(domain))
+        return list(value) if isinstance(value, tuple) else value
+    if domain is None:
+        return generic_value(s, attr.sort, len(shapes[0]) if shapes and shapes[0] is not None else None)
+    return DOMAINS[domain](Context(s, b, attr, shapes, chosen))
+
+
+def _axis(c: Context) -> Any:
+    """An axis of the first input."""
+    return int(c.s.rng.integers(0, c.r)) if c.r else c.generic()
+
+
+def _axis_or_end(c: Context) -> Any:
+    """An axis of the first input, or its rank (Flatten's split point)."""
+    return int(c.s.rng.integers(0, c.r + 1)) if c.r is not None else c.generic()
+
+
+def _perm(c: Context) -> Any:
+    """A permutation of the first input's axes: the identity, the reversal, the last two swapped, or any."""
+    r = c.r
+    if r is None:
+        return c.generic()
+    options = [list(range(r)), list(reversed(range(r)))]
+    if r >= 2:
+        options.append(list(range(r - 2)) + [r - 1, r - 2])
+    options.append([int(i) for i in c.s.rng.permutation(r)])
+    return c.s.pick(options)
+
+
+def _reshape_target_domain(c: Context) -> Any:
+    return _reshape_target(c.s, c.b, c.x) if c.x is not None else c.generic()
+
+
+def _allowzero(c: Context) -> Any:
+    """0 where the target copies a dim (a 0 in it), else mostly 0."""
+    if c.x is None:
+        return c.generic()
+    return 0 if 0 in c.chosen.get("shape", []) or c.s.chance(0.8) else 1
+
+
+def _norm_axis(c: Context) -> Any:
+    """The first normalized axis: mostly where the scale's (second input's) dims begin."""
+    r = c.r
+    if not r:
+        return c.generic()
+    scale = c.shapes[1] if len(c.shapes) > 1 else None
+    if scale is not None and 0 < len(scale) <= r and c.s.chance(0.8):
+        return r - len(scale)
+    return int(c.s.rng.integers(0, r))
+
+
+def _split_sizes(c: Context) -> Any:
+    """Sizes summing to the dim at the ``axis`` drawn before."""
+    if not c.r:
+        return c.generic()
+    axis = c.chosen.get("axis", 0)
+    return c.s.composition(c.x[axis]) if 0 <= axis < c.r else [1]
+
+
+def _split_index(c: Context) -> Any:
+    """One of the parts of the ``split`` drawn before."""
+    if not c.r:
+        return c.generic()
+    return int(c.s.rng.integers(0, len(c.chosen.get("split", [1]))))
+
+
+def _planned(c: Context) -> Any:
+    """The value the op's hook drew (see :data:`HOOKS`)."""
+    return c.b.plan[c.attr.name] if c.attr.name in c.b.plan else c.generic()
+
+
+def _unit_axes(c: Context) -> Any:
+    """Some of the first input's axes of size 1."""
+    if c.x is None:
+        return c.generic()
+    ones = [i for i, d in enumerate(c.x) if d == 1]
+    if not ones:
+        return [0]
+    return [ones[i] for i in c.s.subset(len(ones))]
+
+
+def _new_axes(c: Context) -> Any:
+    """One or two axes of the output to insert."""
+    if c.r is None:
+        return c.generic()
+    k = int(c.s.rng.integers(1, 3))
+    return sorted(int(a) for a in c.s.rng.choice(c.r + k, size=k, replace=False))
+
+
+def _axes_subset(c: Context) -> Any:
+    """Some of the first input's axes."""
+    if c.r is None:
+        return c.generic()
+    return c.s.subset(c.r) if c.r else []
+
+
+def _gemm_trans_b(c: Context) -> Any:
+    """Whether to transpose the second matrix: so that it fits the first where one way does."""
+    a = c.x
+    bshape = c.shapes[1] if len(c.shapes) > 1 else None
+    if a is not None and bshape is not None and len(a) == 2 and len(bshape) == 2:
+        k = a[1] if c.chosen.get("transA", 0) == 0 else a[0]
+        fits = [t for t in (0, 1) if bshape[t] == k]
+        return c.s.pick(fits) if fits else 0
+    return int(c.s.rng.integers(0, 2))
+
+
+def _steps_2d(c: Context) -> Any:
+    """Steps of 1 (mostly) or 2 along the two spatial axes of an NCHW input."""
+    return [c.s.pick([1, 1, 2]), c.s.pick([1, 1, 2])] if c.image() else [1, 1]
+
+
+def _conv_pads(c: Context) -> Any:
+    """Often the "same" padding of an odd kernel (as most real convs have), else 0 to 2 a side."""
+    if not c.image():
         return [0, 0, 0, 0]
-    return generic_value(s, sort, r)
+    w = c.shapes[1] if len(c.shapes) > 1 else None
+    if w is not None and len(w) == 4 and w[2] % 2 and w[3] % 2 and c.s.chance(0.4):
+        return [w[2] // 2, w[3] // 2] * 2
+    return [int(c.s.rng.integers(0, 3)) for _ in range(4)]
+
+
+def _conv_group(c: Context) -> Any:
+    """The group count the kernel's input channels imply."""
+    if not c.image():
+        return c.generic()
+    x, w = c.x, c.shapes[1] if len(c.shapes) > 1 else None
+    if w is not None and len(w) == 4 and w[1] and x[1] % w[1] == 0:
+        return x[1] // w[1]
+    return 1
+
+
+def _pool_kernel(c: Context) -> Any:
+    """A window of 1 to 3 a side, no larger than the image."""
+    if not c.image():
+        return c.generic()
+    return [int(c.s.rng.integers(1, min(3, c.x[2]) + 1)), int(c.s.rng.integers(1, min(3, c.x[3]) + 1))]
+
+
+def _pool_pads(c: Context) -> Any:
+    """Pads smaller than the window drawn before."""
+    if not c.image():
+        return [0, 0, 0, 0]
+    kernel = c.chosen.get("kernel_shape", [1, 1])
+    return [int(c.s.rng.integers(0, min(2, k))) for k in kernel + kernel]
+
+
+def _pool_dilations(c: Context) -> Any:
+    """Mostly none, else 1 or 2 a side."""
+    if not c.image():
+        return [1, 1]
+    return [1, 1] if c.s.chance(0.7) else [c.s.pick([1, 2]), c.s.pick([1, 2])]
+
+
+def _mostly_zero(c: Context) -> Any:
+    """0 seven times in ten, else 1 (a flag that is rarely set)."""
+    if not c.image():
+        return c.generic()
+    return 0 if c.s.chance(0.7) else 1
+
+
+def _pad_widths(c: Context) -> Any:
+    """0 to 2 before and after each axis; for a 4-D input often a kernel grown spatially."""
+    r = c.r
+    if r is None:
+        return c.generic()
+    if r == 4 and c.s.chance(0.6):
+        top, left, bottom, right = (int(c.s.rng.integers(0, 2)) for _ in range(4))
+        return [0, 0, top, left, 0, 0, bottom, right]
+    return [int(c.s.rng.integers(0, 3)) for _ in range(2 * r)]
+
+
+DOMAINS: dict[str, Callable[[Context], Any]] = {
+    "axis": _axis, "axis_or_end": _axis_or_end, "perm": _perm, "reshape_target": _reshape_target_domain,
+    "allowzero": _allowzero, "norm_axis": _norm_axis, "split_sizes": _split_sizes, "split_index": _split_index,
+    "planned": _planned, "unit_axes": _unit_axes, "new_axes": _new_axes, "axes_subset": _axes_subset,
+    "gemm_transB": _gemm_trans_b, "steps_2d": _steps_2d, "conv_pads": _conv_pads, "conv_group": _conv_group,
+    "pool_kernel": _pool_kernel, "pool_pads": _pool_pads, "pool_dilations": _pool_dilations,
+    "mostly_zero": _mostly_zero, "pad_widths": _pad_widths,
+}
+"""Shape-dependent attribute domains (:attr:`Attr.domain`). Each falls back to any value of
+the sort (or the ONNX default) where the input shapes do not fit the op: such an instance
+is invalid, and ONNX shape inference rejects it."""
+
+HOOKS: dict[str, Callable[[Sampler, tuple[int, ...], dict[str, Any]], dict[str, Any]]] = {"slice": plan_slice}
+"""Op hooks (:attr:`OpSpec.sampler`): ``(sampler, first input's shape, attribute values the rule
+fixes) -> attribute values`` drawn together, which the ``"planned"`` domain hands out."""
