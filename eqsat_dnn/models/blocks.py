@@ -10,6 +10,8 @@ ranges). Weights are real initializers: a ``hidden=4096`` MLP weighs 512 MiB.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -81,39 +83,46 @@ class _Builder(ModelBuilder):
         return self.model([helper.make_tensor_value_info("y", TensorProto.FLOAT, x_shape)])
 
 
-def transformer_mlp(batch: int = 1, seq: int = 128, hidden: int = 1024, ffn: int | None = None,
-                    layers: int = 1, seed: int = 0) -> onnx.ModelProto:
-    """``layers`` pre-norm MLP blocks over ``x: [batch, seq, hidden]`` (``ffn`` defaults to 4 x hidden)."""
+def _stack(name: str, batch: int, seq: int, hidden: int, layers: int, seed: int,
+           layer: Callable[[_Builder, str, int], str]) -> onnx.ModelProto:
+    """``layers`` applications of ``layer(builder, x, i)`` over ``x: [batch, seq, hidden]``."""
     b = _Builder(seed)
     y = "x"
     for i in range(layers):
-        y = b.mlp(y, hidden, ffn or 4 * hidden, f"mlp{i}")
-    return b.block("transformer_mlp", [batch, seq, hidden], y)
+        y = layer(b, y, i)
+    return b.block(name, [batch, seq, hidden], y)
+
+
+def _check_heads(hidden: int, heads: int) -> None:
+    if hidden % heads:
+        raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
+
+
+def transformer_mlp(batch: int = 1, seq: int = 128, hidden: int = 1024, ffn: int | None = None,
+                    layers: int = 1, seed: int = 0) -> onnx.ModelProto:
+    """``layers`` pre-norm MLP blocks over ``x: [batch, seq, hidden]`` (``ffn`` defaults to 4 x hidden)."""
+    return _stack("transformer_mlp", batch, seq, hidden, layers, seed,
+                  lambda b, y, i: b.mlp(y, hidden, ffn or 4 * hidden, f"mlp{i}"))
 
 
 def transformer_attention(batch: int = 1, seq: int = 128, hidden: int = 1024, heads: int = 16,
                           layers: int = 1, seed: int = 0) -> onnx.ModelProto:
     """``layers`` pre-norm self-attention blocks over ``x: [batch, seq, hidden]``."""
-    if hidden % heads:
-        raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
-    b = _Builder(seed)
-    y = "x"
-    for i in range(layers):
-        y = b.attention(y, batch, seq, hidden, heads, f"attn{i}")
-    return b.block("transformer_attention", [batch, seq, hidden], y)
+    _check_heads(hidden, heads)
+    return _stack("transformer_attention", batch, seq, hidden, layers, seed,
+                  lambda b, y, i: b.attention(y, batch, seq, hidden, heads, f"attn{i}"))
 
 
 def transformer_layer(batch: int = 1, seq: int = 128, hidden: int = 1024, heads: int = 16, ffn: int | None = None,
                       layers: int = 1, seed: int = 0) -> onnx.ModelProto:
     """``layers`` GPT-2-style layers (attention block, then MLP block)."""
-    if hidden % heads:
-        raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
-    b = _Builder(seed)
-    y = "x"
-    for i in range(layers):
+    _check_heads(hidden, heads)
+
+    def layer(b: _Builder, y: str, i: int) -> str:
         y = b.attention(y, batch, seq, hidden, heads, f"layer{i}.attn")
-        y = b.mlp(y, hidden, ffn or 4 * hidden, f"layer{i}.mlp")
-    return b.block("transformer_layer", [batch, seq, hidden], y)
+        return b.mlp(y, hidden, ffn or 4 * hidden, f"layer{i}.mlp")
+
+    return _stack("transformer_layer", batch, seq, hidden, layers, seed, layer)
 
 
 __all__ = ["transformer_attention", "transformer_layer", "transformer_mlp"]

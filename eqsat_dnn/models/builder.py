@@ -100,14 +100,15 @@ class ModelBuilder:
 
     # seeded weights -----------------------------------------------------------
 
-    def normal(self, shape: Sequence[int], std: float = 1.0, *, offset: float = 0.0, draw: type = np.float64,
-               dtype: type = np.float32) -> np.ndarray:
-        """Values ``offset + std * N(0, 1)`` from :attr:`rng`, drawn in ``draw`` precision (float64 or
-        float32: the two give different streams) and stored as ``dtype``."""
+    def normal(self, shape: Sequence[int], std: float = 1.0, *, offset: float | None = None,
+               draw: type = np.float64, dtype: type = np.float32) -> np.ndarray:
+        """Values ``std * N(0, 1) (+ offset)`` from :attr:`rng`, drawn in ``draw`` precision (float64
+        or float32: the two give different streams) and stored as ``dtype``. An offset is added
+        when given, even 0.0 (which turns a -0.0 into 0.0: the bytes of a model depend on it)."""
         values = self.rng.standard_normal(tuple(shape), dtype=draw)
         if std != 1.0:
             values = values * draw(std)
-        if offset:
+        if offset is not None:
             values = values + draw(offset)
         return values.astype(dtype)
 

@@ -104,6 +104,16 @@ class InstanceBuilder:
             var = self.d.aliases[var]
         return var
 
+    def bound(self, var: str, build: Callable[[Any], Any]) -> Any:
+        """``build`` of the term an ``(= var term)`` fact binds ``var`` to (None if none, or while
+        that term is being built: a cyclic binding)."""
+        if var not in self.d.bindings or var in self.expanding:
+            return None
+        self.expanding.add(var)
+        value = build(self.d.bindings[var])
+        self.expanding.discard(var)
+        return value
+
     def fresh_input(self, name: str, shape: tuple[int, ...]) -> str:
         name = self.onnx.input(name, tuple(int(d) for d in shape), self.dtype)
         self.inputs.append(name)
@@ -151,10 +161,8 @@ class InstanceBuilder:
             var = self.canon(str(term))
             if var in self.tensor_vars:
                 return self.tensor_vars[var]
-            if var in self.d.bindings and var not in self.expanding:
-                self.expanding.add(var)
-                value = self.tensor(self.d.bindings[var], suggestion)
-                self.expanding.discard(var)
+            value = self.bound(var, lambda term: self.tensor(term, suggestion))
+            if value is not None:
                 self.tensor_vars[var] = value
                 return value
             value = self.fresh_input(var, self.new_shape(suggestion, var))
@@ -196,11 +204,8 @@ class InstanceBuilder:
             var = self.canon(str(term))
             if var in self.list_vars:
                 return self.list_vars[var]
-            if var in self.d.bindings and var not in self.expanding:
-                self.expanding.add(var)
-                values = self.tensor_list(self.d.bindings[var], suggestion)
-                self.expanding.discard(var)
-            else:
+            values = self.bound(var, lambda term: self.tensor_list(term, suggestion))
+            if values is None:
                 count = int(self.s.rng.integers(1, 4))
                 values = []
                 for k in range(count):
