@@ -304,28 +304,6 @@ def plan_slice(s: Sampler, x: tuple[int, ...], given: dict[str, Any]) -> dict[st
     return plan
 
 
-def _reshape_target(s: Sampler, b: InstanceBuilder, x: tuple[int, ...]) -> list[int]:
-    n = numel(x)
-    others = sorted({shape for shape in b.shapes.values() if numel(shape) == n and shape != x},
-                    key=lambda t: (len(t), t))
-    choice = int(s.rng.integers(4))
-    if choice == 0:
-        target = list(x)  # a no-op reshape
-    elif choice == 1 and others:
-        target = list(s.pick(others))  # the shape of another tensor of the instance
-    elif choice == 2 and len(x) > 1:
-        target = [int(d) for d in s.rng.permutation(list(x))]  # same rank, usually another shape
-    else:
-        target = list(s.factorization(n, s.rank(0, 4)))
-    if target and s.chance(0.2):
-        target[int(s.rng.integers(len(target)))] = -1
-    if target and s.chance(0.15):
-        i = int(s.rng.integers(min(len(target), len(x)) or 1))
-        if i < len(x) and i < len(target) and target[i] == x[i]:
-            target[i] = 0
-    return target
-
-
 @dataclass
 class Context:
     """What an attribute's domain may look at."""
@@ -387,8 +365,31 @@ def _perm(c: Context) -> Any:
     return c.s.pick(options)
 
 
-def _reshape_target_domain(c: Context) -> Any:
-    return _reshape_target(c.s, c.b, c.x) if c.x is not None else c.generic()
+def _reshape_target(c: Context) -> Any:
+    """A target with as many elements as the first input: its own shape, another tensor's of the
+    instance, its dims permuted, or any factorization; sometimes with a -1 or a 0 (copy) in it."""
+    if c.x is None:
+        return c.generic()
+    s, b, x = c.s, c.b, c.x
+    n = numel(x)
+    others = sorted({shape for shape in b.shapes.values() if numel(shape) == n and shape != x},
+                    key=lambda t: (len(t), t))
+    choice = int(s.rng.integers(4))
+    if choice == 0:
+        target = list(x)  # a no-op reshape
+    elif choice == 1 and others:
+        target = list(s.pick(others))  # the shape of another tensor of the instance
+    elif choice == 2 and len(x) > 1:
+        target = [int(d) for d in s.rng.permutation(list(x))]  # same rank, usually another shape
+    else:
+        target = list(s.factorization(n, s.rank(0, 4)))
+    if target and s.chance(0.2):
+        target[int(s.rng.integers(len(target)))] = -1
+    if target and s.chance(0.15):
+        i = int(s.rng.integers(min(len(target), len(x)) or 1))
+        if i < len(x) and i < len(target) and target[i] == x[i]:
+            target[i] = 0
+    return target
 
 
 def _allowzero(c: Context) -> Any:
@@ -531,7 +532,7 @@ def _pad_widths(c: Context) -> Any:
 
 
 DOMAINS: dict[str, Callable[[Context], Any]] = {
-    "axis": _axis, "axis_or_end": _axis_or_end, "perm": _perm, "reshape_target": _reshape_target_domain,
+    "axis": _axis, "axis_or_end": _axis_or_end, "perm": _perm, "reshape_target": _reshape_target,
     "allowzero": _allowzero, "norm_axis": _norm_axis, "split_sizes": _split_sizes, "split_index": _split_index,
     "planned": _planned, "unit_axes": _unit_axes, "new_axes": _new_axes, "axes_subset": _axes_subset,
     "gemm_transB": _gemm_trans_b, "steps_2d": _steps_2d, "conv_pads": _conv_pads, "conv_group": _conv_group,
