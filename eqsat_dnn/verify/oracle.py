@@ -12,6 +12,7 @@ import onnx
 from eqsat_dnn.io.onnx_out import to_onnx
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.verify.instances import Instance, dtype_name
+from eqsat_dnn.runtime.sessions import create_session
 from eqsat_dnn.verify.results import Counterexample
 
 _SMALL = 24
@@ -19,14 +20,8 @@ _SMALL = 24
 
 
 def _session(model: onnx.ModelProto):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # instances the runtime refuses are expected: no log lines
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    # instances the runtime refuses are expected: no log lines
+    return create_session(model, optimize=False, threads=1, log_severity=4)
 
 
 class NoKernel(Exception):
