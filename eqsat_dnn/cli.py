@@ -276,13 +276,16 @@ def _partition(args: argparse.Namespace) -> int:
         ensure_writable(args.annotate, args.input)
         if Path(args.annotate).resolve() == Path(args.output).resolve():
             raise OutputError(f"{args.annotate}: --annotate would overwrite the plan -o writes; choose another file")
-    graph = load_model(args.input, input_shapes=parse_input_shapes(args.overwrite_input_shape))
+    shapes = parse_input_shapes(args.overwrite_input_shape)
+    graph = load_model(args.input, input_shapes=shapes, load_weights=False)  # planning reads no weight
     show = not (args.quiet or args.json)
     console = Console(stderr=True)
     with console.status("solving the partitioning ILP", spinner="dots") if show and console.is_terminal \
             else nullcontext():
         plan = partition(graph, args.mesh, machine=args.machine, mode=args.mode, memory_gb=args.memory_gb,
                          time_limit=args.time_limit, outputs=args.outputs)
+    if args.run or args.annotate:  # these need the weights themselves
+        graph = load_model(args.input, input_shapes=shapes)
     report = None
     if args.run:  # before writing anything: a plan that does not run is not written
         with console.status(f"running on {plan.mesh.num_devices} processes", spinner="dots") \

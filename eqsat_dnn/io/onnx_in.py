@@ -21,7 +21,7 @@ from onnx.external_data_helper import load_external_data_for_model, uses_externa
 from eqsat_dnn.errors import InputError, first_line
 from eqsat_dnn.ir.graph import Dim, Graph, Node, TensorType
 from eqsat_dnn.ir.language import ALIASES, OPS, Attr, OpSpec
-from eqsat_dnn.io.protos import light_copy, without_initializers
+from eqsat_dnn.io.protos import light_copy, shapes_only, without_initializers
 
 MIN_OPSET = 13
 """Older models are brought up to this opset with onnx's version converter."""
@@ -111,13 +111,23 @@ def _all_tensors(graph: onnx.GraphProto):
 def load_model(
     source: str | Path | onnx.ModelProto,
     input_shapes: dict[str, list[int]] | None = None,
+    load_weights: bool = True,
 ) -> Graph:
     """Read an ONNX model into a :class:`Graph`.
 
     ``input_shapes`` fixes graph input dims (symbolic ones otherwise stay
-    symbolic). External data is loaded from beside the file.
+    symbolic). External data is loaded from beside the file. ``load_weights=False``
+    reads shapes only: large weights become data-less stubs (:func:`~eqsat_dnn.io.protos.shapes_only`),
+    none is read from external data nor copied from a ``ModelProto``.
     """
-    model, base_dir = read_model(source)
+    if load_weights:
+        model, base_dir = read_model(source)
+    else:
+        model, base_dir = read_model(source) if not isinstance(source, onnx.ModelProto) else (source, None)
+        try:
+            model = shapes_only(model, None if base_dir is None else str(base_dir))
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+            raise InputError(f"cannot read external data: {_first_line(exc)}") from None
     _check_opsets(model)
     # overrides first: they may give a rank-unknown input the shape the checker demands
     _override_input_shapes(model, input_shapes or {})
@@ -139,7 +149,7 @@ def load_model(
     model.graph.value_info.extend(inferred.graph.value_info)
     for original, typed in zip(model.graph.output, inferred.graph.output):
         original.CopyFrom(typed)
-    if base_dir is not None and any(uses_external_data(t) for t in model.graph.initializer):
+    if load_weights and base_dir is not None and any(uses_external_data(t) for t in model.graph.initializer):
         try:
             load_external_data_for_model(model, str(base_dir))
         except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing file is a ValidationError

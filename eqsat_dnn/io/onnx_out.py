@@ -107,12 +107,13 @@ def _is_default(value, default) -> bool:
     return value == default
 
 
-def fold_weight_expressions(graph: Graph) -> Graph:
+def fold_weight_expressions(graph: Graph, values: bool = True) -> Graph:
     """Evaluate every vocabulary node whose inputs are all constant; its outputs become weights.
 
     Constant opaque nodes (ConstantOfShape, ...) are evaluated where a folded node reads them
     and otherwise left as they are: folding them alone would only trade a small node for a
-    large initializer."""
+    large initializer. ``values=False`` evaluates nothing: the outputs become data-less stubs
+    of their inferred types (the same nodes fold; where a type is unknown, none does)."""
     weights = dict(graph.weights)
     foldable: list[Node] = []
     kept: list[Node] = []
@@ -138,10 +139,18 @@ def fold_weight_expressions(graph: Graph) -> Graph:
     wanted = [o for n in foldable if n.op != OPAQUE for o in n.outputs if o and o in needed]
     if not wanted:
         return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
-    values = _evaluate(graph, foldable, wanted)
-    if values is None:
+    if not values:
+        types = [graph.types.get(name) for name in wanted]
+        if any(t is None or not t.is_static for t in types):
+            return graph
+        for name, t in zip(wanted, types):
+            weights[name] = onnx.TensorProto(name=name, data_type=t.dtype, dims=list(t.shape),
+                                             data_location=onnx.TensorProto.EXTERNAL)
+        return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
+    arrays = _evaluate(graph, foldable, wanted)
+    if arrays is None:
         return graph  # the runtime cannot evaluate it: keep the nodes, still correct
-    for name, array in zip(wanted, values):
+    for name, array in zip(wanted, arrays):
         weights[name] = numpy_helper.from_array(np.asarray(array), name)
     return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
 

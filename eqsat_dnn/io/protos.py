@@ -81,6 +81,44 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
         return count * 8
 
 
+def shapes_only(model: onnx.ModelProto, base_dir: str | None = None) -> onnx.ModelProto:
+    """A copy of ``model`` whose weights are stubs: name, type and dims, no data, marked external so
+    light copies type them as inputs (reading one fails loudly). Small inline initializers are
+    copied, and small external integer ones read from ``base_dir`` (shape constants must keep their
+    values); no float weight is read from external data, no large one copied."""
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    copy = without_initializers(model)
+    for tensor in model.graph.initializer:
+        external = uses_external_data(tensor)
+        if external:
+            small = (tensor.data_type in _INTEGERS and base_dir is not None and int(np.prod(tensor.dims))
+                     * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize <= SMALL_TENSOR_BYTES)
+        else:
+            small = _tensor_bytes(tensor) <= SMALL_TENSOR_BYTES
+        if small:
+            kept = copy.graph.initializer.add()
+            kept.CopyFrom(tensor)
+            if external:
+                load_external_data_for_tensor(kept, base_dir)
+                kept.data_location = onnx.TensorProto.DEFAULT
+                del kept.external_data[:]
+        else:
+            copy.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
+                                       data_location=onnx.TensorProto.EXTERNAL)
+    return copy
+
+
+_INTEGERS = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
+             onnx.TensorProto.UINT64, onnx.TensorProto.UINT32, onnx.TensorProto.UINT16, onnx.TensorProto.UINT8,
+             onnx.TensorProto.BOOL}
+
+
+def is_stub(tensor: onnx.TensorProto) -> bool:
+    """A weight :func:`shapes_only` left without data."""
+    return tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.external_data
+
+
 def weight_bytes(model: onnx.ModelProto) -> int:
     """Bytes of initializer data, without serialising."""
     return sum(_tensor_bytes(t) for t in model.graph.initializer)
