@@ -23,7 +23,7 @@ placement; the source takes it afterwards), which removes the weights' fractiona
 mixing from the relaxation; and a tensor whose every conversion is free gets no edge variables.
 
 Memory: the weights as placed plus, in inference, a ``peak`` variable at least
-every node's working set; in training, weights, gradients and activations;
+every node's working set; in training, weights, gradients, optimizer state and activations;
 bounded by the device memory. The constraint is left out when even the
 all-replicated plan fits.
 
@@ -310,7 +310,7 @@ def _memory_terms(problem: PartitionProblem) -> dict | None:
         least = w_min + sum(min(v) for _, v in acts)
         if least > limit:
             raise InputError(f"the model cannot fit: it needs at least {least:.3g} GiB per device "
-                             f"(weights, gradients and activations), the devices have {limit:.3g} GiB")
+                             f"(weights, gradients, optimizer state and activations), the devices have {limit:.3g} GiB")
         if w_max + sum(max(v) for _, v in acts) <= limit:
             return None
         return {"limit": limit, "weights": weights, "activations": acts}

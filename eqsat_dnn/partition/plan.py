@@ -211,18 +211,21 @@ def partition(
     cost_model: CostModel | None = None,
     outputs: str = "replicate",
     input_shapes: dict[str, list[int]] | None = None,
+    optimizer: str = "adam",
 ) -> Plan:
     """Find the cheapest placement of every tensor of ``model`` on a device mesh.
 
     ``mesh`` is a :class:`DeviceMesh` or a shape (``"8"``, ``"2x4"``) of the preset
     ``machine`` (see :data:`~eqsat_dnn.partition.mesh.MACHINES`); ``memory_gb``
     overrides the memory per device. ``mode`` is ``inference`` or ``train``.
+    In training, each parameter's gradient and ``optimizer`` state (``adam``: two float32 copies;
+    ``sgd``: none) count in memory, placed as the parameter is.
     ``outputs="replicate"`` (default) makes every graph output end replicated (each
     device holds the whole result); ``"any"`` lets it end sharded. The ILP runs
     for at most ``time_limit`` seconds; if it finds nothing better than the best
     hand-written baseline (data parallel, Megatron) in time, that baseline is the
     plan (``plan.solver["source"]`` says which)."""
-    graph = as_graph(model, input_shapes)
+    graph = as_graph(model, input_shapes, load_weights=False)  # shapes are all a plan needs
     if not isinstance(mesh, DeviceMesh):
         mesh = get_mesh(mesh, machine, memory_gb)
     elif memory_gb is not None:
@@ -233,7 +236,7 @@ def partition(
         raise InputError(f"time limit must be positive, not {time_limit}")
     from eqsat_dnn.partition.ilp import solve
 
-    problem = build_problem(graph, mesh, mode, cost_model, outputs)
+    problem = build_problem(graph, mesh, mode, cost_model, outputs, optimizer)
     baselines = {name: problem.evaluate(make(problem)) for name, make in BASELINES.items()}
     result = solve(problem, time_limit=time_limit)
     solver = {"status": result.status, "seconds": result.seconds, "objective_s": result.objective,

@@ -26,8 +26,9 @@ in :mod:`eqsat_dnn.partition.ilp` minimises exactly the same sum):
 
 Memory per device: the weights as placed, plus, in inference, the largest
 working set of one node (its inputs and outputs as that node holds them); in
-training, weights and their gradients plus every activation (kept for the
-backward pass). Optimizer state is not counted.
+training, weights, their gradients and the optimizer's state (Adam: two float32
+copies of every parameter, placed as the parameter is) plus every activation
+(kept for the backward pass).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from eqsat_dnn.partition.placements import REPLICATE, Replicate, Shard, Spec, al
 from eqsat_dnn.partition.strategies import (is_float, node_strategies, static_shape, tensor_bytes)
 
 MODES = ("inference", "train")
+OPTIMIZERS = {"adam": 2, "sgd": 0}
+"""Training optimizers -> float32 copies of each parameter they keep (Adam: first and second moments)."""
 OUTPUT_POLICIES = ("replicate", "any")
 
 
@@ -151,6 +154,7 @@ class PartitionProblem:
     tensors: dict[str, TensorInfo]
     cost_model: str
     outputs: str
+    optimizer: str = "adam"
 
     # -- conversions --------------------------------------------------------
 
@@ -211,10 +215,12 @@ class PartitionProblem:
                          for n, s in zip(item.produces, choice.produces) if n))
 
     def weight_bytes(self, item: Item, choice: Choice) -> float:
-        """Memory a weight takes as placed (twice for a parameter in training: its gradient too)."""
-        name = item.produces[0]
-        factor = 2.0 if self.mode == "train" and self.tensors[name].parameter else 1.0
-        return factor * tensor_bytes(self.tensors[name].type, choice.produces[0], self.mesh)
+        """Memory a weight takes as placed; in training a parameter's gradient and optimizer state too."""
+        info = self.tensors[item.produces[0]]
+        stored = tensor_bytes(info.type, choice.produces[0], self.mesh)
+        if self.mode != "train" or not info.parameter:
+            return float(stored)
+        return 2.0 * stored + OPTIMIZERS[self.optimizer] * 4.0 * stored / max(1, info.itemsize)
 
     # -- whole assignments --------------------------------------------------
 
@@ -265,19 +271,22 @@ class PartitionProblem:
 # ---------------------------------------------------------------------------- building
 
 
-def as_graph(model: Graph | str | Path | onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> Graph:
-    """A Graph from a Graph, an ONNX file or a ``ModelProto``."""
+def as_graph(model: Graph | str | Path | onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,
+             load_weights: bool = True) -> Graph:
+    """A Graph from a Graph, an ONNX file or a ``ModelProto`` (``load_weights=False``: shapes only,
+    no weight read or copied; planning needs nothing more)."""
     if isinstance(model, Graph):
         return model
     from eqsat_dnn.io.onnx_in import load_model
 
-    return load_model(model, input_shapes=input_shapes)
+    return load_model(model, input_shapes=input_shapes, load_weights=load_weights)
 
 
-def prepare_graph(graph: Graph) -> Graph:
+def prepare_graph(graph: Graph, values: bool = True) -> Graph:
     """The graph a plan is made for: sub-expressions over weights folded into weights (as ONNX
-    export does), nodes in an order where every producer comes first."""
-    graph = fold_weight_expressions(graph)
+    export does; ``values=False`` folds them by type only, evaluating nothing), nodes in an order
+    where every producer comes first."""
+    graph = fold_weight_expressions(graph, values)
     available = set(graph.inputs) | set(graph.weights)
     producers = graph.producers()
     order: list[Node] = []
@@ -297,14 +306,17 @@ def prepare_graph(graph: Graph) -> Graph:
 
 
 def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_model: CostModel | None = None,
-                  outputs: str = "replicate") -> PartitionProblem:
-    """Items, tensors and strategies of ``graph`` on ``mesh`` (see the module docstring)."""
+                  outputs: str = "replicate", optimizer: str = "adam") -> PartitionProblem:
+    """Items, tensors and strategies of ``graph`` on ``mesh`` (see the module docstring); ``optimizer``
+    (training) is ``adam`` or ``sgd`` (no state)."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"unknown optimizer {optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
     if outputs not in OUTPUT_POLICIES:
         raise InputError(f"unknown output policy {outputs!r} (choose from {', '.join(OUTPUT_POLICIES)})")
     model = cost_model or RooflineCostModel(mesh.device)
-    graph = prepare_graph(graph)
+    graph = prepare_graph(graph, values=False)  # the problem needs types, never values
     nodes = graph.nodes
     tensors: dict[str, TensorInfo] = {}
     items: list[Item] = []
@@ -369,7 +381,7 @@ def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_
             elif item.kind == "weight" and tensors[item.produces[0]].parameter:
                 tensors[item.produces[0]].grad = True
     name = model.name
-    return PartitionProblem(graph, mesh, mode, items, tensors, name, outputs)
+    return PartitionProblem(graph, mesh, mode, items, tensors, name, outputs, optimizer)
 
 
 def _spec_name(spec: Spec) -> str:
@@ -518,5 +530,6 @@ BASELINES: dict[str, Callable[[PartitionProblem], list[int]]] = {
 }
 """Hand-written plans the ILP is compared with."""
 
-__all__ = ["BASELINES", "as_graph", "prepare_graph", "Choice", "Collective", "Evaluation", "Item", "MODES", "OUTPUT_POLICIES",
+__all__ = ["BASELINES", "as_graph", "prepare_graph", "Choice", "Collective", "Evaluation", "Item", "MODES", "OPTIMIZERS",
+           "OUTPUT_POLICIES",
            "PartitionProblem", "TensorInfo", "build_problem", "data_parallel", "greedy_assignment", "megatron"]
