@@ -4,6 +4,7 @@ One stage per module::
 
     mesh.get_mesh("2x4", machine)      shape, preset   -> DeviceMesh        (mesh)
     strategies.node_strategies(...)    node            -> its strategies    (strategies)
+    layers.repeated_layers(graph)      Graph           -> copies of repeated layers, tied in the ILP  (layers)
     problem.build_problem(graph, mesh) Graph, mesh     -> PartitionProblem  (problem)
     ilp.solve(problem)                 problem         -> an assignment     (ilp)
     plan.partition(graph, mesh)        all the above   -> Plan (JSON, table, ONNX annotation)  (plan)

@@ -22,6 +22,11 @@ consumer is folded into that consumer (its choices are charged the cheapest sour
 placement; the source takes it afterwards), which removes the weights' fractional
 mixing from the relaxation; and a tensor whose every conversion is free gets no edge variables.
 
+Tied items (:attr:`~eqsat_dnn.partition.problem.Item.tied`: an op or weight of a repeated layer
+and its counterparts in the other copies) share one set of ``x`` columns; tensors whose producer
+and consumers share columns (the same tensor in every copy) share one transport, priced times their
+number. A 32-layer stack's ILP is thus about one layer's plus the glue.
+
 Memory: the weights as placed plus, in inference, a ``peak`` variable at least
 every node's working set; in training, weights, gradients, optimizer state and activations;
 bounded by the device memory. The constraint is left out when even the
@@ -145,16 +150,24 @@ def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: floa
         for i, item in enumerate(items):
             if item.kind in ("input", "weight") and len(tensors[item.produces[0]].consumers) == 1:
                 absorbed.add(i)
+    # a tied item shares its representative's columns (both were absorbed, or neither)
+    rep = [i if i in absorbed or item.tied is None or item.tied in absorbed else item.tied
+           for i, item in enumerate(items)]
     first: list[int] = []
     total = 0
     for i, item in enumerate(items):
-        first.append(-1 if i in absorbed else total)
-        total += 0 if i in absorbed else len(item.choices)
+        if i in absorbed:
+            first.append(-1)
+        elif rep[i] != i:
+            first.append(first[rep[i]])
+        else:
+            first.append(total)
+            total += len(item.choices)
     b = _Builder(total)
     for i, item in enumerate(items):
         if i not in absorbed:
             for c, choice in enumerate(item.choices):
-                b.cost_x[first[i] + c] = problem.compute_seconds(item, choice) * _SCALE
+                b.cost_x[first[i] + c] += problem.compute_seconds(item, choice) * _SCALE
 
     def key_of(name: str, choice, pos: int):
         dst = choice.consumes[pos]
@@ -173,6 +186,7 @@ def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: floa
             found.setdefault(spec, []).append(first[i] + c)
         return found
 
+    edges: dict[tuple, list] = {}  # tensors priced alike on the same columns: one transport, times their count
     for name, info in tensors.items():
         if info.producer is None or not info.consumers:
             continue
@@ -183,19 +197,27 @@ def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: floa
                 key = key_of(name, choice, pos)
                 b.cost_x[first[c] + j] += min(source_price(name, s, key) for s in specs) * _SCALE
             continue
-        sources = groups(info.producer[0], info.producer[1], True)
+        # consumers sharing columns read alike: one reader stands for them (a conversion is paid once)
+        consumers = list(dict.fromkeys((rep[c], pos) for c, pos in info.consumers))
+        key = (rep[info.producer[0]], info.producer[1], tuple(consumers), info.type, train and info.grad)
+        if key in edges:
+            edges[key][1] += 1
+        else:
+            edges[key] = [name, 1]
+    for (producer, p_pos, consumers, _, _), (name, count) in edges.items():
+        sources = groups(producer, p_pos, True)
         readers = []
-        for c, pos in info.consumers:
+        for c, pos in consumers:
             found: dict = {}
             for j, choice in enumerate(items[c].choices):
                 found.setdefault(key_of(name, choice, pos), []).append(first[c] + j)
             readers.append(found)
-        _transport(problem, b, name, sources, readers)
+        _transport(problem, b, name, sources, readers, count)
 
     if memory is not None:
         _memory_rows(problem, b, first, memory)
-    kept = [i for i in range(len(items)) if i not in absorbed]
-    for i in kept:  # one choice per item
+    kept = [i for i in range(len(items)) if i not in absorbed and rep[i] == i]
+    for i in kept:  # one choice per item (per tied class)
         b.row([(first[i] + c, 1.0) for c in range(len(items[i].choices))], 1.0, equal=True)
     n = b.num_x + b.num_y
     a_ub, b_ub = b.matrix(equal=False)
@@ -246,7 +268,8 @@ def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: floa
     return SolveResult(assignment, status, time.perf_counter() - start, objective_value, bound, n, len(b_ub) + len(b_eq))
 
 
-def _transport(problem: PartitionProblem, b: _Builder, name: str, sources: dict, readers: list[dict]) -> None:
+def _transport(problem: PartitionProblem, b: _Builder, name: str, sources: dict, readers: list[dict],
+               count: int = 1) -> None:
     """Rows and variables of one tensor. ``sources``: produced spec -> x columns; ``readers``: per
     consumer, key (spec read, gradient axes) -> x columns.
 
@@ -254,16 +277,17 @@ def _transport(problem: PartitionProblem, b: _Builder, name: str, sources: dict,
     ``X[s]``, column sums ``Z[k]``: Alpa's edge formulation, tight in the LP relaxation). A tensor with
     one consumer is priced on ``e`` directly; with several, shared conversions ``f[s, d] >= sum of
     e[s, k] over keys reading d`` (forward) and ``g[s, k] >= e[s, k]`` (backward) are priced, so a
-    conversion several consumers need is paid once."""
+    conversion several consumers need is paid once. ``count``: the prices of that many tensors that share
+    these columns (the same tensor in every copy of a tied layer)."""
     fwd = {}
     bwd = {}
     for s in sources:
         for r in readers:
             for k in r:
                 if (s, k[0]) not in fwd:
-                    fwd[(s, k[0])] = problem.forward_seconds(name, s, k[0])
+                    fwd[(s, k[0])] = count * problem.forward_seconds(name, s, k[0])
                 if (s, k) not in bwd:
-                    bwd[(s, k)] = (problem.backward_seconds(name, s, k[0], k[1])
+                    bwd[(s, k)] = count * (problem.backward_seconds(name, s, k[0], k[1])
                                    if problem.mode == "train" and problem.tensors[name].grad else 0.0)
     if all(v <= 0 for v in fwd.values()) and all(v <= 0 for v in bwd.values()):
         return

@@ -212,6 +212,7 @@ def partition(
     outputs: str = "replicate",
     input_shapes: dict[str, list[int]] | None = None,
     optimizer: str = "adam",
+    tie: bool = True,
 ) -> Plan:
     """Find the cheapest placement of every tensor of ``model`` on a device mesh.
 
@@ -224,7 +225,8 @@ def partition(
     device holds the whole result); ``"any"`` lets it end sharded. The ILP runs
     for at most ``time_limit`` seconds; if it finds nothing better than the best
     hand-written baseline (data parallel, Megatron) in time, that baseline is the
-    plan (``plan.solver["source"]`` says which)."""
+    plan (``plan.solver["source"]`` says which). ``tie`` gives corresponding ops and
+    weights of repeated layers one shared choice (``plan.solver["tied_items"]`` counts them)."""
     graph = as_graph(model, input_shapes, load_weights=False)  # shapes are all a plan needs
     if not isinstance(mesh, DeviceMesh):
         mesh = get_mesh(mesh, machine, memory_gb)
@@ -236,12 +238,13 @@ def partition(
         raise InputError(f"time limit must be positive, not {time_limit}")
     from eqsat_dnn.partition.ilp import solve
 
-    problem = build_problem(graph, mesh, mode, cost_model, outputs, optimizer)
+    problem = build_problem(graph, mesh, mode, cost_model, outputs, optimizer, tie)
     baselines = {name: problem.evaluate(make(problem)) for name, make in BASELINES.items()}
     result = solve(problem, time_limit=time_limit)
     solver = {"status": result.status, "seconds": result.seconds, "objective_s": result.objective,
               "bound_s": result.bound, "variables": result.variables, "constraints": result.constraints,
-              "items": len(problem.items), "source": "ilp"}
+              "items": len(problem.items), "tied_items": sum(i.tied is not None for i in problem.items),
+              "source": "ilp"}
     assignment = result.assignment
     best = problem.evaluate(assignment) if assignment is not None else None
     if best is None or not best.fits:

@@ -83,6 +83,9 @@ class Item:
     replicate_only: bool = False
     backward: bool = False
     """Training: this node is on the gradient path (its compute counts three times)."""
+    tied: int | None = None
+    """The item (an earlier copy of the same op or weight in a repeated layer) whose choice this one
+    shares; the ILP gives both one variable."""
 
 
 @dataclass
@@ -306,9 +309,10 @@ def prepare_graph(graph: Graph, values: bool = True) -> Graph:
 
 
 def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_model: CostModel | None = None,
-                  outputs: str = "replicate", optimizer: str = "adam") -> PartitionProblem:
+                  outputs: str = "replicate", optimizer: str = "adam", tie: bool = True) -> PartitionProblem:
     """Items, tensors and strategies of ``graph`` on ``mesh`` (see the module docstring); ``optimizer``
-    (training) is ``adam`` or ``sgd`` (no state)."""
+    (training) is ``adam`` or ``sgd`` (no state). ``tie``: corresponding ops and weights of repeated
+    layers (:func:`~eqsat_dnn.partition.layers.repeated_layers`) share one choice (``Item.tied``)."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
     if optimizer not in OPTIMIZERS:
@@ -342,17 +346,31 @@ def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_
             t = tensors[name]
             t.weight = True
             t.parameter = is_float(t.type) and numel(t.type) > 1
+    rep_node: dict[int, int] = {}
+    if tie:
+        from eqsat_dnn.partition.layers import repeated_layers
+
+        for group in repeated_layers(graph):
+            for copy in group[1:]:
+                rep_node.update(zip(copy, group[0]))
+    node_item: dict[int, int] = {}
     names: set[str] = set()
-    for node in nodes:
+    for n, node in enumerate(nodes):
         label = node.name or (node.outputs[0] if node.outputs else f"node{len(items)}")
         while label in names:
             label += "_"
         names.add(label)
-        ops = node_strategies(node, graph, mesh, model)
-        choices = [Choice(s.name, s.outputs, s.inputs, s.compute) for s in ops.strategies]
+        tied = node_item.get(rep_node.get(n, -1))
+        if tied is not None:  # the same op at the same types: the same strategies
+            choices, replicate_only = items[tied].choices, items[tied].replicate_only
+        else:
+            ops = node_strategies(node, graph, mesh, model)
+            choices = [Choice(s.name, s.outputs, s.inputs, s.compute) for s in ops.strategies]
+            replicate_only = ops.replicate_only
         if not choices:
             raise InputError(f"node {label} ({node.op}) has no valid placement on this mesh")
         index = len(items)
+        node_item[n] = index
         for k, name in enumerate(node.inputs):
             if name:
                 if name not in tensors or tensors[name].producer is None:
@@ -361,7 +379,8 @@ def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_
         for k, name in enumerate(node.outputs):
             if name:
                 info(name).producer = (index, k)
-        items.append(Item("node", label, list(node.outputs), list(node.inputs), choices, node, ops.replicate_only))
+        items.append(Item("node", label, list(node.outputs), list(node.inputs), choices, node, replicate_only,
+                          tied=tied))
     for name in graph.outputs:
         if name not in tensors or tensors[name].producer is None:
             raise InputError(f"graph output {name!r} is not computed by the graph")
@@ -370,6 +389,8 @@ def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_
                  else all_specs(static_shape(t.type), mesh.shape))
         t.consumers.append((len(items), 0))
         items.append(Item("output", name, [], [name], [Choice(_spec_name(s), (), (s,)) for s in specs]))
+    if rep_node:
+        _tie_weights(items, tensors)
     if mode == "train":
         for item in items:
             if item.kind == "node":
@@ -382,6 +403,24 @@ def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_
                 tensors[item.produces[0]].grad = True
     name = model.name
     return PartitionProblem(graph, mesh, mode, items, tensors, name, outputs, optimizer)
+
+
+def _tie_weights(items: list[Item], tensors: dict[str, TensorInfo]) -> None:
+    """Tie weights of the same type read at the same positions by the same tied ops (a layer's
+    weight and its counterpart in every copy of the layer)."""
+    first: dict[tuple, int] = {}
+    for i, item in enumerate(items):
+        if item.kind != "weight":
+            continue
+        info = tensors[item.produces[0]]
+        readers = [(items[c].tied if items[c].tied is not None else c, pos) for c, pos in info.consumers]
+        if not readers:
+            continue
+        key = (info.type, tuple(sorted(readers)))
+        if key in first:
+            item.tied = first[key]
+        else:
+            first[key] = i
 
 
 def _spec_name(spec: Spec) -> str:
