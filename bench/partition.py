@@ -6,19 +6,30 @@ plan and of the Megatron plan (tensor parallelism on the last mesh axis, data pa
 others), with the collectives the ILP's plan uses. The headline is BERT-base (torch's dynamo
 export, 12 layers, seq 128, cached in ``--cache``) on 8 devices.
 
+``--llama 2,8,32`` instead plans LLaMA-2-7B-shaped stacks of that many layers (hidden 4096,
+batch 8, sequence 2048, weights a sparse external file) on a 2x8 mesh of ``--machine`` in train
+mode, each in a fresh process, and reports load, ILP build+solve and total time and the process's
+peak memory against the layer count (``--untied`` adds the same without tied layers).
+
     python bench/partition.py [--repeats 3] [--skip-bert] [--out bench/results/partition.json]
+    python bench/partition.py --llama 2,8,32 [--untied 2,8] [--out bench/results/partition-llama.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from eqsat_dnn.io.onnx_in import load_model
 from eqsat_dnn.partition import get_mesh, partition
+from eqsat_dnn.partition.mesh import GIB
 from eqsat_dnn.models.blocks import transformer_layer, transformer_mlp
 
 
@@ -50,14 +61,92 @@ def _cases(args) -> list[tuple[str, object, str, str, str]]:
     return cases
 
 
+def _llama_case(layers: int, mesh: str, machine: str, tie: bool, time_limit: float) -> dict:
+    """One LLaMA-shaped plan, in this process (run it in a fresh one: peak memory is per process)."""
+    from eqsat_dnn.models.llama import LlamaConfig, llama
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = llama(Path(tmp) / "llama.onnx", layers=layers)
+        start = time.perf_counter()
+        graph = load_model(path, load_weights=False)
+        loaded = time.perf_counter()
+        plan = partition(graph, get_mesh(mesh, machine), mode="train", time_limit=time_limit, tie=tie)
+        done = time.perf_counter()
+    dp, meg = plan.baselines["data_parallel"], plan.baselines["megatron"]
+    return {"layers": layers, "tied": tie, "mesh": mesh, "machine": machine, "mode": "train",
+            "weights_gb": LlamaConfig(layers=layers).parameters * 4 / 1e9,
+            "load_s": loaded - start, "ilp_s": plan.solver["seconds"], "total_s": done - start,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+            "status": plan.solver["status"], "source": plan.solver["source"], "items": plan.solver["items"],
+            "tied_items": plan.solver["tied_items"], "variables": plan.solver["variables"],
+            "constraints": plan.solver["constraints"],
+            "plan_s": plan.predicted.time_s, "dp_s": dp.time_s, "megatron_s": meg.time_s,
+            "plan_gib_per_device": plan.predicted.memory_bytes_per_device / GIB,
+            "dp_gib_per_device": dp.memory_bytes_per_device / GIB,
+            "megatron_gib_per_device": meg.memory_bytes_per_device / GIB,
+            "device_gib": plan.mesh.memory_bytes / GIB, "fits": plan.predicted.fits, "dp_fits": dp.fits,
+            "megatron_fits": meg.fits}
+
+
+def _llama(args) -> int:
+    rows = []
+    runs = [(n, True) for n in _counts(args.llama)] + [(n, False) for n in _counts(args.untied)]
+    for layers, tie in runs:
+        command = [sys.executable, __file__, "--llama-child", str(layers), "--machine", args.machine,
+                   "--mesh", args.mesh, "--time-limit", str(args.time_limit)] + ([] if tie else ["--untied", "0"])
+        out = subprocess.run(command, capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr, file=sys.stderr)
+            return 1
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{layers} layers ({'tied' if tie else 'untied'}): {r['total_s']:.1f} s, peak {r['peak_rss_gb']:.2f} GB",
+              file=sys.stderr)
+    print(f"| layers | weights GB | tied | items (tied) | ILP vars | load s | ILP build+solve s | total s | "
+          f"peak RSS GB | status | plan s | DP s | Megatron s | plan GiB/dev | DP GiB/dev | Megatron GiB/dev |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        def gb(value: float, fits: bool) -> str:
+            return f"{value:.1f}" + ("" if fits else " (over)")
+
+        print(f"| {r['layers']} | {r['weights_gb']:.1f} | {'yes' if r['tied'] else 'no'} | {r['items']} "
+              f"({r['tied_items']}) | {r['variables']} | {r['load_s']:.2f} | {r['ilp_s']:.1f} | {r['total_s']:.1f} | "
+              f"{r['peak_rss_gb']:.2f} | {r['status']} ({r['source']}) | {r['plan_s']:.3f} | {r['dp_s']:.3f} | "
+              f"{r['megatron_s']:.3f} | {gb(r['plan_gib_per_device'], r['fits'])} | "
+              f"{gb(r['dp_gib_per_device'], r['dp_fits'])} | {gb(r['megatron_gib_per_device'], r['megatron_fits'])} |")
+    print(f"\n{args.mesh} mesh of {args.machine} ({rows[0]['device_gib']:.0f} GiB per device), train mode with Adam; "
+          "batch 8, sequence 2048")
+    out = Path(args.out if args.out != DEFAULT_OUT else "bench/results/partition-llama.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def _counts(text: str | None) -> list[int]:
+    return [int(n) for n in text.split(",") if n.strip()] if text else []
+
+
+DEFAULT_OUT = "bench/results/partition.json"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="solves per case (median time reported)")
     parser.add_argument("--time-limit", type=float, default=10.0)
     parser.add_argument("--skip-bert", action="store_true", help="leave out BERT-base (no torch export)")
     parser.add_argument("--cache", default="/tmp/eqsat-dnn-bench", help="where the BERT-base export is kept")
-    parser.add_argument("--out", default="bench/results/partition.json")
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--llama", metavar="N,N,...", help="LLaMA-2-7B-shaped stacks of these layer counts instead")
+    parser.add_argument("--untied", metavar="N,N,...", help="with --llama: also these layer counts untied")
+    parser.add_argument("--mesh", default="2x8", help="with --llama: the mesh (default 2x8)")
+    parser.add_argument("--machine", default="dgx-a100", help="with --llama: the machine preset (default dgx-a100)")
+    parser.add_argument("--llama-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.llama_child is not None:
+        print(json.dumps(_llama_case(args.llama_child, args.mesh, args.machine, args.untied is None, args.time_limit)))
+        return 0
+    if args.llama:
+        return _llama(args)
     rows = []
     for label, model, mesh, machine, mode in _cases(args):
         graph = model if not hasattr(model, "graph") else load_model(model)
