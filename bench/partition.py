@@ -72,7 +72,7 @@ def _llama_case(layers: int, mesh: str, machine: str, tie: bool, time_limit: flo
         loaded = time.perf_counter()
         plan = partition(graph, get_mesh(mesh, machine), mode="train", time_limit=time_limit, tie=tie)
         done = time.perf_counter()
-    dp, meg = plan.baselines["data_parallel"], plan.baselines["megatron"]
+    dp, meg, fsdp = plan.baselines["data_parallel"], plan.baselines["megatron"], plan.baselines["fsdp"]
     return {"layers": layers, "tied": tie, "mesh": mesh, "machine": machine, "mode": "train",
             "weights_gb": LlamaConfig(layers=layers).parameters * 4 / 1e9,
             "load_s": loaded - start, "ilp_s": plan.solver["seconds"], "total_s": done - start,
@@ -80,10 +80,11 @@ def _llama_case(layers: int, mesh: str, machine: str, tie: bool, time_limit: flo
             "status": plan.solver["status"], "source": plan.solver["source"], "items": plan.solver["items"],
             "tied_items": plan.solver["tied_items"], "variables": plan.solver["variables"],
             "constraints": plan.solver["constraints"],
-            "plan_s": plan.predicted.time_s, "dp_s": dp.time_s, "megatron_s": meg.time_s,
+            "plan_s": plan.predicted.time_s, "dp_s": dp.time_s, "megatron_s": meg.time_s, "fsdp_s": fsdp.time_s,
             "plan_gib_per_device": plan.predicted.memory_bytes_per_device / GIB,
             "dp_gib_per_device": dp.memory_bytes_per_device / GIB,
             "megatron_gib_per_device": meg.memory_bytes_per_device / GIB,
+            "fsdp_gib_per_device": fsdp.memory_bytes_per_device / GIB, "fsdp_fits": fsdp.fits,
             "device_gib": plan.mesh.memory_bytes / GIB, "fits": plan.predicted.fits, "dp_fits": dp.fits,
             "megatron_fits": meg.fits}
 
@@ -103,8 +104,9 @@ def _llama(args) -> int:
         print(f"{layers} layers ({'tied' if tie else 'untied'}): {r['total_s']:.1f} s, peak {r['peak_rss_gb']:.2f} GB",
               file=sys.stderr)
     print(f"| layers | weights GB | tied | items (tied) | ILP vars | load s | ILP build+solve s | total s | "
-          f"peak RSS GB | status | plan s | DP s | Megatron s | plan GiB/dev | DP GiB/dev | Megatron GiB/dev |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"peak RSS GB | status | plan s | DP s | Megatron s | FSDP s | plan GiB/dev | DP GiB/dev | Megatron GiB/dev | "
+          f"FSDP GiB/dev |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         def gb(value: float, fits: bool) -> str:
             return f"{value:.1f}" + ("" if fits else " (over)")
@@ -112,8 +114,9 @@ def _llama(args) -> int:
         print(f"| {r['layers']} | {r['weights_gb']:.1f} | {'yes' if r['tied'] else 'no'} | {r['items']} "
               f"({r['tied_items']}) | {r['variables']} | {r['load_s']:.2f} | {r['ilp_s']:.1f} | {r['total_s']:.1f} | "
               f"{r['peak_rss_gb']:.2f} | {r['status']} ({r['source']}) | {r['plan_s']:.3f} | {r['dp_s']:.3f} | "
-              f"{r['megatron_s']:.3f} | {gb(r['plan_gib_per_device'], r['fits'])} | "
-              f"{gb(r['dp_gib_per_device'], r['dp_fits'])} | {gb(r['megatron_gib_per_device'], r['megatron_fits'])} |")
+              f"{r['megatron_s']:.3f} | {r['fsdp_s']:.3f} | {gb(r['plan_gib_per_device'], r['fits'])} | "
+              f"{gb(r['dp_gib_per_device'], r['dp_fits'])} | {gb(r['megatron_gib_per_device'], r['megatron_fits'])} | "
+              f"{gb(r['fsdp_gib_per_device'], r['fsdp_fits'])} |")
     print(f"\n{args.mesh} mesh of {args.machine} ({rows[0]['device_gib']:.0f} GiB per device), train mode with Adam; "
           "batch 8, sequence 2048")
     out = Path(args.out if args.out != DEFAULT_OUT else "bench/results/partition-llama.json")

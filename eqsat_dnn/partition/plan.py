@@ -7,7 +7,7 @@ and the placements it reads and writes), ``outputs`` (the placement each graph
 output ends in), ``collectives`` (each with ``kind``, ``tensor``, ``mesh_axis``,
 ``bytes``, ``seconds``, ``phase``, ``from`` and ``to``), ``predicted`` (``time_s``,
 ``memory_bytes_per_device``, ``comm_bytes``, ...), the same figures for the
-hand-written ``baselines`` (pure data parallelism, Megatron-LM), the
+hand-written ``baselines`` (pure data parallelism, Megatron-LM, FSDP), the
 ``replicate_only`` ops (no sharding rule: run whole on every device) and what
 the ``solver`` did.
 
@@ -224,7 +224,7 @@ def partition(
     ``outputs="replicate"`` (default) makes every graph output end replicated (each
     device holds the whole result); ``"any"`` lets it end sharded. The ILP runs
     for at most ``time_limit`` seconds; if it finds nothing better than the best
-    hand-written baseline (data parallel, Megatron) in time, that baseline is the
+    hand-written baseline (data parallel, Megatron, FSDP) in time, that baseline is the
     plan (``plan.solver["source"]`` says which). ``tie`` gives corresponding ops and
     weights of repeated layers one shared choice (``plan.solver["tied_items"]`` counts them)."""
     graph = as_graph(model, input_shapes, load_weights=False)  # shapes are all a plan needs

@@ -490,16 +490,16 @@ def greedy_assignment(problem: PartitionProblem, allow: Callable[[int, Item, Cho
     return [max(a, 0) for a in assignment]
 
 
-def _batch_spec(problem: PartitionProblem, item: Item, axes: list[int]) -> Spec:
-    """Dim 0 sharded over ``axes`` (as many of them as divide it), replicated elsewhere."""
+def _batch_spec(problem: PartitionProblem, item: Item, axes: list[int], dim: int = 0) -> Spec:
+    """``dim`` (the batch) sharded over ``axes`` (as many of them as divide it), replicated elsewhere."""
     ndim = problem.mesh.ndim
     shape = problem.tensors[item.produces[0]].shape
     chosen: list[int] = []
     for k in axes:
         trial = chosen + [k]
-        if shape and len(shape) >= 1 and shape[0] % math.prod(problem.mesh.shape[a] for a in trial) == 0:
+        if shape and len(shape) > dim and shape[dim] % math.prod(problem.mesh.shape[a] for a in trial) == 0:
             chosen = trial
-    return tuple(Shard(0) if k in chosen else REPLICATE for k in range(ndim))
+    return tuple(Shard(dim) if k in chosen else REPLICATE for k in range(ndim))
 
 
 def data_parallel(problem: PartitionProblem) -> list[int]:
@@ -563,12 +563,37 @@ def megatron(problem: PartitionProblem) -> list[int]:
     return greedy_assignment(problem, allow, source)
 
 
+def fsdp(problem: PartitionProblem) -> list[int]:
+    """Fully sharded data parallelism (ZeRO-3, PyTorch FSDP): data parallel, but every weight (with
+    its gradient and optimizer state) stored split over all devices along its first dim that
+    divides evenly; each op gathers it whole (all-gather forward, reduce-scatter of the gradient)."""
+    axes = list(range(problem.mesh.ndim))
+    rep = replicated(problem.mesh.ndim)
+
+    def allow(i: int, item: Item, choice: Choice, assignment: list[int]) -> bool:
+        return all(not n or not problem.tensors[n].weight or s == rep for n, s in zip(item.consumes, choice.consumes))
+
+    def source(item: Item) -> Spec:
+        if item.kind != "weight":
+            return _batch_spec(problem, item, axes)
+        shape = problem.tensors[item.produces[0]].shape or ()
+        best = rep
+        for d in range(len(shape)):
+            spec = _batch_spec(problem, item, axes, d)
+            if sum(p != REPLICATE for p in spec) > sum(p != REPLICATE for p in best):
+                best = spec
+        return best
+
+    return greedy_assignment(problem, allow, source)
+
+
 BASELINES: dict[str, Callable[[PartitionProblem], list[int]]] = {
     "data_parallel": data_parallel,
     "megatron": megatron,
+    "fsdp": fsdp,
 }
 """Hand-written plans the ILP is compared with."""
 
 __all__ = ["BASELINES", "as_graph", "prepare_graph", "Choice", "Collective", "Evaluation", "Item", "MODES", "OPTIMIZERS",
            "OUTPUT_POLICIES",
-           "PartitionProblem", "TensorInfo", "build_problem", "data_parallel", "greedy_assignment", "megatron"]
+           "PartitionProblem", "TensorInfo", "build_problem", "data_parallel", "fsdp", "greedy_assignment", "megatron"]
