@@ -158,6 +158,9 @@ class PartitionProblem:
     cost_model: str
     outputs: str
     optimizer: str = "adam"
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    """Conversion prices by (tensor type, placements, gradient axes) and block sizes by (tensor type,
+    placement): the copies of a repeated layer price the same types alike, so each is computed once."""
 
     # -- conversions --------------------------------------------------------
 
@@ -170,7 +173,10 @@ class PartitionProblem:
         return redistribute(shape, info.itemsize, src, dst, self.mesh.shape)
 
     def forward_seconds(self, tensor: str, src: Spec, dst: Spec) -> float:
-        return sum(step_seconds(s, self.mesh) for s in self.steps(tensor, src, dst))
+        key = (self.tensors[tensor].type, src, dst)
+        if key not in self._cache:
+            self._cache[key] = sum(step_seconds(s, self.mesh) for s in self.steps(tensor, src, dst))
+        return self._cache[key]
 
     def grad_axes(self, choice: Choice, dst: Spec) -> frozenset[int]:
         """Mesh axes along which a consumer in ``choice`` leaves a partial gradient for an input it
@@ -195,9 +201,20 @@ class PartitionProblem:
         return steps
 
     def backward_seconds(self, tensor: str, src: Spec, dst: Spec, grad_axes: frozenset[int]) -> float:
-        return sum(step_seconds(s, self.mesh) for s in self.backward_steps(tensor, src, dst, grad_axes))
+        key = (self.tensors[tensor].type, src, dst, grad_axes)
+        if key not in self._cache:
+            self._cache[key] = sum(step_seconds(s, self.mesh)
+                                     for s in self.backward_steps(tensor, src, dst, grad_axes))
+        return self._cache[key]
 
     # -- item prices --------------------------------------------------------
+
+    def block_bytes(self, tensor: str, spec: Spec | None) -> int:
+        """Bytes of one device's block of ``tensor`` placed as ``spec``."""
+        key = (self.tensors[tensor].type, spec)
+        if key not in self._cache:
+            self._cache[key] = tensor_bytes(key[0], spec, self.mesh)
+        return self._cache[key]
 
     def compute_seconds(self, item: Item, choice: Choice) -> float:
         return choice.compute * (3.0 if self.mode == "train" and item.backward else 1.0)
@@ -207,20 +224,20 @@ class PartitionProblem:
         total = 0.0
         for name, spec in zip(item.consumes, choice.consumes):
             if name:
-                total += tensor_bytes(self.tensors[name].type, spec, self.mesh)
+                total += self.block_bytes(name, spec)
         for name, spec in zip(item.produces, choice.produces):
             if name:
-                total += tensor_bytes(self.tensors[name].type, spec, self.mesh)
+                total += self.block_bytes(name, spec)
         return total
 
     def output_bytes(self, item: Item, choice: Choice) -> float:
-        return float(sum(tensor_bytes(self.tensors[n].type, s, self.mesh)
+        return float(sum(self.block_bytes(n, s)
                          for n, s in zip(item.produces, choice.produces) if n))
 
     def weight_bytes(self, item: Item, choice: Choice) -> float:
         """Memory a weight takes as placed; in training a parameter's gradient and optimizer state too."""
         info = self.tensors[item.produces[0]]
-        stored = tensor_bytes(info.type, choice.produces[0], self.mesh)
+        stored = self.block_bytes(item.produces[0], choice.produces[0])
         if self.mode != "train" or not info.parameter:
             return float(stored)
         return 2.0 * stored + OPTIMIZERS[self.optimizer] * 4.0 * stored / max(1, info.itemsize)
