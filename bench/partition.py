@@ -118,7 +118,7 @@ def _llama(args) -> int:
               f"{gb(r['dp_gib_per_device'], r['dp_fits'])} | {gb(r['megatron_gib_per_device'], r['megatron_fits'])} | "
               f"{gb(r['fsdp_gib_per_device'], r['fsdp_fits'])} |")
     print(f"\n{args.mesh} mesh of {args.machine} ({rows[0]['device_gib']:.0f} GiB per device), train mode with Adam; "
-          "batch 8, sequence 2048")
+          f"batch 8, sequence 2048; ILP time limit {args.time_limit:g} s")
     out = Path(args.out if args.out != DEFAULT_OUT else "bench/results/partition-llama.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))
@@ -135,7 +135,7 @@ DEFAULT_OUT = "bench/results/partition.json"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="solves per case (median time reported)")
-    parser.add_argument("--time-limit", type=float, default=10.0)
+    parser.add_argument("--time-limit", type=float, help="ILP seconds (default 10; 50 with --llama)")
     parser.add_argument("--skip-bert", action="store_true", help="leave out BERT-base (no torch export)")
     parser.add_argument("--cache", default="/tmp/eqsat-dnn-bench", help="where the BERT-base export is kept")
     parser.add_argument("--out", default=DEFAULT_OUT)
@@ -145,6 +145,8 @@ def main() -> int:
     parser.add_argument("--machine", default="dgx-a100", help="with --llama: the machine preset (default dgx-a100)")
     parser.add_argument("--llama-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.time_limit is None:
+        args.time_limit = 50.0 if args.llama or args.llama_child is not None else 10.0
     if args.llama_child is not None:
         print(json.dumps(_llama_case(args.llama_child, args.mesh, args.machine, args.untied is None, args.time_limit)))
         return 0

@@ -18,6 +18,7 @@ import pytest
 from eqsat_dnn.cli import main
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.io.onnx_in import load_model
+from eqsat_dnn.io.protos import is_stub
 from eqsat_dnn.partition import PARTIAL, REPLICATE, Plan, Shard, annotate, get_mesh, partition
 from eqsat_dnn.models.blocks import transformer_attention, transformer_layer, transformer_mlp
 from eqsat_dnn.models.llama import LLAMA2_7B, llama
@@ -393,6 +394,7 @@ def test_planning_reads_no_weight(tmp_path):
     (tmp_path / "llama.onnx.data").unlink()
     graph = load_model(path, load_weights=False)
     assert graph.weights["layers.0.mlp.up_proj.weight"].dims == [256, 512]
+    assert is_stub(graph.weights["layers.0.mlp.up_proj.weight"])
     with pytest.raises(InputError, match="external data"):
         load_model(path)
     plan = partition(path, "4", mode="train")
