@@ -83,12 +83,19 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
 
 def shapes_only(model: onnx.ModelProto, base_dir: str | None = None) -> onnx.ModelProto:
     """A copy of ``model`` whose weights are stubs: name, type and dims, no data, marked external so
-    light copies type them as inputs (reading one fails loudly). Small inline initializers are
-    copied, and small external integer ones read from ``base_dir`` (shape constants must keep their
-    values); no float weight is read from external data, no large one copied."""
+    light copies type them as inputs (reading one fails loudly); a large Constant becomes a stub
+    initializer of its output's name (import reads Constants as weights anyway). Small inline
+    initializers are copied, and small external integer ones read from ``base_dir`` (shape
+    constants must keep their values); no float weight is read from external data, no large one
+    copied."""
     from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
-    copy = without_initializers(model)
+    copy = without_initializers(model, skip_node=_large_constant)
+    for node in model.graph.node:
+        if _large_constant(node):
+            value = node.attribute[0].t
+            copy.graph.initializer.add(name=node.output[0], data_type=value.data_type, dims=value.dims,
+                                       data_location=onnx.TensorProto.EXTERNAL)
     for tensor in model.graph.initializer:
         external = uses_external_data(tensor)
         if external:
