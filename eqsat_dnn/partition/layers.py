@@ -104,13 +104,17 @@ def _from_structure(nodes, graph, producer, sigs) -> list[list[list[int]]]:
     n = len(seq)
     best = (0, 0, 0, 0)  # (tied nodes, -period, start, copies)
     for period in range(MIN_LAYER_NODES, n // 2 + 1):
+        # runs where seq[i] == seq[i + period]: a run of r such i is (r + period) // period copies
         equal = np.concatenate(([False], seq[:-period] == seq[period:], [False]))
         edges = np.flatnonzero(np.diff(equal.astype(np.int8)))
-        for start, stop in zip(edges[::2], edges[1::2]):
-            copies = (stop - start + period) // period
-            candidate = ((copies - 1) * period, -period, int(start), int(copies))
-            if copies >= 2 and candidate[:2] > best[:2]:
-                best = candidate
+        if not len(edges):
+            continue
+        starts, stops = edges[::2], edges[1::2]
+        copies = (stops - starts + period) // period
+        k = int(np.argmax(copies))  # the first of the longest runs
+        candidate = ((int(copies[k]) - 1) * period, -period, int(starts[k]), int(copies[k]))
+        if candidate[3] >= 2 and candidate[:2] > best[:2]:
+            best = candidate
     tied, neg_period, start, copies = best
     if not tied:
         return []
