@@ -1,0 +1,85 @@
+"""``eqsat-dnn bench``: optimized models timed against the originals and the peers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import nullcontext
+
+from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
+
+
+def add_parser(commands) -> None:
+    bench = commands.add_parser("bench", help="measure optimized models against the originals and the peers")
+    bench.add_argument("models", nargs="*", metavar="MODEL",
+                       help="zoo names or .onnx files (default: the whole zoo suite)")
+    bench.add_argument("--out", default="bench/results", metavar="DIR",
+                       help="where bench.md, .csv, .json and .png go (default bench/results)")
+    bench.add_argument("--runs", type=int, default=20, metavar="N",
+                       help="least timed runs per model version, median reported (default 20)")
+    bench.add_argument("--min-seconds", type=float, default=5.0, metavar="S",
+                       help="keep timing a model (up to 10x --runs) until S seconds passed (default 5)")
+    bench.add_argument("--peers", nargs="*", default=None, metavar="PEER",
+                       help="onnxsim onnxoptimizer onnxscript ort-offline (default: all; none: no peer)")
+    bench.add_argument("--cost-model", default="roofline:cpu-nominal", metavar="NAME",
+                       help="cost model to optimize under (default roofline:cpu-nominal)")
+    bench.add_argument("--gpu-profile", default="t4", metavar="NAME",
+                       help="roofline profile for the predicted GPU speedup: t4 (default), v100, a100, h100, none")
+    bench.add_argument("--threads", type=int, default=1, metavar="N",
+                       help="onnxruntime intra-op threads when timing (default 1; 0: one per core)")
+    bench.add_argument("--iter-limit", type=int, default=8, help="saturation iterations (default 8)")
+    bench.add_argument("--time-limit", type=float, default=10.0, help="saturation seconds (default 10)")
+    bench.add_argument("--extractor", choices=list(EXTRACTORS), default=DEFAULT_EXTRACTOR,
+                       help=f"extractor (default {DEFAULT_EXTRACTOR})")
+    bench.add_argument("--extract-time-limit", type=float, default=10.0, help="ILP seconds (default 10)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from eqsat_dnn import bench
+    from eqsat_dnn.eqsat.saturate import Limits
+    from eqsat_dnn.models.zoo import SUITE
+
+    peers = bench.PEERS if args.peers is None else tuple(p for p in args.peers if p != "none")
+    gpu = None if args.gpu_profile.strip().lower() == "none" else args.gpu_profile.strip().lower()
+    settings = bench.BenchSettings(
+        runs=args.runs, min_seconds=args.min_seconds, threads=args.threads, peers=peers,
+        cost_model=args.cost_model, gpu_profile=gpu,
+        limits=Limits(iterations=args.iter_limit, seconds=args.time_limit),
+        extractor=args.extractor, extract_time_limit=args.extract_time_limit)
+    specs = args.models or list(SUITE)
+    bench.check_settings(settings)  # bad options and models fail now, not after the first model
+    for spec in specs:
+        bench.resolve(spec)
+    bench.ensure_out_dir(args.out)
+    err = Console(stderr=True)
+    status = err.status("bench", spinner="dots") if err.is_terminal else nullcontext()
+    load_start, started = os.getloadavg()[0], time.perf_counter()
+    with status as live:
+        def progress(message: str) -> None:
+            if live is not None:
+                live.update(message)
+            else:
+                print(message, file=sys.stderr, flush=True)
+
+        results = bench.run_bench(specs, settings, progress)
+    meta = bench.metadata(settings, load_start, os.getloadavg()[0], time.perf_counter() - started)
+    written = bench.write_results(results, args.out, meta)
+    out = Console()
+    if not out.is_terminal:  # a log file gets the whole table, not 80 columns of it
+        out = Console(width=220)
+    out.print(bench.rich_table(results))
+    summary = bench.summary(results)
+    for name, value in summary["geomean_speedup"].items():
+        print(f"geometric mean speedup, {name}: {value:.3f}x")
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    for failure in summary["failures"] + summary["gpu_failures"]:
+        err.print(f"[bold red]FAILED[/] {escape(failure)}", highlight=False)
+    if any(r.check_failed or r.gpu_check_failed for r in results):
+        return 4
+    return 1 if summary["failures"] or summary["gpu_failures"] else 0
