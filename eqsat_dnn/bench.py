@@ -51,6 +51,7 @@ from eqsat_dnn.runtime.check import compare_models, random_inputs
 from eqsat_dnn.errors import CheckError, InputError, OutputError, first_line
 from eqsat_dnn.eqsat.saturate import Limits
 from eqsat_dnn.runtime.sessions import BoundTimer, create_session
+from eqsat_dnn.io.files import check_input_file, write_atomic
 
 PEERS: tuple[str, ...] = ("onnxsim", "onnxoptimizer", "onnxscript", "ort-offline")
 """The peers, in the order the table shows them."""
@@ -164,10 +165,8 @@ class BenchResult:
 def resolve(spec: str) -> tuple[str, zoo.ZooModel | None, Callable[[], onnx.ModelProto]]:
     """A model spec (zoo name or ``.onnx`` path) -> its name, zoo entry and a loader.
     Raises :class:`InputError` at once for a name that is neither."""
-    path = Path(spec)
-    if spec.endswith(".onnx") or path.is_file():
-        if not path.is_file():
-            raise InputError(f"{spec}: no such file")
+    if spec.endswith(".onnx") or os.path.isfile(spec):
+        path = check_input_file(spec)  # a FIFO or a device: refused before it is opened
 
         def load() -> onnx.ModelProto:
             try:
@@ -719,17 +718,8 @@ def ensure_out_dir(out_dir: str | Path) -> Path:
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        raise
-    return path
+    # the temporary file keeps the suffix: matplotlib picks the image format by it
+    return write_atomic(path, write, suffix=path.suffix)
 
 
 def _cpu_name() -> str:

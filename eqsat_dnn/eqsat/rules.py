@@ -9,6 +9,7 @@ files never say ``:ruleset`` themselves.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from eqsat_dnn.eqsat.egraph import split_forms
 from eqsat_dnn.errors import RuleError
+from eqsat_dnn.io.files import check_input_file
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 """The shipped library (a source checkout keeps it beside the package)."""
@@ -83,7 +85,7 @@ def library_dir() -> Path:
 
 def parse_rule_file(path: str | Path, family: str | None = None) -> list[Rule]:
     """Read one ``.egg`` rule file; errors name the file and line."""
-    path = Path(path)
+    path = check_input_file(path, error=RuleError, what="(rule file)")  # a FIFO would block
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -167,11 +169,11 @@ def select_rules(selectors: list[str] | None = None, directory: str | Path | Non
     chosen: list[Rule] = []
     for selector in selectors:
         path = Path(selector)
-        if path.is_dir():
+        if os.path.isdir(path):  # os.path's tests say False for a name too long, where Path's raise
             chosen += load_library(path)
             continue
-        if path.suffix == ".egg" or path.exists():
-            if not path.is_file():
+        if path.suffix == ".egg" or os.path.lexists(path):
+            if not os.path.exists(path):
                 raise RuleError(f"{path}: no such rule file")
             chosen += parse_rule_file(path)
             continue

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from eqsat_dnn.errors import InputError
+from eqsat_dnn.io.files import check_input_file
 
 
 @dataclass(frozen=True)
@@ -216,12 +217,14 @@ def _reachable_classes(egraph: EGraph, choices: dict[str, str]) -> list[str]:
 
 def load_egraph_json(path: str | Path) -> EGraph:
     """Read an egraph-serialize JSON file (what egglog and extraction-gym write)."""
-    path = Path(path)
+    path = check_input_file(path)  # a FIFO would block: refused before it is opened
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InputError(f"{path}: not an e-graph JSON file ({exc.__class__.__name__}: {exc})") from None
     return egraph_from_dict(data, source=str(path))
 

@@ -10,6 +10,7 @@ everything else is kept as an opaque node, untouched.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from onnx import helper, numpy_helper, shape_inference, version_converter
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from eqsat_dnn.errors import InputError, first_line
+from eqsat_dnn.io.files import check_input_file
 from eqsat_dnn.ir.graph import Dim, Graph, Node, TensorType
 from eqsat_dnn.ir.language import ALIASES, OPS, Attr, OpSpec
 from eqsat_dnn.io.protos import light_copy, shapes_only, without_initializers
@@ -58,9 +60,7 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, P
         copied = onnx.ModelProto()
         copied.CopyFrom(source)
         return copied, None
-    path = Path(source)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    path = check_input_file(source)  # a FIFO or a device would block or never end: refused unopened
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types
@@ -150,6 +150,10 @@ def load_model(
     for original, typed in zip(model.graph.output, inferred.graph.output):
         original.CopyFrom(typed)
     if load_weights and base_dir is not None and any(uses_external_data(t) for t in model.graph.initializer):
+        for location in sorted({e.value for t in _all_tensors(model.graph) for e in t.external_data
+                                if e.key == "location" and e.value}):
+            if os.path.exists(base_dir / location):  # a missing one is said below
+                check_input_file(base_dir / location, what="(external data)")
         try:
             load_external_data_for_model(model, str(base_dir))
         except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing file is a ValidationError

@@ -9,16 +9,17 @@ only are evaluated once here and become new initializers. The result passes
 from __future__ import annotations
 
 import os
-import tempfile
+import stat
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from eqsat_dnn.errors import InputError, OutputError
+from eqsat_dnn.errors import OutputError
 from eqsat_dnn.ir.graph import Graph, Node
 from eqsat_dnn.ir.language import OPAQUE, OPS
+from eqsat_dnn.io.files import check_input_file, check_output_path, create_new_file, write_atomic
 from eqsat_dnn.io.onnx_in import input_files
 from eqsat_dnn.io.protos import light_copy, tensor_view, weight_bytes, without_initializers
 from eqsat_dnn.runtime.sessions import create_session
@@ -181,26 +182,21 @@ def check_model(model: onnx.ModelProto) -> None:
 
 
 def save_model(model: onnx.ModelProto, path: str | Path, source: str | Path | None = None) -> None:
-    """Write ``model`` atomically: to a temporary file beside ``path``, then renamed.
+    """Write ``model`` atomically: to a temporary file beside ``path``, then renamed
+    (:func:`eqsat_dnn.io.files.write_atomic`; the file gets the mode ``open()`` would give it).
 
     Large models go to external data (one ``<name>.data`` file beside it).
     Refuses to overwrite ``source``.
     """
     ensure_writable(path, source)
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    external = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None
     data_name = path.name + ".data"
-    tmp_data = Path(tmp).name + ".data"
-    try:
-        if external:
+
+    def write(tmp: Path) -> None:
+        if weight_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+            create_new_file(tmp.with_name(tmp.name + ".data"))  # onnx would create it 0600; it appends
             onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=tmp_data, size_threshold=1024)
+                            location=tmp.name + ".data", size_threshold=1024)
             # the model must refer to the final data file name
             saved = onnx.load(tmp, load_external_data=False)
             for tensor in saved.graph.initializer:
@@ -208,16 +204,10 @@ def save_model(model: onnx.ModelProto, path: str | Path, source: str | Path | No
                     if entry.key == "location":
                         entry.value = data_name
             onnx.save_model(saved, tmp)
-            os.replace(directory / tmp_data, directory / data_name)
         else:
             onnx.save_model(model, tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        for leftover in (Path(tmp), directory / tmp_data):
-            leftover.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        raise
+
+    write_atomic(path, write, companions=[".data"])
 
 
 def data_path(path: str | Path) -> Path:
@@ -233,7 +223,8 @@ def ensure_writable(path: str | Path, source: str | Path | None = None) -> None:
     owns: the model file itself or any external-data file its tensors read from.
     """
     path = Path(path)
-    if isinstance(source, (str, Path)) and Path(source).is_file():
+    check_output_path(path)  # a name too long, a FIFO or a device: before anything stats it further
+    if isinstance(source, (str, Path)) and _is_regular(Path(source)):  # a FIFO is not opened here
         owned = input_files(source)
         for target, what in ((path, "output path"), (data_path(path), "output's data file")):
             if any(_same_file(target, f) for f in owned):
@@ -246,8 +237,15 @@ def ensure_writable(path: str | Path, source: str | Path | None = None) -> None:
         raise OutputError(f"{path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise OutputError(f"{path}: directory {directory} is not writable")
-    if isinstance(source, (str, Path)) and not Path(source).exists():
-        raise InputError(f"{source}: no such file")
+    if isinstance(source, (str, Path)):
+        check_input_file(source)  # missing, a directory, a FIFO, a device...
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -143,22 +143,17 @@ class Plan:
 
     def save(self, path: str | Path) -> None:
         """Write the plan as JSON, atomically (a temporary file, then renamed)."""
-        import os
-        import tempfile
+        from eqsat_dnn.io.files import check_output_path, write_atomic
 
         path = Path(path)
         directory = path.parent if str(path.parent) else Path(".")
+        check_output_path(path)
         if path.is_dir():
             raise OutputError(f"{path}: is a directory")
         if not directory.is_dir():
             raise OutputError(f"{path}: directory {directory} does not exist")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        text = json.dumps(self.to_dict(), indent=1)
+        write_atomic(path, lambda tmp: tmp.write_text(text))
 
     @staticmethod
     def load(path: str | Path) -> Plan:

@@ -14,13 +14,15 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
+import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from eqsat_dnn.cost.shapes import dims
+from eqsat_dnn.errors import InputError, OutputError
+from eqsat_dnn.io.files import file_kind, write_atomic
 from eqsat_dnn.ir.graph import Node, TensorType
 from eqsat_dnn.ir.language import OPAQUE
 
@@ -78,6 +80,11 @@ class Cache:
         self.load()
 
     def load(self) -> None:
+        with contextlib.suppress(OSError):
+            mode = os.stat(self.path).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # reading a FIFO would block
+                raise InputError(f"{self.path}: the measured cost model's cache is {file_kind(mode)}, "
+                                 "not a regular file (see $EQSAT_DNN_CACHE)")
         with contextlib.suppress(OSError, ValueError):
             data = json.loads(self.path.read_text())
             if isinstance(data, dict) and isinstance(data.get("entries"), dict):
@@ -98,12 +105,10 @@ class Cache:
         self.entries.update(mine)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"device": self.device, "method": METHOD, "entries": self.entries}, f, indent=0)
-            os.replace(tmp, self.path)
+            text = json.dumps({"device": self.device, "method": METHOD, "entries": self.entries}, indent=0)
+            write_atomic(self.path, lambda tmp: tmp.write_text(text))
             self.dirty.clear()
-        except OSError:
+        except (OSError, OutputError):
             pass  # a read-only cache directory: keep the numbers in memory
 
 
