@@ -59,6 +59,9 @@ PEERS: tuple[str, ...] = ("onnxsim", "onnxoptimizer", "onnxscript", "ort-offline
 _PEER_MODULES = {"onnxsim": "onnxsim", "onnxoptimizer": "onnxoptimizer", "onnxscript": "onnxscript",
                  "ort-offline": "onnxruntime"}
 OURS = "eqsat-dnn"
+
+MAX_THREADS = 1024
+"""The most onnxruntime intra-op threads ``--threads`` may ask for."""
 DEFAULT_OUT = Path("bench") / "results"
 SLOWER = 0.99
 """A measured speedup below this counts as slower than the original."""
@@ -431,18 +434,36 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
 
 def check_settings(settings: BenchSettings) -> None:
     """:class:`InputError` for settings no benchmark can run with."""
-    from eqsat_dnn.cost import get_cost_model
+    from eqsat_dnn.cost import GPU_PROFILES, get_cost_model
 
     if settings.runs < 1:
         raise InputError(f"--runs must be at least 1 (got {settings.runs})")
-    if settings.threads < 0:
-        raise InputError(f"--threads must be 0 or more (got {settings.threads})")
+    if not 0 <= settings.threads <= MAX_THREADS:
+        raise InputError(f"--threads must be 0 or more, at most {MAX_THREADS} (got {settings.threads})")
+    if not (math.isfinite(settings.min_seconds) and settings.min_seconds >= 0):
+        raise InputError(f"--min-seconds must be a finite number >= 0 (got {settings.min_seconds})")
+    limits = settings.limits
+    for option, value in (("--time-limit", limits.seconds), ("--extract-time-limit", settings.extract_time_limit)):
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{option} must be a finite number > 0 (got {value})")
+    if limits.iterations < 0:
+        raise InputError(f"--iter-limit must be >= 0 (got {limits.iterations})")
     for peer in settings.peers:
         if peer not in PEERS:
-            raise InputError(f"unknown peer {peer!r} (choose from {', '.join(PEERS)})")
+            raise InputError(f"unknown peer {peer!r} (choose from {', '.join(PEERS)}, or none)")
     get_cost_model(settings.cost_model)
-    if settings.gpu_profile:
-        get_cost_model(f"roofline:{settings.gpu_profile}")
+    if settings.gpu_profile and settings.gpu_profile not in GPU_PROFILES:
+        raise InputError(f"unknown --gpu-profile {settings.gpu_profile!r} "
+                         f"(choose from {', '.join(GPU_PROFILES)}, or none)")
+
+
+def require_matplotlib() -> None:
+    """:class:`InputError` now, before any work, if ``bench.png`` could not be drawn at the end."""
+    try:
+        importlib.import_module("matplotlib")
+    except Exception as exc:  # missing, or an install that fails to import
+        raise InputError(f'bench needs matplotlib for its plot ({first_line(exc, typed=True)}); '
+                         'pip install "eqsat-dnn[bench]"') from None
 
 
 def run_bench(specs: Sequence[str], settings: BenchSettings = BenchSettings(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from eqsat_dnn import __version__
@@ -27,20 +28,28 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def number(kind: type, minimum: float, strict: bool):
-    """An argparse type: a number of ``kind`` above (``strict``) or at least ``minimum``."""
+def number(kind: type, minimum: float, strict: bool, maximum: float | None = None):
+    """An argparse type: a finite number of ``kind`` above (``strict``) or at least ``minimum``,
+    and at most ``maximum`` where one is given (``nan`` and ``inf`` are refused)."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
         if value < minimum or (strict and value == minimum):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, not {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}, not {text}")
         return value
     return parse
 
 
 POSITIVE = number(float, 0, strict=True)
+SECONDS = number(float, 0, strict=True, maximum=1e7)
+"""A time limit: above 0 and at most 10^7 s (116 days; the waits below cannot count past ~1e9 s)."""
+NON_NEGATIVE = number(float, 0, strict=False)
 COUNT = number(int, 0, strict=False)
 
 

@@ -6,7 +6,10 @@ import argparse
 import sys
 from contextlib import nullcontext
 
+from eqsat_dnn.cli import COUNT, NON_NEGATIVE, SECONDS
 from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
+
+# --runs, --threads and --peers are checked by bench.check_settings, before any work
 
 
 def add_parser(commands) -> None:
@@ -17,7 +20,7 @@ def add_parser(commands) -> None:
                        help="where bench.md, .csv, .json and .png go (default bench/results)")
     bench.add_argument("--runs", type=int, default=20, metavar="N",
                        help="least timed runs per model version, median reported (default 20)")
-    bench.add_argument("--min-seconds", type=float, default=5.0, metavar="S",
+    bench.add_argument("--min-seconds", type=NON_NEGATIVE, default=5.0, metavar="S",
                        help="keep timing a model (up to 10x --runs) until S seconds passed (default 5)")
     bench.add_argument("--peers", nargs="*", default=None, metavar="PEER",
                        help="onnxsim onnxoptimizer onnxscript ort-offline (default: all; none: no peer)")
@@ -27,11 +30,11 @@ def add_parser(commands) -> None:
                        help="roofline profile for the predicted GPU speedup: t4 (default), v100, a100, h100, none")
     bench.add_argument("--threads", type=int, default=1, metavar="N",
                        help="onnxruntime intra-op threads when timing (default 1; 0: one per core)")
-    bench.add_argument("--iter-limit", type=int, default=8, help="saturation iterations (default 8)")
-    bench.add_argument("--time-limit", type=float, default=10.0, help="saturation seconds (default 10)")
+    bench.add_argument("--iter-limit", type=COUNT, default=8, help="saturation iterations (default 8)")
+    bench.add_argument("--time-limit", type=SECONDS, default=10.0, help="saturation seconds (default 10)")
     bench.add_argument("--extractor", choices=list(EXTRACTORS), default=DEFAULT_EXTRACTOR,
                        help=f"extractor (default {DEFAULT_EXTRACTOR})")
-    bench.add_argument("--extract-time-limit", type=float, default=10.0, help="ILP seconds (default 10)")
+    bench.add_argument("--extract-time-limit", type=SECONDS, default=10.0, help="ILP seconds (default 10)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         extractor=args.extractor, extract_time_limit=args.extract_time_limit)
     specs = args.models or list(SUITE)
     bench.check_settings(settings)  # bad options and models fail now, not after the first model
+    bench.require_matplotlib()  # and a missing plotting library, not after the whole run
     for spec in specs:
         bench.resolve(spec)
     bench.ensure_out_dir(args.out)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from eqsat_dnn.cli import POSITIVE
+from eqsat_dnn.cli import SECONDS
 from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
 
 
@@ -14,7 +14,7 @@ def add_parser(commands) -> None:
     ext = commands.add_parser("extract", help="extract the cheapest program from an e-graph JSON file")
     ext.add_argument("egraph", help="egraph-serialize JSON (what egglog and extraction-gym write)")
     ext.add_argument("--extractor", choices=list(EXTRACTORS), default=DEFAULT_EXTRACTOR)
-    ext.add_argument("--time-limit", type=POSITIVE, default=30.0, help="ILP seconds (default 30)")
+    ext.add_argument("--time-limit", type=SECONDS, default=30.0, help="ILP seconds (default 30)")
     ext.add_argument("--json", action="store_true", help="print the result as JSON with the choices")
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from contextlib import nullcontext
 
-from eqsat_dnn.cli import COUNT, POSITIVE
+from eqsat_dnn.cli import COUNT, POSITIVE, SECONDS
 from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
 
 
@@ -20,12 +20,12 @@ def add_parser(commands) -> None:
                           "plus rules/multi/multi.egg's merges for a GPU --cost-model)")
     opt.add_argument("--iter-limit", type=COUNT, default=8, help="saturation iterations (default 8)")
     opt.add_argument("--node-limit", type=COUNT, default=50_000, help="e-node limit (default 50000)")
-    opt.add_argument("--time-limit", type=POSITIVE, default=10.0, help="saturation seconds (default 10)")
+    opt.add_argument("--time-limit", type=SECONDS, default=10.0, help="saturation seconds (default 10)")
     opt.add_argument("--memory-limit", type=POSITIVE, default=8000.0, metavar="MB",
                      help="stop saturating when this process holds this many MiB (default 8000)")
     opt.add_argument("--extractor", choices=list(EXTRACTORS), default=DEFAULT_EXTRACTOR,
                      help=f"extractor (default {DEFAULT_EXTRACTOR})")
-    opt.add_argument("--extract-time-limit", type=POSITIVE, default=10.0, help="ILP seconds (default 10)")
+    opt.add_argument("--extract-time-limit", type=SECONDS, default=10.0, help="ILP seconds (default 10)")
     opt.add_argument("--cost-model", default="roofline:cpu-nominal", metavar="NAME",
                      help="measured, roofline, roofline:cpu-nominal (default), roofline:t4|v100|a100|h100")
     opt.add_argument("--check", type=COUNT, default=1, metavar="N",

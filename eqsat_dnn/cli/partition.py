@@ -7,7 +7,7 @@ import json
 from contextlib import nullcontext
 from pathlib import Path
 
-from eqsat_dnn.cli import POSITIVE
+from eqsat_dnn.cli import POSITIVE, SECONDS
 
 
 def add_parser(commands) -> None:
@@ -23,7 +23,7 @@ def add_parser(commands) -> None:
     part.add_argument("--annotate", metavar="OUT.onnx", help="also write the model with ONNX sharding specs")
     part.add_argument("--run", action="store_true",
                       help="run the plan on one local process per device and check outputs and collectives")
-    part.add_argument("--time-limit", type=POSITIVE, default=10.0, metavar="S", help="ILP seconds (default 10)")
+    part.add_argument("--time-limit", type=SECONDS, default=10.0, metavar="S", help="ILP seconds (default 10)")
     part.add_argument("--outputs", choices=["replicate", "any"], default="replicate",
                       help="graph outputs end replicated (default) or in any placement")
     part.add_argument("--overwrite-input-shape", action="append", metavar="NAME:D1,D2,...",

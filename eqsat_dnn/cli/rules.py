@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from eqsat_dnn.cli import COUNT, number
+
 
 def add_parser(commands) -> None:
     rules = commands.add_parser("rules", help="list or check the rule library")
@@ -15,10 +17,10 @@ def add_parser(commands) -> None:
     listing.add_argument("--json", action="store_true")
     checking = rule_commands.add_parser("check", help="verify each rule numerically on random instances")
     checking.add_argument("paths", nargs="*", help="files, families or rule names (default: all)")
-    checking.add_argument("--trials", type=int, default=None, metavar="N",
+    checking.add_argument("--trials", type=number(int, 1, strict=False), default=None, metavar="N",
                           help="firing instances to check per rule (default 12)")
-    checking.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    checking.add_argument("--jobs", type=int, default=1, metavar="N",
+    checking.add_argument("--seed", type=COUNT, default=0, help="random seed (default 0)")
+    checking.add_argument("--jobs", type=number(int, 0, strict=False, maximum=256), default=1, metavar="N",
                           help="worker processes (default 1; 0: one per core, up to 4); the result does not depend on it")
     checking.add_argument("--allow-untested", action="store_true",
                           help="exit 0 even if some rule never fired (failures still exit 5)")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+
+from eqsat_dnn.cli import COUNT
 
 
 def add_parser(commands) -> None:
@@ -11,7 +14,7 @@ def add_parser(commands) -> None:
     zoo.add_argument("name", nargs="?", help="zoo model to write (see --list)")
     zoo.add_argument("-o", "--output", metavar="FILE.onnx", help="where to write it")
     zoo.add_argument("--list", action="store_true", help="list the models with their size overrides")
-    zoo.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    zoo.add_argument("--seed", type=COUNT, default=0, help="weight seed (default 0)")
     zoo.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
                      help="size override, e.g. --set layers=2 (repeatable; see --list)")
 
@@ -64,6 +67,10 @@ def _parse_overrides(items: list[str], defaults: dict) -> dict:
                 overrides[key] = text.strip().lower() in ("true", "1")
             else:
                 overrides[key] = kind(text)
-        except ValueError:
-            raise InputError(f"bad size override {item!r}: {key} wants a value of type {kind.__name__}") from None
+                if not (math.isfinite(overrides[key]) and overrides[key] >= 0):  # a size: nan, inf, -1 mean nothing
+                    raise ValueError(text)
+        except (ValueError, OverflowError):
+            wanted = "a finite float >= 0" if kind is float else f"a value of type {kind.__name__}"
+            wanted += " >= 0" if kind is int else ""
+            raise InputError(f"bad size override {item!r}: {key} wants {wanted}") from None
     return overrides

@@ -237,16 +237,25 @@ def egraph_from_dict(data: object, source: str = "e-graph") -> EGraph:
     nodes: dict[str, ENode] = {}
     try:
         for node_id, raw in raw_nodes.items():
+            if not isinstance(raw, dict) or not isinstance(raw.get("children", []), list):
+                raise TypeError(f"node {node_id!r}: expected an object whose 'children' is a list")
             children = tuple(str(raw_nodes[str(c)]["eclass"]) for c in raw.get("children", []))
+            cost = float(raw.get("cost", 1.0))
+            if not math.isfinite(cost) or cost < 0:
+                raise ValueError(f"node {node_id!r}: cost {cost} is not a finite number >= 0")
             nodes[str(node_id)] = ENode(
                 op=str(raw["op"]),
                 children=children,
                 eclass=str(raw["eclass"]),
-                cost=float(raw.get("cost", 1.0)),
+                cost=cost,
             )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{source}: malformed node ({exc.__class__.__name__}: {exc})") from None
-    roots = [str(r) for r in data.get("root_eclasses", [])]
+    roots = data.get("root_eclasses", [])
+    if not isinstance(roots, list) or not all(isinstance(r, (str, int)) for r in roots):
+        raise InputError(f"{source}: 'root_eclasses' must be a list of e-class ids, not {type(roots).__name__} "
+                         f"{json.dumps(roots)[:60]}")
+    roots = [str(r) for r in roots]
     classes: dict[str, list[str]] = {}
     for node_id, node in nodes.items():
         classes.setdefault(node.eclass, []).append(node_id)

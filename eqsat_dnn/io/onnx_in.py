@@ -47,10 +47,11 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
             if not sep or not name:
                 raise ValueError
             shapes[name] = [int(d) for d in dims.split(",")]
-            if any(d < 0 for d in shapes[name]):
+            if any(not 0 <= d < 1 << 63 for d in shapes[name]):  # a dim is an int64
                 raise ValueError
         except ValueError:
-            raise InputError(f"bad input shape {spec!r}: expected name:d1,d2,... with sizes >= 0") from None
+            raise InputError(f"bad input shape {spec[:80]!r}: expected name:d1,d2,... with sizes from 0 to "
+                             "2^63-1") from None
     return shapes
 
 
@@ -284,13 +285,24 @@ def _override_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]])
         if name not in inputs:
             raise InputError(f"--overwrite-input-shape names {name!r}, which is not a graph input "
                              f"(inputs: {', '.join(inputs) or 'none'})")
+        if not inputs[name].type.HasField("tensor_type"):
+            raise InputError(f"--overwrite-input-shape names {name!r}, which is not a tensor input")
         tensor_type = inputs[name].type.tensor_type
+        if tensor_type.HasField("shape") and len(tensor_type.shape.dim) != len(dims):
+            raise InputError(f"--overwrite-input-shape gives {name!r} {len(dims)} dims, but the model's input "
+                             f"{name!r} has rank {len(tensor_type.shape.dim)}")
         tensor_type.shape.Clear()
         for d in dims:
             tensor_type.shape.dim.add().dim_value = d
-    # inferred types of everything downstream must be recomputed from the new dims
+    # inferred types of everything downstream must be recomputed from the new dims, the
+    # outputs' fixed dims too (they may follow from an input dim the override changed)
     if shapes:
         del model.graph.value_info[:]
+        for output in model.graph.output:
+            if output.type.HasField("tensor_type") and output.type.tensor_type.HasField("shape"):
+                for dim in output.type.tensor_type.shape.dim:
+                    if dim.HasField("dim_value"):
+                        dim.Clear()
 
 
 def _tensor_type(type_proto: onnx.TypeProto) -> TensorType | None:

@@ -180,6 +180,9 @@ MACHINES: dict[str, Machine] = {m.name: m for m in [
 
 DEFAULT_MACHINE = "dgx-a100"
 
+MAX_DEVICES = 1 << 16
+"""The largest mesh (65,536 devices): beyond the largest clusters built, and the ILP's size grows with it."""
+
 
 def parse_mesh_shape(text: str) -> tuple[int, ...]:
     """``"8"`` -> ``(8,)``, ``"2x4"`` -> ``(2, 4)``."""
@@ -188,6 +191,8 @@ def parse_mesh_shape(text: str) -> tuple[int, ...]:
     shape = tuple(int(p) for p in re.split(r"[xX*,]", text.strip()))
     if any(s < 1 for s in shape) or math.prod(shape) < 2:
         raise InputError(f"bad mesh {text!r}: sizes must be >= 1 and the mesh must have at least 2 devices")
+    if math.prod(shape) > MAX_DEVICES:
+        raise InputError(f"bad mesh {text.strip()[:40]!r}: {math.prod(shape):,} devices; at most {MAX_DEVICES:,}")
     return shape
 
 
@@ -200,10 +205,10 @@ def get_mesh(shape: str | tuple[int, ...] | None = None, machine: str = DEFAULT_
     if isinstance(shape, str):
         shape = parse_mesh_shape(shape)
     if shape is not None and (len(shape) not in (1, 2) or any(int(s) < 1 for s in shape)
-                              or math.prod(shape) < 2):
-        raise InputError(f"bad mesh {shape}: 1-D or 2-D with at least 2 devices")
-    if memory_gb is not None and not memory_gb > 0:
-        raise InputError(f"--memory-gb must be positive, not {memory_gb}")
+                              or not 2 <= math.prod(shape) <= MAX_DEVICES):
+        raise InputError(f"bad mesh {shape}: 1-D or 2-D with at least 2 devices, at most {MAX_DEVICES:,}")
+    if memory_gb is not None and not (memory_gb > 0 and math.isfinite(memory_gb * GIB)):
+        raise InputError(f"--memory-gb must be a finite number > 0, not {memory_gb}")
     return preset.mesh(shape, None if memory_gb is None else memory_gb * GIB)
 
 
@@ -211,5 +216,5 @@ def with_memory(mesh: DeviceMesh, memory_bytes: float) -> DeviceMesh:
     return replace(mesh, memory_bytes=float(memory_bytes))
 
 
-__all__ = ["DEFAULT_MACHINE", "DeviceMesh", "GIB", "Link", "MACHINES", "Machine", "MeshAxis", "get_mesh",
-           "parse_mesh_shape", "with_memory"]
+__all__ = ["DEFAULT_MACHINE", "DeviceMesh", "GIB", "Link", "MACHINES", "MAX_DEVICES", "Machine", "MeshAxis",
+           "get_mesh", "parse_mesh_shape", "with_memory"]

@@ -25,6 +25,8 @@ errors below the tolerance. Rules are checked by ``eqsat-dnn rules check`` on th
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -107,6 +109,7 @@ def random_inputs(model: onnx.ModelProto, seed: int, symbolic_size: int = 2,
         if not tt.HasField("shape"):
             raise InputError(f"input {info.name!r} has no shape (its rank is unknown); cannot generate check inputs")
         dims = [d.dim_value if d.HasField("dim_value") else symbolic_size for d in tt.shape.dim]
+        _require_memory(info.name, dims)
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if np.issubdtype(dtype, np.floating):
             value = rng.standard_normal(dims).astype(dtype)
@@ -179,6 +182,20 @@ def compare_outputs(name: str, x: np.ndarray, y: np.ndarray, rtol: float, atol: 
         return (f"{name}: |diff| {diff[worst]:.3g} at a value of {x64[both][worst]:.3g} "
                 f"(allowed {allowed[worst]:.3g})"), abs_err, rel_err
     return None, abs_err, rel_err
+
+
+def _require_memory(name: str, dims: list[int]) -> None:
+    """:class:`InputError` for an input too large to generate (drawn as float64 first) in a
+    quarter of this machine's memory: a dim of 2^40 is a mistake, not a check to attempt."""
+    needed = 8 * math.prod(dims)
+    try:
+        budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (OSError, ValueError, AttributeError):
+        budget = 4 << 30
+    if needed > budget:
+        raise InputError(f"input {name!r} of shape {dims} is too large to check: its random values would need "
+                         f"{needed / (1 << 30):,.3g} GiB of the {4 * budget / (1 << 30):,.3g} GiB of memory here; "
+                         "give smaller dims with --overwrite-input-shape or skip the check with --no-check")
 
 
 def compare_models(
