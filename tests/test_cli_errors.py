@@ -213,6 +213,7 @@ CASES = {
     "mesh 256x257": (_part("--mesh", "256x257"), 2, "at most 65,536"),
     "mesh 0": (_part("--mesh", "0"), 2, "bad mesh"),
     "mesh 2x0": (_part("--mesh", "2x0"), 2, "bad mesh"),
+    "--run on 128 local processes": (_part("--mesh", "128", "--run"), 2, "one local process per device"),
     # the other numeric options
     "rules check --seed -1": (lambda tmp: ["rules", "check", "identity-elim", "--seed", "-1"], 2, "must be >= 0"),
     "rules check --jobs -1": (lambda tmp: ["rules", "check", "identity-elim", "--jobs", "-1"], 2, "must be >= 0"),

@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable(args.annotate, args.input)
         if Path(args.annotate).resolve() == Path(args.output).resolve():
             raise OutputError(f"{args.annotate}: --annotate would overwrite the plan -o writes; choose another file")
+    if args.run:  # one process per device: a mesh too large to run is refused now, not after the ILP
+        from eqsat_dnn.partition.mesh import get_mesh
+        from eqsat_dnn.partition.run import check_run_size
+
+        check_run_size(get_mesh(args.mesh, args.machine, args.memory_gb).num_devices)
     shapes = parse_input_shapes(args.overwrite_input_shape)
     graph = load_model(args.input, input_shapes=shapes, load_weights=False)  # planning reads no weight
     show = not (args.quiet or args.json)

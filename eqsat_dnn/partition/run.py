@@ -48,6 +48,9 @@ from eqsat_dnn.runtime.sessions import create_session
 
 _EXTRA_HINT = "running a plan needs torch: pip install eqsat-dnn[dist]"
 
+MAX_RUN_PROCESSES = 64
+"""The most local processes (one per device) a run starts: a mesh of thousands is planned, not run here."""
+
 
 @dataclass
 class RunReport:
@@ -414,6 +417,7 @@ def run_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *, 
     world = jobs[0][1].mesh.num_devices
     if any(plan.mesh.num_devices != world for _, plan in jobs):
         raise InputError("plans run together must have the same number of devices")
+    check_run_size(world)
     start = time.perf_counter()
     compiled = []
     for model, plan in jobs:
@@ -484,6 +488,13 @@ def run_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *, 
                 report.failures.append(f"{name}: max |diff| {abs_err:.3g} on values up to {scale:.3g}")
         reports.append(report)
     return reports
+
+
+def check_run_size(devices: int) -> None:
+    """:class:`InputError` for a mesh too large to run as local processes."""
+    if devices > MAX_RUN_PROCESSES:
+        raise InputError(f"--run starts one local process per device: a mesh of {devices:,} devices is more than "
+                         f"{MAX_RUN_PROCESSES}; plan it without --run")
 
 
 def run_plan(model: Graph | str | Path | onnx.ModelProto, plan: Plan, *, seed: int = 0, rtol: float = 1e-3,
