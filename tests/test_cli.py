@@ -96,3 +96,14 @@ def test_package_import_stays_light():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_exact_mode_from_the_command_line(tmp_path, example_path):
+    """--exact admits only the rules that hold in IEEE float (rules/README.md)."""
+    out = tmp_path / "out.onnx"
+    result = _cli("optimize", str(example_path), str(out), "--exact", "--extractor", "greedy", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    from eqsat_dnn.eqsat.rules import Arithmetic, default_rules
+    assert report["rules"] == sum(r.arithmetic is Arithmetic.EXACT for r in default_rules())
+    assert report["check"]["ok"] and "infinities" in report["check"]["sets"]

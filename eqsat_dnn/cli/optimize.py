@@ -31,6 +31,9 @@ def add_parser(commands) -> None:
     opt.add_argument("--check", type=COUNT, default=1, metavar="N",
                      help="compare outputs on N random input sets (default 1)")
     opt.add_argument("--no-check", action="store_const", const=0, dest="check", help="skip the output check")
+    opt.add_argument("--exact", action="store_true",
+                     help="only rewrites that hold in IEEE float, infinities and NaN included (default: also "
+                          "those that hold in real arithmetic, e.g. reassociation, where the check agrees)")
     opt.add_argument("--overwrite-input-shape", action="append", metavar="NAME:D1,D2,...",
                      help="fix an input's shape (repeatable)")
     opt.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         model, report = optimize(
             args.input, rules=rules, limits=limits, extractor=args.extractor,
             extract_time_limit=args.extract_time_limit, check=args.check, input_shapes=shapes,
-            cost_model=cost_model,
+            cost_model=cost_model, exact=args.exact,
             on_iteration=progress,
         )
     save_model(model, args.output, source=args.input)
