@@ -40,6 +40,7 @@ from onnx import TensorProto, helper
 
 from eqsat_dnn.cost import CostModel, itemsize
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
+from eqsat_dnn.ir.language import OPS
 from eqsat_dnn.partition.mesh import DeviceMesh
 from eqsat_dnn.partition.placements import (PARTIAL, REPLICATE, Placement, Shard, Spec, is_valid,
                                             local_shape)
@@ -175,7 +176,7 @@ def rules_1d(node: Node, ins: list[TensorType | None], outs: list[TensorType | N
 
 
 def _dispatch(node: Node, op: str, ins, in_shapes, outs, out_shapes) -> list[Rule] | None:
-    if op in _ELEMENTWISE_OPAQUE and len(outs) == 1:
+    if (op in _ELEMENTWISE_OPAQUE or (op in OPS and OPS[op].elementwise)) and len(outs) == 1:
         return _elementwise(node, op, ins, in_shapes, outs, out_shapes)
     handler = _HANDLERS.get(op)
     return None if handler is None else handler(node, ins, in_shapes, outs, out_shapes)
