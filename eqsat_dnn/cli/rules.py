@@ -58,19 +58,19 @@ def _check(args: argparse.Namespace) -> int:
 
     from eqsat_dnn.errors import RuleError
     from eqsat_dnn.eqsat.rules import select_rules
-    from eqsat_dnn.verify import DEFAULT_TRIALS, check_rules, default_jobs
+    from eqsat_dnn.verify import DEFAULT_TRIALS, RuleStatus, check_rules, default_jobs
 
     rules = select_rules(args.paths)
     jobs = default_jobs(len(rules)) if args.jobs == 0 else args.jobs
     results = check_rules(rules, trials=DEFAULT_TRIALS if args.trials is None else args.trials, seed=args.seed,
                           jobs=jobs)
-    failed = [r for r in results if r.status == "failed"]
-    untested = [r for r in results if r.status == "untested"]
+    failed = [r for r in results if r.status is RuleStatus.FAILED]
+    untested = [r for r in results if r.status is RuleStatus.UNTESTED]
     if args.json:
         print(json.dumps([r.to_dict() for r in results]))
     else:
         console = Console()
-        colour = {"verified": "green", "failed": "bold red", "untested": "yellow"}
+        colour = {RuleStatus.VERIFIED: "green", RuleStatus.FAILED: "bold red", RuleStatus.UNTESTED: "yellow"}
         table = Table(title=f"{len(results)} rules checked (seed {args.seed})")
         table.add_column("rule", overflow="fold")
         table.add_column("family", overflow="fold")

@@ -56,10 +56,10 @@ from eqsat_dnn.verify.driver import (DEFAULT_TRIALS, SHRINK_ATTEMPTS, UNFIRED_PA
                                      default_jobs)
 from eqsat_dnn.verify.instances import OPSET, TOLERANCES
 from eqsat_dnn.verify.patterns import RULESET
-from eqsat_dnn.verify.results import Counterexample, RuleCheck
+from eqsat_dnn.verify.results import Counterexample, RuleCheck, RuleStatus
 from eqsat_dnn.verify.sexpr import Str, Sym, parse_sexp, to_source
 
 __all__ = [
     "DEFAULT_TRIALS", "OPSET", "RULESET", "SHRINK_ATTEMPTS", "TOLERANCES", "UNFIRED_PATIENCE", "Counterexample",
-    "RuleCheck", "Str", "Sym", "check_rule", "check_rules", "default_jobs", "parse_sexp", "to_source",
+    "RuleCheck", "RuleStatus", "Str", "Sym", "check_rule", "check_rules", "default_jobs", "parse_sexp", "to_source",
 ]

@@ -18,7 +18,7 @@ from eqsat_dnn.verify.instances import TOLERANCES, Instance, dtype_name, make_in
 from eqsat_dnn.verify.oracle import Check, NoKernel, compare, counterexample, run_graph
 from eqsat_dnn.verify.patterns import Direction, Reject, Unsupported, directions
 from eqsat_dnn.verify.planner import Planner
-from eqsat_dnn.verify.results import Counterexample, RuleCheck
+from eqsat_dnn.verify.results import Counterexample, RuleCheck, RuleStatus
 from eqsat_dnn.verify.runner import Panic, RuleRunner, shared_base
 from eqsat_dnn.verify.sampling import numel
 
@@ -120,11 +120,11 @@ def check_instance(runner: RuleRunner, inst: Instance, rng: np.random.Generator)
 def _check_direction(direction: Direction, trials: int, seed: int, attempts: int,
                      budget: float | None, patience: int = 1) -> RuleCheck:
     start = time.perf_counter()
-    result = RuleCheck(direction.rule, "untested")
+    result = RuleCheck(direction.rule, RuleStatus.UNTESTED)
     try:
         runner = RuleRunner(direction)
     except RuleError as exc:
-        result.status, result.note = "failed", f"egglog rejects the rule: {exc}"
+        result.status, result.note = RuleStatus.FAILED, f"egglog rejects the rule: {exc}"
         result.seconds = time.perf_counter() - start
         return result
     float32_only = False
@@ -133,7 +133,7 @@ def _check_direction(direction: Direction, trials: int, seed: int, attempts: int
     shrink_left = SHRINK_ATTEMPTS
     stream = 0
     while True:
-        if result.status == "failed":
+        if result.status is RuleStatus.FAILED:
             # look a little further for a smaller counterexample (these instances are not counted)
             if shrink_left <= 0:
                 break
@@ -143,7 +143,7 @@ def _check_direction(direction: Direction, trials: int, seed: int, attempts: int
         else:
             result.attempts += 1
         if budget is not None and time.perf_counter() - start > budget:
-            if result.status != "failed":
+            if result.status is not RuleStatus.FAILED:
                 notes.append(f"time budget of {budget:g} s spent")
             break
         stream += 1
@@ -156,7 +156,7 @@ def _check_direction(direction: Direction, trials: int, seed: int, attempts: int
         else:
             dtype = TensorProto.FLOAT if rng.random() < 0.25 else TensorProto.DOUBLE
         try:
-            inst = make_instance(direction, rng, dtype, small=result.status == "failed")
+            inst = make_instance(direction, rng, dtype, small=result.status is RuleStatus.FAILED)
         except Reject:
             continue
         except Unsupported as exc:
@@ -168,7 +168,7 @@ def _check_direction(direction: Direction, trials: int, seed: int, attempts: int
             continue
         except Panic as exc:
             runner = RuleRunner(direction)  # a fresh e-graph: the old one is not trusted after a panic
-            if result.status != "failed":
+            if result.status is not RuleStatus.FAILED:
                 shrink_left = 0  # each panic costs a new e-graph: keep the first one
             outcome = Outcome(fired=True, failure=Counterexample(
                 message=f"egglog fails while running the rule: {exc}",
@@ -180,7 +180,7 @@ def _check_direction(direction: Direction, trials: int, seed: int, attempts: int
             float32_only = True
         if outcome.skip or not outcome.fired:
             continue
-        if result.status == "failed":
+        if result.status is RuleStatus.FAILED:
             if outcome.failure is not None and _size(outcome.failure) < _size(result.counterexample):
                 outcome.failure.direction = direction.label
                 result.counterexample = outcome.failure
@@ -189,7 +189,7 @@ def _check_direction(direction: Direction, trials: int, seed: int, attempts: int
         if outcome.failure is not None:
             outcome.failure.direction = direction.label
             result.counterexample = outcome.failure
-            result.status = "failed"
+            result.status = RuleStatus.FAILED
             continue
         if outcome.checks:
             result.checked += 1
@@ -197,8 +197,8 @@ def _check_direction(direction: Direction, trials: int, seed: int, attempts: int
             result.max_error = max(result.max_error, outcome.max_error)
         elif outcome.note and outcome.note not in notes and not outcome.note.startswith("fired without"):
             notes.append(outcome.note)
-    if result.status != "failed":
-        result.status = "verified" if result.checked else "untested"
+    if result.status is not RuleStatus.FAILED:
+        result.status = RuleStatus.VERIFIED if result.checked else RuleStatus.UNTESTED
         if 0 < result.checked < trials:
             notes.append(f"only {result.checked} of {trials} trials fired in {result.attempts} instances")
         if not result.checked and not result.note:
@@ -235,7 +235,7 @@ def check_rule(rule: Rule, trials: int = DEFAULT_TRIALS, seed: int = 0, attempts
         try:
             shared_base().add(rule)
         except RuleError as exc:
-            return RuleCheck(rule, "failed", note=f"egglog rejects the rule: {exc}",
+            return RuleCheck(rule, RuleStatus.FAILED, note=f"egglog rejects the rule: {exc}",
                              seconds=time.perf_counter() - start)
     # a cap the caller gives is a cap; the default one stretches for rules that have not fired yet
     patience = 1 if attempts is not None else UNFIRED_PATIENCE
@@ -244,9 +244,9 @@ def check_rule(rule: Rule, trials: int = DEFAULT_TRIALS, seed: int = 0, attempts
     if len(parts) == 1:
         result = replace(parts[0], rule=rule)
     else:
-        failed = [p for p in parts if p.status == "failed"]
-        untested = [p for p in parts if p.status == "untested"]
-        status = "failed" if failed else "untested" if untested else "verified"
+        failed = [p for p in parts if p.status is RuleStatus.FAILED]
+        untested = [p for p in parts if p.status is RuleStatus.UNTESTED]
+        status = RuleStatus.FAILED if failed else RuleStatus.UNTESTED if untested else RuleStatus.VERIFIED
         notes = [f"{d.label}: {p.note}" for d, p in zip(directions(rule), parts) if p.note]
         result = RuleCheck(
             rule, status, fired=sum(p.fired for p in parts), checked=sum(p.checked for p in parts),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -42,13 +43,23 @@ class Counterexample:
         }
 
 
+class RuleStatus(StrEnum):
+    """The verdict on one rule (a string enum: it prints and serialises as its text)."""
+
+    VERIFIED = "verified"
+    """Every checked instance agreed."""
+    FAILED = "failed"
+    """A counterexample, or egglog rejects the rule."""
+    UNTESTED = "untested"
+    """No instance on which the rule fired and changed the e-graph."""
+
+
 @dataclass
 class RuleCheck:
     """The verdict on one rule."""
 
     rule: Rule
-    status: str
-    """``verified``, ``failed`` or ``untested``."""
+    status: RuleStatus
     fired: int = 0
     """Instances on which the rule matched."""
     checked: int = 0
@@ -64,7 +75,7 @@ class RuleCheck:
 
     @property
     def ok(self) -> bool:
-        return self.status == "verified"
+        return self.status is RuleStatus.VERIFIED
 
     @property
     def trials(self) -> int:

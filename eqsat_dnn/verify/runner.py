@@ -14,7 +14,7 @@ from eqsat_dnn.eqsat.rules import Rule
 from eqsat_dnn.eqsat.saturate import add_rules, run_analysis
 from eqsat_dnn.errors import RuleError
 from eqsat_dnn.ir.graph import Graph
-from eqsat_dnn.ir.language import lit
+from eqsat_dnn.ir.language import OPS, lit
 from eqsat_dnn.verify.instances import Instance, skeleton
 from eqsat_dnn.verify.patterns import RULESET, Direction, Reject
 
@@ -37,6 +37,8 @@ class _Base:
         """(name, text) -> (name inside egglog, ruleset)."""
         self.poisoned = False
         """Set when egglog failed mid-run: this e-graph is not used again."""
+        self.vocabulary = tuple(OPS.items())
+        """The ops its prelude declares: a vocabulary grown since (a new OpSpec) needs a new one."""
 
     def add(self, rule: Rule) -> tuple[str, str]:
         """Add ``rule`` (once) under a unique name and ruleset; raises RuleError if egglog refuses it."""
@@ -59,7 +61,7 @@ _BASE: _Base | None = None
 
 def shared_base() -> _Base:
     global _BASE
-    if _BASE is None or _BASE.poisoned or len(_BASE.rules) > 400:
+    if _BASE is None or _BASE.poisoned or len(_BASE.rules) > 400 or _BASE.vocabulary != tuple(OPS.items()):
         _BASE = _Base()
     return _BASE
 
