@@ -39,17 +39,15 @@ best solution (status ``time_limit``).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
-import warnings
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import scipy.sparse as sp
 
 from eqsat_dnn.errors import InputError
+from eqsat_dnn.extract.ilp.highs import quiet_solver_output
 from eqsat_dnn.partition.problem import PartitionProblem
 
 _SCALE = 1e6
@@ -57,9 +55,23 @@ _SCALE = 1e6
 _GIB = float(1 << 30)
 
 
-_STATUS = {"optimal": "optimal", "optimal_inaccurate": "time_limit", "user_limit": "time_limit",
-           "infeasible": "infeasible", "infeasible_inaccurate": "infeasible"}
-"""cvxpy's statuses as the plan reports them (``time_limit``: stopped with a solution, not proven optimal)."""
+class SolveStatus(StrEnum):
+    """How the partitioning ILP ended (a string enum: it prints and serialises as its text)."""
+
+    OPTIMAL = "optimal"
+    """Proven within ``mip_rel_gap``."""
+    TIME_LIMIT = "time limit"
+    """Stopped by the time limit: the best plan found, not proven optimal."""
+    INFEASIBLE = "infeasible"
+    """No plan fits (the memory bound)."""
+    SOLVER_ERROR = "solver error"
+    """The solver failed, or ended in a state with no plan."""
+
+
+_STATUS = {"optimal": SolveStatus.OPTIMAL, "optimal_inaccurate": SolveStatus.TIME_LIMIT,
+           "user_limit": SolveStatus.TIME_LIMIT, "infeasible": SolveStatus.INFEASIBLE,
+           "infeasible_inaccurate": SolveStatus.INFEASIBLE}
+"""cvxpy's statuses as the plan reports them."""
 
 
 @dataclass
@@ -68,9 +80,7 @@ class SolveResult:
 
     assignment: list[int] | None
     """Item index -> choice index, ``None`` when no solution was found."""
-    status: str
-    """``optimal`` (within ``mip_rel_gap``), ``time_limit`` (the best found when time ran out), ``infeasible``,
-    or what cvxpy said."""
+    status: SolveStatus
     seconds: float
     """Wall time of building and solving."""
     objective: float | None
@@ -79,25 +89,8 @@ class SolveResult:
     """HiGHS's dual bound on the optimum, seconds, when it reports one."""
     variables: int
     constraints: int
-
-
-@contextlib.contextmanager
-def _quiet_stdout():
-    """HiGHS prints a banner on the C-level stdout; keep it out of machine-readable output."""
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as sink:
-            os.dup2(sink.fileno(), 1)
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+    error: str = ""
+    """The solver's message, for :attr:`SolveStatus.SOLVER_ERROR`."""
 
 
 class _Builder:
@@ -237,12 +230,13 @@ def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: floa
     prob = cp.Problem(cp.Minimize(objective), constraints)
     remaining = max(0.5, time_limit - (time.perf_counter() - start))
     try:
-        with _quiet_stdout(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # cvxpy warns "may be inaccurate" whenever the time limit stops HiGHS
+        # HiGHS's banner stays off stdout; cvxpy's warnings ("may be inaccurate" at every time limit) off stderr
+        with quiet_solver_output():
             prob.solve(solver="HIGHS", time_limit=remaining, mip_rel_gap=mip_rel_gap)
     except cp.error.SolverError as exc:
-        return SolveResult(None, f"solver error: {exc}", time.perf_counter() - start, None, None, n, len(b_ub) + len(b_eq))
-    status = _STATUS.get(str(prob.status), str(prob.status))
+        return SolveResult(None, SolveStatus.SOLVER_ERROR, time.perf_counter() - start, None, None, n,
+                           len(b_ub) + len(b_eq), error=str(exc))
+    status = _STATUS.get(str(prob.status), SolveStatus.SOLVER_ERROR)
     assignment = None
     if x.value is not None:
         values = np.asarray(x.value)

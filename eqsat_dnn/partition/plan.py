@@ -240,12 +240,15 @@ def partition(
               "bound_s": result.bound, "variables": result.variables, "constraints": result.constraints,
               "items": len(problem.items), "tied_items": sum(i.tied is not None for i in problem.items),
               "source": "ilp"}
+    if result.error:
+        solver["error"] = result.error
     assignment = result.assignment
     best = problem.evaluate(assignment) if assignment is not None else None
     if best is None or not best.fits:
         fitting = {k: v for k, v in baselines.items() if v.fits}
         if not fitting:
-            raise InputError(f"no plan found within {time_limit:g} s (solver status: {result.status}) and no "
+            raise InputError(f"no plan found within {time_limit:g} s (solver status: {result.status}"
+                             f"{': ' + result.error[:120] if result.error else ''}) and no "
                              "baseline fits in memory; raise the time limit or the memory per device")
         name = min(fitting, key=lambda k: fitting[k].time_s)
         assignment = BASELINES[name](problem)

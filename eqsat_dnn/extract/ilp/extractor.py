@@ -24,7 +24,7 @@ import numpy as np
 from eqsat_dnn.extract.base import EGraph, Extraction, ExtractionStatus, ExtractionStop, known_program
 from eqsat_dnn.extract.greedy import GreedyExtractor
 from eqsat_dnn.extract.ilp.cycles import _Compressed, _CutPool
-from eqsat_dnn.extract.ilp.highs import _quiet
+from eqsat_dnn.extract.ilp.highs import quiet_solver_output
 from eqsat_dnn.extract.ilp.incumbent import TOL, _Best
 from eqsat_dnn.extract.ilp.lns import search as _lns_search
 from eqsat_dnn.extract.ilp.model import _Model
@@ -201,7 +201,7 @@ class ILPExtractor:
         """The cheapest program; ``initial`` (a known program, such as the input model's) is a
         starting incumbent: the answer is never worse than it nor than greedy. Once a bound
         proves that no program costs less than ``target``, the search stops there."""
-        with _quiet(to_stderr=self.verbose):
+        with quiet_solver_output(to_stderr=self.verbose):
             return self._extract(egraph, initial, target)
 
     @staticmethod

@@ -13,7 +13,7 @@ delivered again once HiGHS has returned, to the handler that was there before (P
 default: ``KeyboardInterrupt``).
 
 HiGHS prints a banner on the C-level stdout once per process: an extraction runs inside
-:func:`_quiet`, with file descriptor 1 pointed at ``/dev/null`` (stderr when ``verbose``),
+:func:`quiet_solver_output`, with file descriptor 1 pointed at ``/dev/null`` (stderr when ``verbose``),
 so callers printing JSON on stdout stay clean; anything else written to stdout during the
 call is dropped too.
 """
@@ -152,7 +152,7 @@ def _sigint_deferred() -> Iterator[Callable[[], bool]]:
 
 # ------------------------------------------------------------------ quietness
 @contextlib.contextmanager
-def _quiet(to_stderr: bool = False):
+def quiet_solver_output(to_stderr: bool = False):
     """Point file descriptor 1 at /dev/null (or stderr) and mute cvxpy warnings.
 
     HiGHS writes its banner (and, when verbose, its log) to the C-level stdout.
