@@ -181,6 +181,7 @@ def optimize(
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     graph = load_model(model, input_shapes)
+    graph.lint()
     cost_model = cost_model or RooflineCostModel()
     if rules is None:
         profile = cost_model.profile
@@ -229,6 +230,10 @@ def optimize(
         t = time.perf_counter()
         # every site the cost model charges is rewritten, so the lowered program pays no excess
         lowered, sites = avoid_slow_fusions(program_graph, cost_model)
+        try:
+            lowered.lint()
+        except ValueError as exc:  # as for a program onnx's checker rejects: the repair leaves it out
+            raise CheckError(f"the chosen program is malformed: {exc}") from None
         lowered_at = time.perf_counter()
         written = to_onnx(lowered)
         _check_optimized(written, model)

@@ -76,3 +76,22 @@ def test_split_forms_keeps_comments_and_lines():
     assert [(f, c, line) for f, c, line in forms] == [('(a "x)" (b))', "first", 2), ("(c)", "second", 7)]
     with pytest.raises(ValueError):
         list(split_forms("(a (b)"))
+
+
+def test_lint_finds_a_malformed_graph():
+    """Graph.lint, run by the pipeline between stages, names what is wrong."""
+    import dataclasses
+
+    from eqsat_dnn.ir.graph import Node
+    from eqsat_dnn.models.examples import attention_block
+
+    graph = load_model(attention_block())
+    graph.lint()
+    swapped = dataclasses.replace(graph, nodes=graph.nodes[::-1])
+    with pytest.raises(ValueError, match="before it is defined"):
+        swapped.lint()
+    twice = dataclasses.replace(graph, nodes=graph.nodes + [Node("Relu", [graph.inputs[0]], [graph.nodes[0].outputs[0]])])
+    with pytest.raises(ValueError, match="defined twice"):
+        twice.lint()
+    with pytest.raises(ValueError, match="not defined"):
+        dataclasses.replace(graph, outputs=["nowhere"]).lint()

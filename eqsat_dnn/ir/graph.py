@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-from eqsat_dnn.ir.language import ALIASES, OPAQUE
+from eqsat_dnn.ir.language import ALIASES, OPAQUE, OPS
 
 Dim = int | str | None
 """A dimension: a size, a symbolic name, or unknown."""
@@ -143,3 +143,29 @@ class Graph:
         for node in self.nodes:
             counts[node.written_op] = counts.get(node.written_op, 0) + 1
         return counts
+
+    def lint(self) -> None:
+        """Raise ``ValueError`` unless the graph is well formed: every value is defined once
+        (an input, a weight or one node's output) and before it is read, subgraphs' outer reads
+        included, every output is defined, and every node is a vocabulary op or an opaque node
+        with its proto. The pipeline runs it between stages (torch.fx's ``Graph.lint``)."""
+        defined = set(self.inputs)
+        for name in self.weights:
+            if name in defined and name not in self.inputs:
+                raise ValueError(f"value {name!r} is defined twice")
+            defined.add(name)
+        for node in self.nodes:
+            if node.op == OPAQUE and node.proto is None:
+                raise ValueError(f"opaque node {node.name!r} has no proto to write back")
+            if node.op != OPAQUE and node.op not in OPS:
+                raise ValueError(f"node {node.name!r}: {node.op!r} is neither a vocabulary op nor opaque")
+            for name in [*node.inputs, *node.implicit_inputs]:
+                if name and name not in defined:
+                    raise ValueError(f"node {node.name!r} ({node.op}) reads {name!r} before it is defined")
+            for name in node.outputs:
+                if name and name in defined:
+                    raise ValueError(f"value {name!r} is defined twice (again by node {node.name!r})")
+                defined.update([name] if name else [])
+        missing = [o for o in self.outputs if o not in defined]
+        if missing:
+            raise ValueError(f"graph outputs {missing[:3]} are not defined")
