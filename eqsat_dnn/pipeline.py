@@ -291,9 +291,7 @@ def _repair(report: OptimizeReport, snapshot: Snapshot, initial: dict[str, str],
     fired = report.saturation.matches_per_rule() if report.saturation else {}
 
     def rules_building(ops: list[str]) -> list[str]:
-        texts = {r.name: r.text for r in report.used_rules}
-        return sorted(name for name, count in fired.items()
-                      if count and any(f"({op} " in texts.get(name, "") for op in ops))
+        return sorted(r.name for r in report.used_rules if fired.get(r.name) and r.builds() & set(ops))
 
     found, report.repair = repair(
         snapshot.egraph, failing, initial, passes,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from eqsat_dnn.eqsat.rules import select_rules
-from eqsat_dnn.verify.sexpr import parse_term
+from eqsat_dnn.ir.sexpr import parse_term
 from eqsat_dnn.verify.tensat import check_rule, load_tensat_rules, summary
 
 TENSAT_RULES_DIR = Path(os.environ.get("TENSAT_RULES_DIR")

@@ -12,7 +12,7 @@ from eqsat_dnn.ir.language import OPS, OpSpec
 from eqsat_dnn.verify.instances import make_instance
 from eqsat_dnn.verify.patterns import Reject, directions
 from eqsat_dnn.verify.sampling import DOMAINS, HOOKS, SHAPES
-from eqsat_dnn.verify.sexpr import Str, Sym, parse_all, parse_sexp, parse_term, to_source
+from eqsat_dnn.ir.sexpr import Str, Sym, parse_all, parse_sexp, parse_term, to_source
 
 
 def test_parse_term_is_one_hashable_expression():

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from eqsat_dnn.eqsat.egraph import split_forms
 from eqsat_dnn.errors import RuleError
+from eqsat_dnn.ir.language import OPS
+from eqsat_dnn.ir.sexpr import parse_sexp
 from eqsat_dnn.io.files import check_input_file
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
@@ -69,6 +71,24 @@ class Rule:
     def ruleset(self) -> str:
         """The egglog ruleset of the family (prefixed, so no family shadows an egglog name)."""
         return f"family_{self.family}"
+
+    def builds(self) -> frozenset[str]:
+        """The constructors the rule's right-hand side (both sides of a birewrite, a rule's
+        actions) applies: what e-nodes it can add."""
+        form = parse_sexp(self.text)
+        sides = {"rewrite": form[2:3], "birewrite": form[1:3], "rule": form[2:3]}.get(self.kind, [])
+        found: set[str] = set()
+
+        def visit(term) -> None:
+            if isinstance(term, list) and term:
+                if isinstance(term[0], str) and term[0] in OPS:
+                    found.add(str(term[0]))
+                for part in term:
+                    visit(part)
+
+        for side in sides:
+            visit(side)
+        return frozenset(found)
 
     def egglog(self) -> str:
         """The form with its ruleset and name attached, ready for egglog."""

@@ -39,7 +39,7 @@ short search for a smaller one.
 Everything is seeded per rule: the same rules, seed and trial count give the
 same report, however many worker processes share the work.
 
-The modules, in the order a check goes through them: :mod:`~eqsat_dnn.verify.sexpr` (egglog
+The modules, in the order a check goes through them: :mod:`~eqsat_dnn.ir.sexpr` (egglog
 source as data), :mod:`~eqsat_dnn.verify.patterns` (what a rule's query says),
 :mod:`~eqsat_dnn.verify.sampling` (random shapes and attribute values, from what
 :data:`eqsat_dnn.ir.language.OPS` declares about each op), :mod:`~eqsat_dnn.verify.instances`
@@ -57,7 +57,7 @@ from eqsat_dnn.verify.driver import (DEFAULT_TRIALS, SHRINK_ATTEMPTS, UNFIRED_PA
 from eqsat_dnn.verify.instances import OPSET, TOLERANCES
 from eqsat_dnn.verify.patterns import RULESET
 from eqsat_dnn.verify.results import Counterexample, RuleCheck, RuleStatus
-from eqsat_dnn.verify.sexpr import Str, Sym, parse_sexp, to_source
+from eqsat_dnn.ir.sexpr import Str, Sym, parse_sexp, to_source
 
 __all__ = [
     "DEFAULT_TRIALS", "OPSET", "RULESET", "SHRINK_ATTEMPTS", "TOLERANCES", "UNFIRED_PATIENCE", "Counterexample",

@@ -24,7 +24,7 @@ from eqsat_dnn.models.builder import ModelBuilder, make_model
 from eqsat_dnn.verify.patterns import (UNSET, Direction, Pending, Reject, Unsupported, convert, freeze,
                                        is_constructor_term, is_var, primitive)
 from eqsat_dnn.verify.sampling import HOOKS, Sampler, attribute_value, generic_value, suggest_shape
-from eqsat_dnn.verify.sexpr import Str, Sym, to_source
+from eqsat_dnn.ir.sexpr import Str, Sym, to_source
 
 OPSET = 20
 """Instances are written in this opset (Gelu needs 20; the e-graph form does not depend on it)."""

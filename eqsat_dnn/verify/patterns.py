@@ -17,7 +17,7 @@ import numpy as np
 from eqsat_dnn.eqsat.rules import Rule
 from eqsat_dnn.errors import RuleError
 from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS
-from eqsat_dnn.verify.sexpr import Str, Sym, parse_sexp, to_source
+from eqsat_dnn.ir.sexpr import Str, Sym, parse_sexp, to_source
 
 RULESET = "rulecheck"
 """Prefix of the ruleset each rule under test is put in (family names could clash with ``analysis``)."""

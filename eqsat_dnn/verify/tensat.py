@@ -39,7 +39,7 @@ import onnx
 
 from eqsat_dnn.models.builder import ModelBuilder
 from eqsat_dnn.runtime.sessions import create_session
-from eqsat_dnn.verify.sexpr import parse_term, to_source
+from eqsat_dnn.ir.sexpr import parse_term, to_source
 
 _ACTIVATIONS = {0: None, 1: "Sigmoid", 2: "Relu", 3: "Tanh"}
 _UNARY = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
