@@ -8,12 +8,16 @@ a replicated tensor into a partial one). The planner prices these steps and the
 executor (:mod:`eqsat_dnn.partition.run`) performs exactly these steps, so the
 collectives a plan predicts are the collectives a run issues.
 
-The order, as in DTensor's redistribution: partial axes are reduced first
-(reduce-scatter when the target shards a dim no other axis touches, else
-all-reduce), then shards move (all-to-all when one axis moves its shard from one
-dim to another and nothing else shards either dim; otherwise all-gather, the
-minor axis of a dim first, down to the prefix of axes the target keeps), then
-the target's new shards are sliced out locally and new partial axes zeroed.
+The order is DTensor's own (torch's greedy ``generate_greedy_transform_infos``, see
+:func:`transform_order`), so that a plan run on DTensor issues exactly the plan's collectives: one
+transform per mesh axis whose placement changes, partial -> replicate an all-reduce, partial ->
+shard a reduce-scatter, shard -> replicate an all-gather, shard -> another dim an all-to-all,
+replicate -> shard a local slice, replicate -> partial a local zeroing (DTensor divides by the
+axis size instead: the same sum); on a 2-D mesh an inner axis is first replicated wherever it
+would otherwise keep a shard nested under a different outer sharding. DTensor cannot go from a
+shard straight to a partial value: that conversion goes through the replicated placement
+(:func:`partial_detour`). (On CPU process groups DTensor performs an all-to-all as an all-gather
+and a local chunk; :mod:`eqsat_dnn.partition.train` counts it so.)
 
 Costs are the alpha-beta formulas of a ring (FIELD-NOTES), with ``n`` devices
 on the axis, ``S`` the message size in bytes and ``beta = 1 / bandwidth``:
@@ -72,56 +76,77 @@ def redistribute(shape: tuple[int, ...], itemsize: int, src: Spec, dst: Spec,
     """The steps from ``src`` to ``dst`` for a tensor of static ``shape`` (see the module docstring)."""
     if src == dst:
         return ()
+    middle = partial_detour(src, dst)
+    if middle is not None:
+        return _transforms(shape, itemsize, src, middle, mesh_shape) + _transforms(shape, itemsize, middle, dst,
+                                                                                  mesh_shape)
+    return _transforms(shape, itemsize, src, dst, mesh_shape)
+
+
+def partial_detour(src: Spec, dst: Spec) -> Spec | None:
+    """DTensor cannot turn a shard into a partial value on one axis: such a conversion goes through
+    this spec (those axes replicated), as two redistributions; ``None`` when none is needed."""
+    if not any(isinstance(p, Shard) and isinstance(q, Partial) for p, q in zip(src, dst)):
+        return None
+    return tuple(REPLICATE if isinstance(p, Shard) and isinstance(q, Partial) else q for p, q in zip(src, dst))
+
+
+def transform_order(src: Spec, dst: Spec, mesh_shape: tuple[int, ...]) -> list[tuple[int, object, object]]:
+    """DTensor's greedy order of per-axis transforms ``(mesh axis, from, to)`` (torch's
+    ``generate_greedy_transform_infos``): on a 2-D mesh, inner axes first wherever an axis would
+    otherwise keep a shard nested under a different outer sharding (it is replicated first), then the
+    remaining transforms from the outer axis to the inner one."""
+    current, target = list(src), list(dst)
+    out: list[tuple[int, object, object]] = []
+    if len(mesh_shape) == 1:
+        return [(0, current[0], target[0])] if current[0] != target[0] else []
+    if math.prod(mesh_shape[k] for k, p in enumerate(src) if isinstance(p, Shard)) > 1:
+        for k in reversed(range(len(current))):
+            cur, tgt = current[k], target[k]
+            if isinstance(tgt, Shard):
+                before_cur = [i for i in range(k) if isinstance(current[i], Shard) and current[i].dim == tgt.dim]
+                before_tgt = [i for i in range(k) if isinstance(target[i], Shard) and target[i].dim == tgt.dim]
+                if before_cur != before_tgt:
+                    tgt = REPLICATE
+            if cur != tgt:
+                out.append((k, cur, tgt))
+                current[k] = tgt
+    for k, (cur, tgt) in enumerate(zip(current, target)):
+        if cur != tgt:
+            out.append((k, cur, tgt))
+            current[k] = tgt
+    return out
+
+
+def _transforms(shape: tuple[int, ...], itemsize: int, src: Spec, dst: Spec,
+                mesh_shape: tuple[int, ...]) -> tuple[Step, ...]:
     state: list = list(src)
     steps: list[Step] = []
 
     def nbytes() -> int:
         return _local_numel(shape, state, mesh_shape) * itemsize
 
-    # 1. reduce partial axes the target does not keep partial
-    for k, p in enumerate(src):
-        if not isinstance(p, Partial) or isinstance(dst[k], Partial):
+    for k, cur, tgt in transform_order(src, dst, mesh_shape):
+        if mesh_shape[k] == 1:
+            state[k] = tgt
             continue
-        target = dst[k]
-        if (isinstance(target, Shard) and not shard_axes(tuple(state), target.dim)
-                and shard_axes(dst, target.dim) == [k]):
-            steps.append(Step("reduce_scatter", k, target.dim, bytes=nbytes()))
-            state[k] = target
-        else:
-            steps.append(Step("all_reduce", k, bytes=nbytes()))
-            state[k] = REPLICATE
-
-    # 2a. one axis moving its shard from one dim to another: all-to-all
-    for k, p in enumerate(state):
-        target = dst[k]
-        if (isinstance(p, Shard) and isinstance(target, Shard) and p.dim != target.dim
-                and shard_axes(tuple(state), p.dim) == [k] and not shard_axes(dst, p.dim)
-                and shard_axes(dst, target.dim) == [k] and not shard_axes(tuple(state), target.dim)):
-            steps.append(Step("all_to_all", k, p.dim, target.dim, bytes=nbytes()))
-            state[k] = target
-
-    # 2b. gather every shard the target does not keep, minor axis first
-    for d in sorted({p.dim for p in state if isinstance(p, Shard)}):
-        have, want = shard_axes(tuple(state), d), shard_axes(dst, d)
-        keep = 0
-        while keep < min(len(have), len(want)) and have[keep] == want[keep]:
-            keep += 1
-        for k in reversed(have[keep:]):
-            state[k] = REPLICATE
-            steps.append(Step("all_gather", k, d, bytes=nbytes()))
-
-    # 3. slice new shards (major axis first) and zero new partial axes
-    for d in sorted({p.dim for p in dst if isinstance(p, Shard)}):
-        for k in shard_axes(dst, d):
-            if state[k] != dst[k]:
-                assert isinstance(state[k], Replicate), (src, dst, state)
-                state[k] = dst[k]
-                steps.append(Step("slice", k, d))
-    for k, p in enumerate(dst):
-        if isinstance(p, Partial) and not isinstance(state[k], Partial):
-            assert isinstance(state[k], Replicate), (src, dst, state)
-            state[k] = PARTIAL
+        if isinstance(tgt, Replicate):
+            if isinstance(cur, Partial):
+                steps.append(Step("all_reduce", k, bytes=nbytes()))
+            elif isinstance(cur, Shard):
+                state[k] = tgt
+                steps.append(Step("all_gather", k, cur.dim, bytes=nbytes()))
+        elif isinstance(tgt, Shard):
+            if isinstance(cur, Partial):
+                steps.append(Step("reduce_scatter", k, tgt.dim, bytes=nbytes()))
+            elif isinstance(cur, Replicate):
+                steps.append(Step("slice", k, tgt.dim))
+            elif cur.dim != tgt.dim:
+                steps.append(Step("all_to_all", k, cur.dim, tgt.dim, bytes=nbytes()))
+        elif isinstance(tgt, Partial):
+            assert isinstance(cur, Replicate), (src, dst, state)
             steps.append(Step("zero", k))
+        state[k] = tgt
     assert tuple(state) == dst, (src, dst, state)
     return tuple(steps)
 
@@ -150,4 +175,5 @@ DUAL = {"all_gather": "reduce_scatter", "reduce_scatter": "all_gather", "all_to_
 """The backward pass's collective for a forward one (an all-reduce's gradient needs none)."""
 
 
-__all__ = ["COLLECTIVES", "DUAL", "Step", "redistribute", "step_seconds", "step_traffic"]
+__all__ = ["COLLECTIVES", "DUAL", "Step", "partial_detour", "redistribute", "step_seconds", "step_traffic",
+           "transform_order"]

@@ -16,13 +16,15 @@ in :mod:`eqsat_dnn.partition.ilp` minimises exactly the same sum):
 * forward resharding: for each tensor and each distinct placement its consumers
   need, the collectives of :func:`~eqsat_dnn.partition.collectives.redistribute`
   (a conversion shared by several consumers is paid once);
-* training only, backward: each forward collective's dual on the gradient
-  (all-gather <-> reduce-scatter, all-to-all <-> all-to-all; an all-reduce's
-  gradient passes through), and for every tensor that needs a gradient and is
-  consumed *replicated* along a mesh axis by a strategy that divides its work
-  along that axis, the partial gradients are summed: an all-reduce (the
-  gradient synchronisation of replicated weights in data parallelism, and the
-  backward all-reduce of Megatron's column-parallel input).
+* training only, backward: for each tensor that needs a gradient, each placement
+  its consumers read it in and each set of mesh axes along which they leave
+  partial gradients (a tensor read *replicated* along an axis by a strategy that
+  divides its work along it), the redistribution of the gradient back to the
+  producer's placement (:meth:`PartitionProblem.backward_steps`): the dual of
+  the forward conversion, plus the all-reduce of partial gradients (the gradient
+  synchronisation of replicated weights in data parallelism, the backward
+  all-reduce of Megatron's column-parallel input). This is what DTensor's
+  backward issues, collective for collective (:mod:`eqsat_dnn.partition.train`).
 
 Memory per device: the weights as placed, plus, in inference, the largest
 working set of one node (its inputs and outputs as that node holds them); in
@@ -44,9 +46,10 @@ from eqsat_dnn.cost import CostModel, RooflineCostModel, itemsize, numel
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.io.onnx_out import fold_weight_expressions
-from eqsat_dnn.partition.collectives import DUAL, Step, redistribute, step_seconds, step_traffic
+from eqsat_dnn.partition.collectives import Step, redistribute, step_seconds, step_traffic
 from eqsat_dnn.partition.mesh import DeviceMesh
-from eqsat_dnn.partition.placements import REPLICATE, Replicate, Shard, Spec, all_specs, replicated
+from eqsat_dnn.partition.placements import (PARTIAL, REPLICATE, Partial, Replicate, Shard, Spec, all_specs,
+                                            replicated)
 from eqsat_dnn.partition.strategies import (is_float, node_strategies, static_shape, tensor_bytes)
 
 MODES = ("inference", "train")
@@ -185,20 +188,16 @@ class PartitionProblem:
                          if isinstance(dst[k], Replicate) and choice.splits(k))
 
     def backward_steps(self, tensor: str, src: Spec, dst: Spec, grad_axes: frozenset[int]) -> list[Step]:
-        """The backward pass's collectives for a tensor produced as ``src`` and read as ``dst``."""
-        steps: list[Step] = []
-        for step in self.steps(tensor, src, dst):
-            if not step.is_collective or step.kind == "all_reduce":
-                continue
-            if step.kind == "all_gather" and step.axis not in grad_axes:
-                continue  # a replicated consumer's gradient is replicated: slicing it is local
-            steps.append(Step(DUAL[step.kind], step.axis, step.dim2 if step.kind == "all_to_all" else step.dim,
-                              step.dim if step.kind == "all_to_all" else None, step.bytes))
-        info = self.tensors[tensor]
-        for k in sorted(grad_axes):
-            if not isinstance(src[k], Shard):
-                steps.append(Step("all_reduce", k, bytes=tensor_bytes(info.type, dst, self.mesh)))
-        return steps
+        """The backward pass's collectives for a tensor produced as ``src`` and read as ``dst`` by
+        consumers that leave partial gradients along ``grad_axes``: the gradient, placed as
+        :func:`grad_placement` says, redistributed to :func:`grad_target` of ``src`` (what DTensor's
+        backward does, and what :mod:`eqsat_dnn.partition.train` runs). For one axis this is the
+        dual of the forward conversion (an all-gather's gradient is reduce-scattered when the
+        consumers divide their work along the axis, else sliced; an all-to-all's goes back by
+        all-to-all; an all-reduce's passes through) plus an all-reduce of the partial gradient of a
+        replicated tensor read by work divided along an axis (the gradient synchronisation of data
+        parallelism, the backward all-reduce of Megatron's column-parallel input)."""
+        return [s for s in self.steps(tensor, grad_placement(dst, grad_axes), grad_target(src)) if s.is_collective]
 
     def backward_seconds(self, tensor: str, src: Spec, dst: Spec, grad_axes: frozenset[int]) -> float:
         key = (self.tensors[tensor].type, src, dst, grad_axes)
@@ -286,6 +285,20 @@ class PartitionProblem:
         memory = weights + (activations if self.mode == "train" else peak)
         return Evaluation(compute + comm, compute, comm, traffic, memory, weights, collectives,
                           memory <= self.mesh.memory_bytes)
+
+
+def grad_placement(dst: Spec, grad_axes: frozenset[int] | set[int]) -> Spec:
+    """How the gradient of a tensor read as ``dst`` is placed, per mesh axis: a shard's gradient
+    is the same shard; a partial value's gradient is replicated (every summand gets the whole
+    gradient of the sum); a replicated read is partial along the ``grad_axes`` (the consumer
+    divided its work along the axis: each device holds its share of the gradient), else replicated."""
+    return tuple(PARTIAL if k in grad_axes else (REPLICATE if isinstance(p, Partial) else p)
+                 for k, p in enumerate(dst))
+
+
+def grad_target(src: Spec) -> Spec:
+    """The placement a tensor produced as ``src`` takes its gradient in (a partial one replicated)."""
+    return tuple(REPLICATE if isinstance(p, Partial) else p for p in src)
 
 
 # ---------------------------------------------------------------------------- building
@@ -613,4 +626,5 @@ BASELINES: dict[str, Callable[[PartitionProblem], list[int]]] = {
 
 __all__ = ["BASELINES", "as_graph", "prepare_graph", "Choice", "Collective", "Evaluation", "Item", "MODES", "OPTIMIZERS",
            "OUTPUT_POLICIES",
-           "PartitionProblem", "TensorInfo", "build_problem", "data_parallel", "fsdp", "greedy_assignment", "megatron"]
+           "PartitionProblem", "TensorInfo", "build_problem", "data_parallel", "fsdp", "grad_placement", "grad_target",
+           "greedy_assignment", "megatron"]
