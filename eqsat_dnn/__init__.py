@@ -32,7 +32,7 @@ from eqsat_dnn.eqsat.saturate import Limits, SaturationReport, SaturationStop, s
 
 __version__ = "0.1.0"
 
-_PARTITION = {"DeviceMesh": "DeviceMesh", "Plan": "Plan", "get_mesh": "get_mesh", "run_plan": "run_plan",
+_PARTITION = {"DeviceMesh": "DeviceMesh", "Plan": "Plan", "get_mesh": "get_mesh", "run_plan": "run_plan", "train_plan": "train_plan",
               "partition_model": "partition"}
 """Names served from :mod:`eqsat_dnn.partition`, imported when first asked for (it brings the ILP
 solver, and ``run_plan`` brings torch): ``import eqsat_dnn`` stays light."""
@@ -57,5 +57,5 @@ __all__ = [
     "OutputError", "RooflineCostModel", "Rule", "RuleError", "SaturationReport", "SaturationStop", "Snapshot",
     "TensorEGraph", "TensorType", "avoid_slow_fusions", "compare_models", "extract", "get_cost_model", "load_egraph_json", "load_library",
     "load_model", "optimize", "saturate", "save_model", "select_rules", "to_onnx", "__version__",
-    "DeviceMesh", "Plan", "get_mesh", "partition_model", "run_plan",
+    "DeviceMesh", "Plan", "get_mesh", "partition_model", "run_plan", "train_plan",
 ]

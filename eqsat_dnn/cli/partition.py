@@ -22,7 +22,13 @@ def add_parser(commands) -> None:
     part.add_argument("-o", "--output", required=True, metavar="PLAN.json", help="where to write the plan")
     part.add_argument("--annotate", metavar="OUT.onnx", help="also write the model with ONNX sharding specs")
     part.add_argument("--run", action="store_true",
-                      help="run the plan on one local process per device and check outputs and collectives")
+                      help="run the plan on one local process per device and check it: inference, the forward pass "
+                           "(outputs and collectives); train, --steps training steps on DTensor (losses, weights and "
+                           "forward and backward collectives against single-device training and the plan)")
+    part.add_argument("--steps", type=int, default=3, metavar="N", help="training steps of --run (default 3)")
+    part.add_argument("--optimizer", choices=["sgd", "adam"], default="adam",
+                      help="training optimizer: its state counts in the plan's memory, and --run uses it (default adam)")
+    part.add_argument("--lr", type=POSITIVE, metavar="LR", help="learning rate of --run (default 0.01 sgd, 0.001 adam)")
     part.add_argument("--time-limit", type=SECONDS, default=10.0, metavar="S", help="ILP seconds (default 10)")
     part.add_argument("--outputs", choices=["replicate", "any"], default="replicate",
                       help="graph outputs end replicated (default) or in any placement")
@@ -35,7 +41,7 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from eqsat_dnn.errors import CheckError, OutputError
+    from eqsat_dnn.errors import CheckError, InputError, OutputError
     from eqsat_dnn.io.onnx_in import load_model, parse_input_shapes
     from eqsat_dnn.io.onnx_out import ensure_writable, save_model
     from eqsat_dnn.partition import annotate, partition, plan_table, run_plan
@@ -45,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable(args.annotate, args.input)
         if Path(args.annotate).resolve() == Path(args.output).resolve():
             raise OutputError(f"{args.annotate}: --annotate would overwrite the plan -o writes; choose another file")
+    if args.run and args.mode == "train" and args.steps < 1:
+        raise InputError(f"--steps must be at least 1, not {args.steps}")
     if args.run:  # one process per device: a mesh too large to run is refused now, not after the ILP
         from eqsat_dnn.partition.mesh import get_mesh
         from eqsat_dnn.partition.run import check_run_size
@@ -57,16 +65,23 @@ def run(args: argparse.Namespace) -> int:
     with console.status("solving the partitioning ILP", spinner="dots") if show and console.is_terminal \
             else nullcontext():
         plan = partition(graph, args.mesh, machine=args.machine, mode=args.mode, memory_gb=args.memory_gb,
-                         time_limit=args.time_limit, outputs=args.outputs)
+                         time_limit=args.time_limit, outputs=args.outputs, optimizer=args.optimizer)
     if args.run or args.annotate:  # these need the weights themselves
         graph = load_model(args.input, input_shapes=shapes)
     report = None
     if args.run:  # before writing anything: a plan that does not run is not written
         with console.status(f"running on {plan.mesh.num_devices} processes", spinner="dots") \
                 if show and console.is_terminal else nullcontext():
-            report = run_plan(graph, plan)
+            if args.mode == "train":
+                from eqsat_dnn.partition.train import train_plan
+
+                lr = args.lr or (0.01 if args.optimizer == "sgd" else 0.001)
+                report = train_plan(graph, plan, steps=args.steps, optimizer=args.optimizer, lr=lr)
+            else:
+                report = run_plan(graph, plan)
         if not report.ok:
-            raise CheckError(f"the plan failed its run on {report.processes} processes: {report.failures[0]}")
+            raise CheckError(f"the plan failed its {'training ' if args.mode == 'train' else ''}run on "
+                             f"{report.processes} processes: {report.failures[0]}")
     model = annotate(graph, plan) if args.annotate else None
     plan.save(args.output)
     if model is not None:
@@ -81,7 +96,14 @@ def run(args: argparse.Namespace) -> int:
     elif not args.quiet:
         out = Console()
         out.print(plan_table(plan, f"{args.input}: {plan.mesh.describe()} ({plan.mode})"))
-        if report is not None:
+        if report is not None and args.mode == "train":
+            issued = len(report.issued)
+            out.print(f"trained {report.steps} steps ({report.optimizer}) on {report.processes} processes "
+                      f"({report.backend}, DTensor): losses and weights match single-device training (max rel. "
+                      f"error {report.loss_max_rel_error:.2e} and {report.weights_max_rel_error:.2e}); collectives "
+                      f"issued = planned ({issued}, forward and backward); step {report.measured_step_s * 1e3:.2f} ms "
+                      f"measured, {report.predicted_step_s * 1e3:.3f} ms predicted")
+        elif report is not None:
             out.print(f"run on {report.processes} processes ({report.backend}): outputs match "
                       f"(max rel. error {report.max_rel_error:.2e}); collectives issued = planned "
                       f"({sum(report.counts().values())})")

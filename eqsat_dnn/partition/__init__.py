@@ -9,8 +9,10 @@ One stage per module::
     ilp.solve(problem)                 problem         -> an assignment     (ilp)
     plan.partition(graph, mesh)        all the above   -> Plan (JSON, table, ONNX annotation)  (plan)
     run.run_plan(graph, plan, ...)     Graph, Plan     -> RunReport (outputs and collectives checked)  (run)
+    train.train_plan(graph, plan, ...) Graph, Plan     -> TrainReport (training steps on DTensor, checked)  (train)
 
-``run`` needs torch (``pip install eqsat-dnn[dist]``); everything else does not.
+``run`` and ``train`` (with ``ops_torch``, the ONNX ops in torch) need torch
+(``pip install eqsat-dnn[dist]``); everything else does not.
 """
 
 from eqsat_dnn.partition.mesh import MACHINES, DeviceMesh, Link, MeshAxis, get_mesh, parse_mesh_shape
@@ -26,6 +28,13 @@ def run_plan(*args, **kwargs):
     return _run_plan(*args, **kwargs)
 
 
+def train_plan(*args, **kwargs):
+    """See :func:`eqsat_dnn.partition.train.train_plan` (imported on first use: it needs torch)."""
+    from eqsat_dnn.partition.train import train_plan as _train_plan
+
+    return _train_plan(*args, **kwargs)
+
+
 __all__ = ["Collective", "DeviceMesh", "Evaluation", "Link", "MACHINES", "MeshAxis", "PARTIAL", "Partial", "Plan",
            "PlanNode", "REPLICATE", "Replicate", "Shard", "annotate", "build_problem", "get_mesh",
-           "parse_mesh_shape", "partition", "plan_table", "run_plan"]
+           "parse_mesh_shape", "partition", "plan_table", "run_plan", "train_plan"]

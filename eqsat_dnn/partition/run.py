@@ -79,7 +79,7 @@ class RunReport:
         return dict(Counter(kind for kind, *_ in self.issued))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "processes": self.processes, "backend": self.backend,
+        return {"mode": "inference", "ok": self.ok, "processes": self.processes, "backend": self.backend,
                 "max_abs_error": self.max_abs_error, "max_rel_error": self.max_rel_error,
                 "collectives_issued": self.counts(),
                 "collectives_expected": dict(Counter(kind for kind, *_ in self.expected)),

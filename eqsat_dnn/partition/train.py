@@ -1,0 +1,742 @@
+"""Train under a plan on torch's DTensor: forward, loss, backward, optimizer step, on one process
+per device, checked against single-device training and against the plan's collectives.
+
+:func:`train_plan` turns the program the planner saw (the folded :class:`~eqsat_dnn.ir.graph.Graph`)
+into a torch interpreter (:mod:`eqsat_dnn.partition.ops_torch`) and runs ``steps`` training steps
+on one local process per device of the plan's mesh (gloo; NCCL when there are enough GPUs):
+
+* every trainable weight (a float initializer of more than one element, as the planner counts
+  them) is an ``nn.Parameter`` holding a DTensor made by ``distribute_tensor`` with the plan's
+  placements; inputs and other constants are DTensors too, placed as the plan says;
+* every value between nodes is a DTensor placed as its producer's strategy writes it; a node
+  reads each input ``redistribute``-d to the placement its strategy needs (each distinct
+  conversion once, as the plan prices it, by DTensor's own redistribution, and a shard that
+  must become partial through the replicated placement, which DTensor requires), then computes
+  on the local blocks (the strategy is the plan's, not DTensor's sharding propagation: like
+  ``torch.distributed.tensor.experimental.local_map``), and wraps its outputs as DTensors with
+  the strategy's output placements (``Partial`` included);
+* the backward pass is torch autograd's. The gradient of an input read as ``dst`` is placed as
+  :func:`~eqsat_dnn.partition.problem.grad_placement` says (a replicated read by work divided
+  along a mesh axis leaves a partial gradient along it) and goes back to the producer's
+  placement by DTensor's ``redistribute`` (:func:`~eqsat_dnn.partition.problem.grad_target`),
+  one redistribution per (placement read, gradient placement), which is exactly how the planner
+  prices the backward pass (:meth:`~eqsat_dnn.partition.problem.PartitionProblem.backward_steps`);
+  a replicated weight's gradient thus arrives all-reduced, a sharded one's reduce-scattered;
+* the loss is the mean squared error of the outputs against a seeded target; the optimizer is
+  ``torch.optim.SGD`` or ``Adam`` over the DTensor parameters (its state placed as they are).
+
+The first step runs under ``torch.distributed.tensor.debug.CommDebugMode``; every collective it
+counts is attributed to the tensor whose conversion (forward) or gradient (backward) issued it,
+with its mesh axis (from the process group) and bytes, and compared with the plan's forward and
+backward collectives. On a CPU mesh DTensor performs an all-to-all as an all-gather plus a local
+chunk (``shard_dim_alltoall``); the comparison counts each planned all-to-all so, and the report
+says how many were substituted. The other steps are timed without the counter (the measured step
+time: their median). Single-device training of the same program (same weights, inputs, target,
+optimizer) runs in the calling process; the report gives the largest relative error of the
+losses and of the updated weights (per weight, against its largest magnitude), and how far the
+weights moved. It also checks the torch interpreter's first forward pass against onnxruntime.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import pickle
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from eqsat_dnn.errors import CheckError, InputError
+from eqsat_dnn.ir.graph import Graph
+from eqsat_dnn.partition.placements import Partial, Replicate, Shard, Spec, local_shape
+from eqsat_dnn.partition.plan import Plan
+from eqsat_dnn.partition.problem import OPTIMIZERS, as_graph, grad_placement, grad_target, prepare_graph
+from eqsat_dnn.partition.strategies import FLOAT_TYPES, static_shape
+
+_EXTRA_HINT = "training a plan needs torch: pip install eqsat-dnn[dist]"
+
+_KINDS = {"all_reduce": "all_reduce", "all_gather_into_tensor": "all_gather", "all_gather": "all_gather",
+          "reduce_scatter_tensor": "reduce_scatter", "all_to_all_single": "all_to_all"}
+"""torch's functional collectives (as CommDebugMode names them) -> the plan's kinds."""
+
+NO_GRADIENT = 1e-6
+"""A weight whose gradient is at most this times the largest gradient has none (see :class:`TrainReport`)."""
+
+Collective = tuple[str, str, str, int, int]
+"""(phase, kind, tensor, mesh axis, bytes)."""
+
+
+@dataclass
+class TrainReport:
+    """What a training run found."""
+
+    processes: int
+    backend: str
+    steps: int
+    optimizer: str
+    lr: float
+    losses: list[float] = field(default_factory=list)
+    """The distributed run's loss at each step (before its update)."""
+    reference_losses: list[float] = field(default_factory=list)
+    """Single-device training's."""
+    loss_max_rel_error: float = math.inf
+    weights_max_rel_error: float = math.inf
+    weights_max_rel_error_all: float = math.inf
+    """The same, counting the weights without gradient too."""
+    weights_without_gradient: list[str] = field(default_factory=list)
+    """Weights whose single-device gradient is zero up to rounding (at most :data:`NO_GRADIENT` times the largest
+    gradient): Adam turns rounding noise there into full steps, so they are left out of ``weights_max_rel_error``."""
+    grads_max_rel_error: float = math.inf
+    """The first step's gradients against single-device training's, over the largest gradient."""
+    weights_max_rel_update: float = 0.0
+    """How far training moved the weights (largest |final - initial| over the weight's largest magnitude)."""
+    forward_max_rel_error: float = math.inf
+    """The torch interpreter's first forward pass (single device) against onnxruntime."""
+    issued: list[Collective] = field(default_factory=list)
+    """Collectives DTensor issued in the first step (rank 0), as CommDebugMode counted them."""
+    expected: list[Collective] = field(default_factory=list)
+    """The plan's forward and backward collectives, as DTensor issues them on this backend."""
+    substituted: dict[str, int] = field(default_factory=dict)
+    """Planned collectives DTensor performs as another kind on this backend (``all_to_all->all_gather``)."""
+    optimizer_collectives: int = 0
+    """Collectives the optimizer steps issued (none expected: its state is placed as the parameters)."""
+    unattributed: int = 0
+    """Collectives counted outside any conversion (none expected)."""
+    predicted_step_s: float = 0.0
+    measured_step_s: float = 0.0
+    """Median wall time of the steps after the first (which runs under the counter), on rank 0."""
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    tolerance: float = 1e-4
+
+    @property
+    def collectives_match(self) -> bool:
+        return Counter(self.issued) == Counter(self.expected) and not self.unattributed
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def counts(self, which: list[Collective], phase: str) -> dict[str, int]:
+        return dict(Counter(kind for p, kind, *_ in which if p == phase))
+
+    def mismatch(self) -> dict[str, list]:
+        """Collectives issued and not planned, planned and not issued (phase, kind, tensor, axis, bytes)."""
+        extra = Counter(self.issued) - Counter(self.expected)
+        missing = Counter(self.expected) - Counter(self.issued)
+        return {"unplanned": sorted(extra.elements()), "missing": sorted(missing.elements())}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": "train", "ok": self.ok, "processes": self.processes, "backend": self.backend,
+                "steps": self.steps, "optimizer": self.optimizer, "lr": self.lr, "losses": self.losses,
+                "reference_losses": self.reference_losses, "loss_max_rel_error": self.loss_max_rel_error,
+                "weights_max_rel_error": self.weights_max_rel_error,
+                "weights_max_rel_error_all": self.weights_max_rel_error_all,
+                "weights_without_gradient": list(self.weights_without_gradient),
+                "grads_max_rel_error": self.grads_max_rel_error,
+                "weights_max_rel_update": self.weights_max_rel_update,
+                "forward_max_rel_error": self.forward_max_rel_error,
+                "collectives_match": self.collectives_match,
+                "collectives_issued": {"forward": self.counts(self.issued, "forward"),
+                                       "backward": self.counts(self.issued, "backward")},
+                "collectives_expected": {"forward": self.counts(self.expected, "forward"),
+                                         "backward": self.counts(self.expected, "backward")},
+                "collectives_mismatch": {k: [list(c) for c in v] for k, v in self.mismatch().items()},
+                "substituted": dict(self.substituted), "optimizer_collectives": self.optimizer_collectives,
+                "unattributed_collectives": self.unattributed,
+                "predicted_step_s": self.predicted_step_s, "measured_step_s": self.measured_step_s,
+                "failures": list(self.failures), "seconds": self.seconds}
+
+
+# ---------------------------------------------------------------------------- compiling
+
+
+@dataclass
+class _Program:
+    """What every rank runs (pickled to the workers) and what the reference runs."""
+
+    mesh_shape: tuple[int, ...]
+    sources: list[tuple[str, Spec, np.ndarray, bool]]
+    """(tensor, placement, whole value, trainable)."""
+    nodes: list[tuple[Any, list[tuple[str, Spec, Spec] | None], list[tuple[str, Spec, tuple | None] | None]]]
+    """(node, per input (tensor, placement read, gradient placement), per output (tensor, placement, local shape))."""
+    outputs: list[tuple[str, Spec, np.ndarray]]
+    """(graph output, final placement, seeded target)."""
+    constants: dict[str, np.ndarray]
+    steps: int
+    optimizer: str
+    lr: float
+
+
+def _is_float(graph: Graph, name: str) -> bool:
+    t = graph.types.get(name)
+    return t is not None and t.dtype in FLOAT_TYPES
+
+
+def compile_training(graph: Graph, plan: Plan, feeds: dict[str, np.ndarray], seed: int, steps: int,
+                     optimizer: str, lr: float) -> _Program:
+    """The program of ``plan`` on the folded ``graph`` (see the module docstring)."""
+    from eqsat_dnn.partition.ops_torch import OPS, initializer_arrays
+
+    nodes = graph.nodes
+    if len(nodes) != len(plan.nodes):
+        raise InputError(f"the plan has {len(plan.nodes)} nodes, the model {len(nodes)}: not this model's plan")
+    unsupported = sorted({n.op_type for n in nodes} - OPS)
+    if unsupported:
+        raise InputError(f"training runs no {', '.join(unsupported)} (eqsat_dnn.partition.ops_torch)")
+    mesh_shape = plan.mesh.shape
+    needed = {i for n in nodes for i in n.inputs if i} | set(graph.outputs)
+    constants = initializer_arrays(graph.weights)
+    sources = []
+    for name in graph.inputs:
+        if name in needed:
+            sources.append((name, plan.placements[name], np.asarray(feeds[name]), False))
+    for name, value in constants.items():
+        if name in needed:
+            trainable = _is_float(graph, name) and value.size > 1  # the planner's parameters
+            sources.append((name, plan.placements[name], value, trainable))
+    program_nodes = []
+    for node, step in zip(nodes, plan.nodes):
+        if node.op_type != step.op:
+            raise InputError(f"plan node {step.name} is a {step.op}, the model's is a {node.op_type}")
+        split_axes = {k for k in range(len(mesh_shape))
+                      if any(s is not None and not isinstance(s[k], Replicate) for s in step.inputs + step.outputs)}
+        reads = []
+        for name, spec in zip(node.inputs, step.inputs):
+            if not name:
+                reads.append(None)
+                continue
+            axes = {k for k in split_axes if isinstance(spec[k], Replicate)}
+            reads.append((name, spec, grad_placement(spec, axes)))
+        writes = []
+        for name, spec in zip(node.outputs, step.outputs):
+            if not name:
+                writes.append(None)
+                continue
+            shape = static_shape(graph.types.get(name))
+            writes.append((name, spec, None if shape is None else local_shape(shape, spec, mesh_shape)))
+        program_nodes.append((node, reads, writes))
+    rng = np.random.default_rng(seed + 1)
+    outputs = []
+    for name in graph.outputs:
+        spec = plan.outputs[name]
+        if any(isinstance(p, Partial) for p in spec):
+            raise InputError(f"graph output {name} ends partial in the plan; it cannot be trained against a target")
+        shape = static_shape(graph.types.get(name))
+        if shape is None or not _is_float(graph, name):
+            raise InputError(f"graph output {name}: training needs float outputs of static shape")
+        outputs.append((name, spec, rng.standard_normal(shape).astype(np.float32)))
+    return _Program(mesh_shape, sources, program_nodes, outputs, constants, steps, optimizer, lr)
+
+
+def expected_collectives(plan: Plan, cpu: bool) -> tuple[list[Collective], dict[str, int]]:
+    """The plan's forward and backward collectives as DTensor issues them (on a CPU mesh an
+    all-to-all is an all-gather of the whole buffer), and the substitutions made."""
+    out: list[Collective] = []
+    substituted: Counter = Counter()
+    for c in plan.collectives:
+        kind, size = c.kind, c.bytes
+        if cpu and kind == "all_to_all":
+            kind, size = "all_gather", c.bytes * plan.mesh.shape[c.mesh_axis]
+            substituted["all_to_all->all_gather"] += 1
+        out.append((c.phase, kind, c.tensor, c.mesh_axis, int(size)))
+    return out, dict(substituted)
+
+
+# ---------------------------------------------------------------------------- the interpreter
+
+
+class _Runner:
+    """Runs the program's steps on DTensors (``mesh`` given) or on whole tensors (``mesh=None``)."""
+
+    def __init__(self, program: _Program, mesh=None, device=None, counter=None) -> None:
+        import torch
+
+        self.torch = torch
+        self.program, self.mesh, self.counter = program, mesh, counter
+        self.device = device or torch.device("cpu")
+        self.params: dict[str, Any] = {}
+        self.sources: dict[str, Any] = {}
+        self.targets: list = []
+        self._functions = _functions() if mesh is not None else None
+        self._shapes = {name: tuple(np.shape(v)) for name, _, v, _ in program.sources}
+        self._shapes.update({w[0]: _global(w, program.mesh_shape) for _, _, writes in program.nodes
+                             for w in writes if w})
+        for name, spec, value, trainable in program.sources:
+            tensor = torch.from_numpy(np.array(value)).to(self.device)
+            if mesh is not None:
+                from torch.distributed.tensor import distribute_tensor
+
+                tensor = distribute_tensor(tensor, mesh, _torch_spec(spec))
+            if trainable:
+                tensor = torch.nn.Parameter(tensor)
+                self.params[name] = tensor
+            self.sources[name] = tensor
+        for name, spec, target in program.outputs:
+            tensor = torch.from_numpy(target).to(self.device)
+            if mesh is not None:
+                from torch.distributed.tensor import distribute_tensor
+
+                tensor = distribute_tensor(tensor, mesh, _torch_spec(spec)).to_local()
+            self.targets.append(tensor)
+        params = list(self.params.values())
+        if program.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=program.lr, foreach=False) if params else None
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=program.lr, foreach=False) if params else None
+
+    # -- one step -----------------------------------------------------------
+
+    def loss(self):
+        """Forward pass and loss: on a mesh, this device's share of the loss (the whole loss when
+        the outputs are replicated), and the factor that turns the sum of shares into the loss."""
+        torch = self.torch
+        values = dict(self.sources)
+        converted: dict[tuple[str, Spec], Any] = {}
+        read: dict[tuple[str, Spec, Spec], Any] = {}
+        from eqsat_dnn.partition.ops_torch import compute
+
+        def fetch(name: str, dst: Spec, gp: Spec):
+            if self.mesh is None:
+                return values[name]
+            key = (name, dst, gp)
+            if key not in read:
+                src_value = values[name]
+                if (name, dst) not in converted:
+                    with torch.no_grad():
+                        converted[(name, dst)] = self._redistribute(src_value.detach(), dst, ("forward", name))
+                local = converted[(name, dst)].to_local()
+                if src_value.requires_grad:
+                    local = self._functions["read"].apply(src_value, local, self, name, gp)
+                read[key] = local
+            return read[key]
+
+        for node, reads, writes in self.program.nodes:
+            ins = [None if r is None else fetch(*r) for r in reads]
+            shapes = [None if w is None else (w[2] if self.mesh is not None else self._shapes[w[0]]) for w in writes]
+            outs = compute(node, ins, shapes, self.program.constants)
+            for w, out in zip(writes, outs):
+                if w is None:
+                    continue
+                name, spec, shape = w
+                if self.mesh is None:
+                    values[name] = out
+                    continue
+                values[name] = (self._functions["wrap"].apply(out, self, spec, name) if out.requires_grad
+                                else self._dtensor(out.detach(), spec, name))
+        total = None
+        for (name, spec, _), target in zip(self.program.outputs, self.targets):
+            y = fetch(name, spec, tuple(Replicate() if isinstance(p, Partial) else p for p in spec))
+            numel = math.prod(target.shape) if self.mesh is None else math.prod(self._global_shape(name))
+            term = ((y - target) ** 2).sum() / numel
+            total = term if total is None else total + term
+        return total
+
+    # -- DTensor plumbing -----------------------------------------------------
+
+    def _global_shape(self, name: str) -> tuple[int, ...]:
+        return self._shapes[name]
+
+    def _dtensor(self, local, spec: Spec, name: str):
+        from torch.distributed.tensor import DTensor
+
+        shape = self._shapes.get(name)
+        return DTensor.from_local(local, self.mesh, _torch_spec(spec), run_check=False,
+                                  shape=None if shape is None else self.torch.Size(shape),
+                                  stride=None if shape is None else _contiguous_strides(shape))
+
+    def _redistribute(self, value, dst: Spec, tag: tuple[str, str]):
+        """DTensor's redistribution of ``value`` to ``dst``, counted under ``tag``. DTensor does not
+        redistribute to ``Partial`` on request ("for internal use only"): a new partial axis is
+        reached from the replicated placement (redistributed by DTensor) by keeping the value on the
+        axis's first device and zeros elsewhere, a local step, as the plan's ``zero``."""
+        src = _plan_spec(value.placements)
+        if src == dst:
+            return value
+        new_partial = [k for k, (p, q) in enumerate(zip(src, dst))
+                       if isinstance(q, Partial) and not isinstance(p, Partial)]
+        middle = tuple(Replicate() if k in new_partial else q for k, q in enumerate(dst))
+        previous = self.counter.tag if self.counter is not None else None
+        if self.counter is not None:
+            self.counter.tag = tag
+        try:
+            if middle != src:
+                value = value.redistribute(self.mesh, _torch_spec(middle))
+        finally:
+            if self.counter is not None:
+                self.counter.tag = previous
+        if not new_partial:
+            return value
+        local = value.to_local()
+        coordinate = self.mesh.get_coordinate()
+        if any(coordinate[k] != 0 for k in new_partial):
+            local = self.torch.zeros_like(local)
+        return self._dtensor(local, dst, tag[1])
+
+    def step(self, keep_grads: bool = False):
+        """One training step; the loss (this device's share) as a float. ``keep_grads``: keep a copy
+        of the gradients (``self.grads``) before the update."""
+        loss = self.loss()
+        loss.backward()
+        if keep_grads:
+            self.grads = {name: p.grad.detach().clone() for name, p in self.params.items() if p.grad is not None}
+        if self.optimizer is not None:
+            previous = self.counter.tag if self.counter is not None else None
+            if self.counter is not None:
+                self.counter.tag = ("optimizer", "")
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.counter is not None:
+                self.counter.tag = previous
+        return float(loss.detach())
+
+
+def _functions() -> dict[str, Any]:
+    """The two autograd functions between DTensors and local blocks (made once torch is imported)."""
+    import torch
+
+    class Read(torch.autograd.Function):
+        """A DTensor input as this device's block of its conversion; backward: the block's
+        gradient, placed as ``gp``, redistributed by DTensor to the producer's gradient placement."""
+
+        @staticmethod
+        def forward(ctx, src, local, runner, name, gp):
+            ctx.runner, ctx.name, ctx.gp = runner, name, gp
+            ctx.target = grad_target(_plan_spec(src.placements))
+            return local.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            runner = ctx.runner
+            value = runner._dtensor(grad.contiguous(), ctx.gp, ctx.name)
+            out = runner._redistribute(value, ctx.target, ("backward", ctx.name))
+            return out, None, None, None, None
+
+    class Wrap(torch.autograd.Function):
+        """A node's output block as a DTensor placed as its strategy writes it."""
+
+        @staticmethod
+        def forward(ctx, local, runner, spec, name):
+            ctx.expected = grad_target(spec)
+            return runner._dtensor(local.detach(), spec, name)
+
+        @staticmethod
+        def backward(ctx, grad):
+            got = _plan_spec(grad.placements)
+            if got != ctx.expected:  # never: every reader's backward returns the gradient in this placement
+                raise RuntimeError(f"gradient placed {got}, expected {ctx.expected}")
+            return grad.to_local(), None, None, None
+
+    return {"read": Read, "wrap": Wrap}
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for size in reversed(shape):
+        strides.append(acc)
+        acc *= size
+    return tuple(reversed(strides))
+
+
+def _torch_spec(spec: Spec) -> tuple:
+    from torch.distributed.tensor import Partial as TPartial, Replicate as TReplicate, Shard as TShard
+
+    return tuple(TShard(p.dim) if isinstance(p, Shard) else TPartial() if isinstance(p, Partial) else TReplicate()
+                 for p in spec)
+
+
+def _plan_spec(placements) -> Spec:
+    from eqsat_dnn.partition.placements import PARTIAL, REPLICATE
+
+    return tuple(Shard(p.dim) if p.is_shard() else PARTIAL if p.is_partial() else REPLICATE for p in placements)
+
+
+def _counter_class():
+    """CommDebugMode that also records each collective's op, process group and input bytes under
+    the current tag (the conversion or gradient that issued it)."""
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    class Counter_(CommDebugMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tag: tuple[str, str] | None = None
+            self.log: list[tuple] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            before = self.get_total_counts()
+            out = super().__torch_dispatch__(func, types, args, kwargs)
+            if out is not NotImplemented and self.get_total_counts() > before:
+                group = next((a for a in reversed(args) if isinstance(a, str)), None)
+                tensor = args[0] if args else None
+                nbytes = int(tensor.numel() * tensor.element_size()) if hasattr(tensor, "numel") else 0
+                self.log.append((self.tag, func._overloadpacket.__name__, group, nbytes))
+            return out
+
+    return Counter_
+
+
+# ---------------------------------------------------------------------------- the worker
+
+
+def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, backend: str) -> None:
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    torch.set_num_threads(1)
+    with open(job_path, "rb") as f:
+        programs = pickle.load(f)
+    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
+    results = []
+    meshes: dict[tuple[int, ...], Any] = {}
+    try:
+        for program in programs:
+            shape = program.mesh_shape
+            if shape not in meshes:
+                meshes[shape] = init_device_mesh(device.type, shape)
+            mesh = meshes[shape]
+            groups = {mesh.get_group(k).group_name: k for k in range(mesh.ndim)}
+            counter = _counter_class()()
+            runner = _Runner(program, mesh, device, counter)
+            initial = {name: p.detach().full_tensor().cpu().numpy().copy() for name, p in runner.params.items()}
+            losses, times = [], []
+            for step in range(program.steps):
+                dist.barrier()
+                start = time.perf_counter()
+                if step == 0:
+                    with counter:
+                        share = runner.step(keep_grads=True)
+                else:
+                    share = runner.step()
+                times.append(time.perf_counter() - start)
+                losses.append(share)
+            replicas = [math.prod(shape[k] for k, p in enumerate(spec) if not isinstance(p, Shard))
+                        for _, spec, _ in program.outputs]
+            # the loss: shares summed over the devices, each counted once per replica (outputs alike here)
+            shares = torch.tensor(losses, dtype=torch.float64)
+            dist.all_reduce(shares)
+            losses = (shares / (replicas[0] if replicas else 1)).tolist()
+            final = {name: p.detach().full_tensor().cpu().numpy() for name, p in runner.params.items()}
+            grads = {name: g.full_tensor().cpu().numpy() for name, g in runner.grads.items()}
+            issued, unattributed, optimizer = [], 0, 0
+            for tag, op, group, nbytes in counter.log:
+                kind = _KINDS.get(op, op)
+                axis = groups.get(group, -1)
+                if tag is None:
+                    unattributed += 1
+                elif tag[0] == "optimizer":
+                    optimizer += 1
+                else:
+                    size = nbytes * shape[axis] if kind == "all_gather" and axis >= 0 else nbytes
+                    issued.append((tag[0], kind, tag[1], axis, int(size)))
+            results.append({"issued": issued, "unattributed": unattributed, "optimizer": optimizer,
+                            "losses": losses, "times": times,
+                            "initial": initial if rank == 0 else None, "final": final if rank == 0 else None,
+                            "grads": grads if rank == 0 else None})
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(result_dir, f"rank{rank}.pkl"), "wb") as f:
+        pickle.dump(results, f)
+
+
+def _global(write, mesh_shape) -> tuple[int, ...] | None:
+    name, spec, local = write
+    if local is None:
+        return None
+    out = list(local)
+    for d in {p.dim for p in spec if isinstance(p, Shard)}:
+        out[d] *= math.prod(mesh_shape[k] for k, p in enumerate(spec) if isinstance(p, Shard) and p.dim == d)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------- the parent
+
+
+def _reference_training(program: _Program) -> tuple[list[float], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Single-device training of the same program: losses, final weights, first gradients."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runner = _Runner(program)
+        losses = [runner.step(keep_grads=step == 0) for step in range(program.steps)]
+        final = {name: p.detach().cpu().numpy() for name, p in runner.params.items()}
+        grads = {name: g.cpu().numpy() for name, g in runner.grads.items()}
+    finally:
+        torch.set_num_threads(threads)
+    return losses, final, grads
+
+
+def _forward_outputs(program: _Program) -> dict[str, np.ndarray]:
+    """The torch interpreter's outputs on one device (no training)."""
+    import torch
+
+    from eqsat_dnn.partition.ops_torch import compute
+
+    values = {name: torch.from_numpy(np.array(v)) for name, _, v, _ in program.sources}
+    with torch.no_grad():
+        for node, reads, writes in program.nodes:
+            ins = [None if r is None else values[r[0]] for r in reads]
+            outs = compute(node, ins, [None if w is None else _global(w, program.mesh_shape) for w in writes],
+                           program.constants)
+            for w, out in zip(writes, outs):
+                if w is not None:
+                    values[w[0]] = out
+    return {name: values[name].numpy() for name, _, _ in program.outputs}
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return math.inf
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    return float(np.max(np.abs(a - b))) / max(scale, 1e-12) if a.size else 0.0
+
+
+def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *, steps: int = 3,
+                optimizer: str = "sgd", lr: float = 0.01, seed: int = 0, tolerance: float = 1e-4,
+                start_method: str = "forkserver", timeout: float = 300.0) -> list[TrainReport]:
+    """Train several plans on the same number of devices in one group of processes (see :func:`train_plan`)."""
+    try:
+        import torch
+        import torch.multiprocessing as mp
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise InputError(f"{_EXTRA_HINT} ({exc})") from None
+    from eqsat_dnn.partition.run import _free_port, _reference, check_run_size
+
+    if not jobs:
+        return []
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"unknown optimizer {optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
+    if steps < 1:
+        raise InputError(f"--steps must be at least 1, not {steps}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise InputError(f"the learning rate must be a finite number > 0, not {lr}")
+    world = jobs[0][1].mesh.num_devices
+    if any(plan.mesh.num_devices != world for _, plan in jobs):
+        raise InputError("plans trained together must have the same number of devices")
+    check_run_size(world)
+    start = time.perf_counter()
+    backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= world else "gloo"
+    compiled = []
+    for model, plan in jobs:
+        if plan.mode != "train":
+            raise InputError("a training run needs a plan made in train mode (--mode train)")
+        graph = prepare_graph(as_graph(model))
+        feeds, ort_outputs = _reference(graph, seed)
+        program = compile_training(graph, plan, feeds, seed, steps, optimizer, lr)
+        expected, substituted = expected_collectives(plan, backend == "gloo")
+        compiled.append((program, plan, ort_outputs, expected, substituted))
+    with tempfile.TemporaryDirectory(prefix="eqsat-dnn-train-") as tmp:
+        job_path = os.path.join(tmp, "job.pkl")
+        with open(job_path, "wb") as f:
+            pickle.dump([c[0] for c in compiled], f)
+        if start_method == "forkserver":
+            import multiprocessing
+
+            multiprocessing.get_context("forkserver").set_forkserver_preload(
+                ["torch.distributed", "torch.distributed.tensor", "eqsat_dnn.partition.train"])
+        context = mp.start_processes(_worker, args=(world, _free_port(), job_path, tmp, backend), nprocs=world,
+                                     join=False, start_method=start_method)
+        deadline = time.perf_counter() + timeout
+        try:
+            while not context.join(timeout=1.0):
+                if time.perf_counter() > deadline:
+                    raise CheckError(f"the {world} processes did not finish within {timeout:g} s")
+        except mp.ProcessRaisedException as exc:
+            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+            raise CheckError(f"a process failed: {lines[-1] if lines else exc}") from None
+        except mp.ProcessExitedException as exc:
+            raise CheckError(f"a process died: {exc}") from None
+        finally:
+            for process in context.processes:
+                if process.is_alive():
+                    process.terminate()
+        per_rank = []
+        for rank in range(world):
+            with open(os.path.join(tmp, f"rank{rank}.pkl"), "rb") as f:
+                per_rank.append(pickle.load(f))
+    reports = []
+    for j, (program, plan, ort_outputs, expected, substituted) in enumerate(compiled):
+        first = per_rank[0][j]
+        report = TrainReport(world, backend, steps, optimizer, lr, losses=list(first["losses"]),
+                             issued=list(first["issued"]), expected=expected, substituted=substituted,
+                             optimizer_collectives=first["optimizer"], unattributed=first["unattributed"],
+                             predicted_step_s=plan.predicted.time_s, tolerance=tolerance)
+        times = first["times"][1:] or first["times"]
+        report.measured_step_s = float(np.median(times))
+        torch_out = _forward_outputs(program)
+        report.forward_max_rel_error = max((_rel(torch_out[n], ort_outputs[n]) for n in torch_out), default=0.0)
+        ref_losses, ref_final, ref_grads = _reference_training(program)
+        report.reference_losses = ref_losses
+        report.loss_max_rel_error = max((abs(a - b) / max(abs(b), 1e-12) for a, b in zip(report.losses, ref_losses)),
+                                        default=0.0)
+        largest = max((float(np.max(np.abs(g))) for g in ref_grads.values() if g.size), default=0.0)
+        report.grads_max_rel_error = max((float(np.max(np.abs(first["grads"].get(n, 0) - g))) / max(largest, 1e-30)
+                                          for n, g in ref_grads.items()), default=0.0)
+        # a gradient that is zero up to rounding (e.g. the key bias of attention: softmax ignores it) has no
+        # signal; Adam scales its rounding noise up to full steps: such weights count in weights_max_rel_error_all only
+        report.weights_without_gradient = sorted(n for n, g in ref_grads.items()
+                                                 if float(np.max(np.abs(g))) <= NO_GRADIENT * largest)
+        errors = {n: _rel(first["final"][n], ref_final[n]) for n in ref_final}
+        report.weights_max_rel_error_all = max(errors.values(), default=0.0)
+        report.weights_max_rel_error = max((e for n, e in errors.items() if n not in report.weights_without_gradient),
+                                           default=0.0)
+        report.weights_max_rel_update = max((_rel(first["final"][n], first["initial"][n]) for n in ref_final
+                                             if n not in report.weights_without_gradient),
+                                            default=0.0)
+        for rank in range(1, world):
+            if Counter(per_rank[rank][j]["issued"]) != Counter(report.issued):
+                report.failures.append(f"rank {rank} issued different collectives from rank 0")
+        if not report.collectives_match:
+            mismatch = report.mismatch()
+            report.failures.append(f"collectives differ from the plan: {len(mismatch['unplanned'])} unplanned "
+                                   f"{mismatch['unplanned'][:3]}, {len(mismatch['missing'])} missing "
+                                   f"{mismatch['missing'][:3]}, {report.unattributed} unattributed")
+        if report.optimizer_collectives:
+            report.failures.append(f"the optimizer issued {report.optimizer_collectives} collectives")
+        if not report.forward_max_rel_error <= 1e-3:
+            report.failures.append(f"the torch interpreter's forward pass differs from onnxruntime's by "
+                                   f"{report.forward_max_rel_error:.3g} (relative)")
+        if not report.loss_max_rel_error <= tolerance:
+            report.failures.append(f"losses differ from single-device training by {report.loss_max_rel_error:.3g}")
+        if not report.grads_max_rel_error <= tolerance:
+            report.failures.append(f"first-step gradients differ from single-device training by "
+                                   f"{report.grads_max_rel_error:.3g} (of the largest gradient)")
+        if not report.weights_max_rel_error <= tolerance:
+            report.failures.append(f"updated weights differ from single-device training by "
+                                   f"{report.weights_max_rel_error:.3g}")
+        report.seconds = time.perf_counter() - start
+        reports.append(report)
+    return reports
+
+
+def train_plan(model: Graph | str | Path | onnx.ModelProto, plan: Plan, *, steps: int = 3, optimizer: str = "sgd",
+               lr: float = 0.01, seed: int = 0, tolerance: float = 1e-4, start_method: str = "forkserver",
+               timeout: float = 300.0, input_shapes: dict[str, list[int]] | None = None) -> TrainReport:
+    """Train ``plan`` (made in train mode) for ``steps`` steps on one local process per device of
+    its mesh, on DTensor, and check it (see the module docstring). The report's ``ok`` is true when
+    the losses and updated weights equal single-device training's within ``tolerance`` (relative),
+    the collectives DTensor issued in a step are exactly the plan's forward and backward ones, and
+    the optimizer issued none.
+
+    The worker processes start from a fork server, which imports the calling script: call this
+    under ``if __name__ == "__main__":`` in a script (notebooks and the CLI need nothing)."""
+    return train_plans([(as_graph(model, input_shapes), plan)], steps=steps, optimizer=optimizer, lr=lr, seed=seed,
+                       tolerance=tolerance, start_method=start_method, timeout=timeout)[0]
+
+
+__all__ = ["TrainReport", "compile_training", "expected_collectives", "train_plan", "train_plans"]
