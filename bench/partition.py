@@ -13,6 +13,15 @@ peak memory against the layer count (``--untied`` adds the same without tied lay
 
     python bench/partition.py [--repeats 3] [--skip-bert] [--out bench/results/partition.json]
     python bench/partition.py --llama 2,8,32 [--untied 2,8] [--out bench/results/partition-llama.json]
+    python bench/partition.py --train-timing [--steps 8] [--out bench/results/partition-train.json]
+
+``--train-timing`` trains several plans of one model (a transformer MLP block, hidden 128, 256
+tokens) on 4 local gloo processes on DTensor (:mod:`eqsat_dnn.partition.train`): the ILP's plans
+on a 4-device and a 2x2 mesh of the ``cpu`` preset, with and without a memory bound that forces
+sharded weights, and the data-parallel, Megatron and FSDP baselines on each mesh. Per plan it
+reports the predicted step time, the measured one (median of the steps after the first), whether
+the collectives DTensor issued are the plan's, and the losses' and weights' errors against
+single-device training; then the Spearman rank correlation of predicted against measured.
 """
 
 from __future__ import annotations
@@ -125,6 +134,54 @@ def _llama(args) -> int:
     return 0
 
 
+def _train_timing(args) -> int:
+    """Predicted against measured step time over several plans of one model (see the module docstring)."""
+    from scipy.stats import spearmanr
+
+    from eqsat_dnn.partition.plan import plan_from_assignment
+    from eqsat_dnn.partition.problem import BASELINES, build_problem
+    from eqsat_dnn.partition.train import train_plans
+
+    graph = load_model(transformer_mlp(batch=4, seq=64, hidden=128))
+    jobs = []
+    for mesh in ("4", "2x2"):
+        free = partition(graph, mesh, machine="cpu", mode="train", optimizer="sgd", time_limit=args.time_limit)
+        jobs.append((f"ilp {mesh}", free))
+        bound = 0.6 * free.baselines["data_parallel"].memory_bytes_per_device
+        jobs.append((f"ilp {mesh}, memory {bound / 1024:.0f} KiB", partition(
+            graph, mesh, machine="cpu", mode="train", optimizer="sgd", memory_gb=bound / GIB,
+            time_limit=args.time_limit)))
+        problem = build_problem(graph, get_mesh(mesh, "cpu"), "train", optimizer="sgd")
+        for name, make in BASELINES.items():
+            jobs.append((f"{name} {mesh}", plan_from_assignment(problem, make(problem))))
+    load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+    print(f"training {len(jobs)} plans, {args.steps} steps each, on 4 gloo processes (load {load}) ...",
+          file=sys.stderr)
+    reports = train_plans([(graph, plan) for _, plan in jobs], steps=args.steps, optimizer="sgd", lr=0.01)
+    rows = []
+    for (label, plan), r in zip(jobs, reports):
+        rows.append({"plan": label, "predicted_step_s": r.predicted_step_s, "measured_step_s": r.measured_step_s,
+                     "memory_bytes_per_device": plan.predicted.memory_bytes_per_device,
+                     "weight_bytes_per_device": plan.predicted.weight_bytes_per_device,
+                     "collectives": len(r.issued), "collectives_match": r.collectives_match,
+                     "loss_max_rel_error": r.loss_max_rel_error, "weights_max_rel_error": r.weights_max_rel_error,
+                     "ok": r.ok})
+    rho, p_value = spearmanr([r["predicted_step_s"] for r in rows], [r["measured_step_s"] for r in rows])
+    print("| plan | predicted ms | measured ms | memory / device KiB | collectives (match) | loss err | weights err |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['plan']} | {r['predicted_step_s'] * 1e3:.3f} | {r['measured_step_s'] * 1e3:.2f} | "
+              f"{r['memory_bytes_per_device'] / 1024:.0f} | {r['collectives']} ({'yes' if r['collectives_match'] else 'NO'}) | "
+              f"{r['loss_max_rel_error']:.1e} | {r['weights_max_rel_error']:.1e} |")
+    print(f"\nSpearman rank correlation, predicted vs measured step time over {len(rows)} plans: "
+          f"{rho:.3f} (p = {p_value:.3g}); machine load {load} at the start")
+    out = Path(args.out if args.out != DEFAULT_OUT else "bench/results/partition-train.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"spearman": rho, "p_value": p_value, "steps": args.steps, "load": load,
+                               "plans": rows}, indent=1))
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
 def _counts(text: str | None) -> list[int]:
     return [int(n) for n in text.split(",") if n.strip()] if text else []
 
@@ -144,6 +201,9 @@ def main() -> int:
     parser.add_argument("--mesh", default="2x8", help="with --llama: the mesh (default 2x8)")
     parser.add_argument("--machine", default="dgx-a100", help="with --llama: the machine preset (default dgx-a100)")
     parser.add_argument("--llama-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--train-timing", action="store_true",
+                        help="predicted vs measured step time of plans trained on DTensor (4 gloo processes)")
+    parser.add_argument("--steps", type=int, default=8, help="with --train-timing: steps per plan (default 8)")
     args = parser.parse_args()
     if args.time_limit is None:
         args.time_limit = 50.0 if args.llama or args.llama_child is not None else 10.0
@@ -152,6 +212,8 @@ def main() -> int:
         return 0
     if args.llama:
         return _llama(args)
+    if args.train_timing:
+        return _train_timing(args)
     rows = []
     for label, model, mesh, machine, mode in _cases(args):
         graph = model if not hasattr(model, "graph") else load_model(model)

@@ -12,7 +12,8 @@ still in onnxruntime on CPU), runs the program, gathers every output's blocks
 on rank 0, and compares the result with the single-device output of the whole
 model in onnxruntime on the same seeded inputs. Every rank counts the
 collectives it issues (kind, tensor, mesh axis, bytes); the report compares them
-with the plan's forward collectives. Training plans run their forward pass.
+with the plan's forward collectives. Training plans run their forward pass here;
+:mod:`eqsat_dnn.partition.train` trains them (forward, backward and optimizer steps) on DTensor.
 
 Processes start from a fork server that has torch and onnxruntime imported
 (the first run of a session pays that import once; later runs start in a
