@@ -9,9 +9,10 @@ by torch's autograd where ONNX's is.
 Covered: ``MatMul``, ``Gemm``, element-wise arithmetic and activations (``Add``, ``Sub``, ``Mul``,
 ``Div``, ``Pow``, ``Relu``, ``Gelu``, ``Tanh``, ``Sigmoid``, ``Erf``, ``Neg``, ``Sqrt``, ``Exp``,
 ``Log``, ``Reciprocal``, ``Abs``, ``Identity``, ``Cast``, ``Where``, ``Max``, ``Min``, ``LeakyRelu``,
-``Softplus``), ``Softmax``, ``LogSoftmax``, ``LayerNormalization``, ``BatchNormalization``
+``Softplus``, ``And``, ``Or``, ``Not``, ``Equal``, ``Less``, ``Greater``), ``Softmax``, ``LogSoftmax``, ``LayerNormalization``, ``BatchNormalization``
 (inference form), ``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Transpose``, ``Split``,
-``Slice``, ``Concat``, ``ReduceMean``, ``ReduceSum``, ``Gather``, ``Conv`` (1-3-D),
+``Slice``, ``Concat``, ``ReduceMean``, ``ReduceSum``, ``Gather``, ``GatherElements``, ``GatherND``,
+``Conv`` (1-3-D),
 ``MaxPool`` / ``AveragePool`` (2-D), ``GlobalAveragePool``. Anything else raises
 :class:`~eqsat_dnn.errors.InputError`.
 """
@@ -157,15 +158,15 @@ def _transpose(torch, node, ins, shapes, consts):
 def _split(torch, node, ins, shapes, consts):
     x = ins[0]
     axis = _norm(int(attr(node, "axis", 0)), x.dim())
-    if node.op != "Opaque":  # the vocabulary's Split: one output, ``index`` of the sizes ``split``
-        sizes = [int(s) for s in attr(node, "split")]
-        return torch.split(x, sizes, dim=axis)[int(attr(node, "index", 0))]
     sizes = _int_list(node, "split", 1, consts)
     if sizes is None:
         n = len(node.outputs)
         sizes = [math.ceil(x.shape[axis] / n)] * n
         sizes[-1] = x.shape[axis] - sum(sizes[:-1])
-    return list(torch.split(x, sizes, dim=axis))
+    parts = torch.split(x, sizes, dim=axis)
+    if len(node.outputs) == 1 and attr(node, "index") is not None:  # the vocabulary's one-output form
+        return parts[int(attr(node, "index"))]
+    return list(parts)
 
 
 def _slice(torch, node, ins, shapes, consts):
@@ -207,6 +208,27 @@ def _gather(torch, node, ins, shapes, consts):
     moved = data.movedim(axis, 0)[idx]  # idx dims, then data's other dims
     q = idx.dim()
     return moved.movedim(tuple(range(q, q + axis)), tuple(range(axis))) if axis else moved
+
+
+def _gather_elements(torch, node, ins, shapes, consts):
+    data, idx = ins[0], ins[1].long()
+    axis = _norm(int(attr(node, "axis", 0)), data.dim())
+    return torch.gather(data, axis, torch.where(idx < 0, idx + data.shape[axis], idx))
+
+
+def _gather_nd(torch, node, ins, shapes, consts):
+    data, idx = ins[0], ins[1].long()
+    b = int(attr(node, "batch_dims", 0) or 0)
+    k = idx.shape[-1]
+    batch = tuple(data.shape[:b])
+    count = math.prod(batch)
+    flat = data.reshape((count,) + tuple(data.shape[b:]))
+    ix = idx.reshape((count,) + tuple(idx.shape[b:]))
+    sizes = torch.tensor(data.shape[b:b + k], dtype=ix.dtype, device=ix.device)
+    ix = torch.where(ix < 0, ix + sizes, ix)
+    rows = torch.arange(count, device=ix.device).reshape((count,) + (1,) * (ix.dim() - 2))
+    out = flat[(rows,) + tuple(ix[..., i] for i in range(k))]
+    return out.reshape(batch + tuple(idx.shape[b:-1]) + tuple(data.shape[b + k:]))
 
 
 def _conv(torch, node, ins, shapes, consts):
@@ -297,6 +319,14 @@ _OPS: dict[str, Callable] = {
     "ReduceMean": _reduce(True),
     "ReduceSum": _reduce(False),
     "Gather": _gather,
+    "GatherElements": _gather_elements,
+    "GatherND": _gather_nd,
+    "And": _binary(lambda torch, a, b: torch.logical_and(a.bool(), b.bool())),
+    "Or": _binary(lambda torch, a, b: torch.logical_or(a.bool(), b.bool())),
+    "Not": _unary(lambda torch, x: torch.logical_not(x.bool())),
+    "Equal": _binary(lambda torch, a, b: a == b),
+    "Less": _binary(lambda torch, a, b: a < b),
+    "Greater": _binary(lambda torch, a, b: a > b),
     "Conv": _conv,
     "MaxPool": _pool("max"),
     "AveragePool": _pool("avg"),

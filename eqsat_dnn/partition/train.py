@@ -67,7 +67,8 @@ _KINDS = {"all_reduce": "all_reduce", "all_gather_into_tensor": "all_gather", "a
 """torch's functional collectives (as CommDebugMode names them) -> the plan's kinds."""
 
 NO_GRADIENT = 1e-6
-"""A weight whose gradient is at most this times the largest gradient has none (see :class:`TrainReport`)."""
+"""An element of a weight whose gradient is at most this times the largest gradient has none (see
+:class:`TrainReport`)."""
 
 Collective = tuple[str, str, str, int, int]
 """(phase, kind, tensor, mesh axis, bytes)."""
@@ -90,9 +91,12 @@ class TrainReport:
     weights_max_rel_error: float = math.inf
     weights_max_rel_error_all: float = math.inf
     """The same, counting the weights without gradient too."""
-    weights_without_gradient: list[str] = field(default_factory=list)
-    """Weights whose single-device gradient is zero up to rounding (at most :data:`NO_GRADIENT` times the largest
-    gradient): Adam turns rounding noise there into full steps, so they are left out of ``weights_max_rel_error``."""
+    weights_without_gradient: dict[str, int] = field(default_factory=dict)
+    """Per weight, the elements whose first single-device gradient is zero up to rounding (at most
+    :data:`NO_GRADIENT` times the largest gradient): Adam turns rounding noise there into full steps, so
+    ``weights_max_rel_error`` leaves them out (``weights_max_rel_error_all`` does not)."""
+    weight_errors: dict[str, float] = field(default_factory=dict)
+    """Each weight's relative error after training."""
     grads_max_rel_error: float = math.inf
     """The first step's gradients against single-device training's, over the largest gradient."""
     weights_max_rel_update: float = 0.0
@@ -139,7 +143,8 @@ class TrainReport:
                 "reference_losses": self.reference_losses, "loss_max_rel_error": self.loss_max_rel_error,
                 "weights_max_rel_error": self.weights_max_rel_error,
                 "weights_max_rel_error_all": self.weights_max_rel_error_all,
-                "weights_without_gradient": list(self.weights_without_gradient),
+                "weights_without_gradient": dict(self.weights_without_gradient),
+                "worst_weights": dict(sorted(self.weight_errors.items(), key=lambda kv: -kv[1])[:3]),
                 "grads_max_rel_error": self.grads_max_rel_error,
                 "weights_max_rel_update": self.weights_max_rel_update,
                 "forward_max_rel_error": self.forward_max_rel_error,
@@ -295,8 +300,8 @@ class _Runner:
     # -- one step -----------------------------------------------------------
 
     def loss(self):
-        """Forward pass and loss: on a mesh, this device's share of the loss (the whole loss when
-        the outputs are replicated), and the factor that turns the sum of shares into the loss."""
+        """Forward pass and loss, one term per graph output (mean squared error against its target):
+        on a mesh, this device's share of each term (the whole term when the output is replicated)."""
         torch = self.torch
         values = dict(self.sources)
         converted: dict[tuple[str, Spec], Any] = {}
@@ -331,13 +336,12 @@ class _Runner:
                     continue
                 values[name] = (self._functions["wrap"].apply(out, self, spec, name) if out.requires_grad
                                 else self._dtensor(out.detach(), spec, name))
-        total = None
+        terms = []
         for (name, spec, _), target in zip(self.program.outputs, self.targets):
             y = fetch(name, spec, tuple(Replicate() if isinstance(p, Partial) else p for p in spec))
             numel = math.prod(target.shape) if self.mesh is None else math.prod(self._global_shape(name))
-            term = ((y - target) ** 2).sum() / numel
-            total = term if total is None else total + term
-        return total
+            terms.append(((y - target) ** 2).sum() / numel)
+        return terms
 
     # -- DTensor plumbing -----------------------------------------------------
 
@@ -381,9 +385,12 @@ class _Runner:
         return self._dtensor(local, dst, tag[1])
 
     def step(self, keep_grads: bool = False):
-        """One training step; the loss (this device's share) as a float. ``keep_grads``: keep a copy
-        of the gradients (``self.grads``) before the update."""
-        loss = self.loss()
+        """One training step; the loss terms (this device's shares) as floats. ``keep_grads``: keep a
+        copy of the gradients (``self.grads``) before the update."""
+        terms = self.loss()
+        loss = terms[0]
+        for term in terms[1:]:
+            loss = loss + term
         loss.backward()
         if keep_grads:
             self.grads = {name: p.grad.detach().clone() for name, p in self.params.items() if p.grad is not None}
@@ -395,7 +402,7 @@ class _Runner:
             self.optimizer.zero_grad(set_to_none=True)
             if self.counter is not None:
                 self.counter.tag = previous
-        return float(loss.detach())
+        return [float(t.detach()) for t in terms]
 
 
 def _functions() -> dict[str, Any]:
@@ -521,12 +528,12 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
                     share = runner.step()
                 times.append(time.perf_counter() - start)
                 losses.append(share)
-            replicas = [math.prod(shape[k] for k, p in enumerate(spec) if not isinstance(p, Shard))
-                        for _, spec, _ in program.outputs]
-            # the loss: shares summed over the devices, each counted once per replica (outputs alike here)
-            shares = torch.tensor(losses, dtype=torch.float64)
+            replicas = torch.tensor([math.prod(shape[k] for k, p in enumerate(spec) if not isinstance(p, Shard))
+                                     for _, spec, _ in program.outputs], dtype=torch.float64)
+            # each term: the shares summed over the devices, each block counted once (not once per replica)
+            shares = torch.tensor(losses, dtype=torch.float64).reshape(len(losses), len(program.outputs)).to(device)
             dist.all_reduce(shares)
-            losses = (shares / (replicas[0] if replicas else 1)).tolist()
+            losses = (shares.cpu() / replicas).sum(dim=1).tolist()
             final = {name: p.detach().full_tensor().cpu().numpy() for name, p in runner.params.items()}
             grads = {name: g.full_tensor().cpu().numpy() for name, g in runner.grads.items()}
             issued, unattributed, optimizer = [], 0, 0
@@ -572,7 +579,7 @@ def _reference_training(program: _Program) -> tuple[list[float], dict[str, np.nd
     torch.set_num_threads(1)
     try:
         runner = _Runner(program)
-        losses = [runner.step(keep_grads=step == 0) for step in range(program.steps)]
+        losses = [sum(runner.step(keep_grads=step == 0)) for step in range(program.steps)]
         final = {name: p.detach().cpu().numpy() for name, p in runner.params.items()}
         grads = {name: g.cpu().numpy() for name, g in runner.grads.items()}
     finally:
@@ -598,12 +605,14 @@ def _forward_outputs(program: _Program) -> dict[str, np.ndarray]:
     return {name: values[name].numpy() for name, _, _ in program.outputs}
 
 
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
+def _rel(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Largest |a - b| (over the elements ``mask`` selects) over the largest |b|."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         return math.inf
     scale = float(np.max(np.abs(b))) if b.size else 0.0
-    return float(np.max(np.abs(a - b))) / max(scale, 1e-12) if a.size else 0.0
+    diff = np.abs(a - b) if mask is None else np.abs(a - b)[mask]
+    return float(np.max(diff)) / max(scale, 1e-12) if diff.size else 0.0
 
 
 def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *, steps: int = 3,
@@ -687,17 +696,17 @@ def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *
         largest = max((float(np.max(np.abs(g))) for g in ref_grads.values() if g.size), default=0.0)
         report.grads_max_rel_error = max((float(np.max(np.abs(first["grads"].get(n, 0) - g))) / max(largest, 1e-30)
                                           for n, g in ref_grads.items()), default=0.0)
-        # a gradient that is zero up to rounding (e.g. the key bias of attention: softmax ignores it) has no
-        # signal; Adam scales its rounding noise up to full steps: such weights count in weights_max_rel_error_all only
-        report.weights_without_gradient = sorted(n for n, g in ref_grads.items()
-                                                 if float(np.max(np.abs(g))) <= NO_GRADIENT * largest)
+        # an element whose gradient is zero up to rounding (the key bias of attention: softmax ignores it; the
+        # embedding rows of tokens not in the batch) has no signal, and Adam scales rounding noise there up to
+        # full steps: weights_max_rel_error leaves such elements out, weights_max_rel_error_all does not
+        masks = {n: np.abs(g) > NO_GRADIENT * largest for n, g in ref_grads.items()}
+        report.weights_without_gradient = {n: int(m.size - m.sum()) for n, m in masks.items() if not m.all()}
         errors = {n: _rel(first["final"][n], ref_final[n]) for n in ref_final}
+        report.weight_errors = {n: _rel(first["final"][n], ref_final[n], masks.get(n)) for n in ref_final}
         report.weights_max_rel_error_all = max(errors.values(), default=0.0)
-        report.weights_max_rel_error = max((e for n, e in errors.items() if n not in report.weights_without_gradient),
-                                           default=0.0)
-        report.weights_max_rel_update = max((_rel(first["final"][n], first["initial"][n]) for n in ref_final
-                                             if n not in report.weights_without_gradient),
-                                            default=0.0)
+        report.weights_max_rel_error = max(report.weight_errors.values(), default=0.0)
+        report.weights_max_rel_update = max((_rel(first["final"][n], first["initial"][n], masks.get(n))
+                                             for n in ref_final), default=0.0)
         for rank in range(1, world):
             if Counter(per_rank[rank][j]["issued"]) != Counter(report.issued):
                 report.failures.append(f"rank {rank} issued different collectives from rank 0")
