@@ -192,6 +192,20 @@ def test_memory_bound_forces_sharded_weights_and_still_trains(tmp_path, capsys):
     assert run["collectives_issued"]["backward"]
 
 
+@pytest.mark.parametrize("extra,message", [(["--steps", "0"], ">= 1"), (["--lr", "nan"], "finite"),
+                                           (["--optimizer", "lion"], "invalid choice")])
+def test_cli_refuses_bad_training_options(tmp_path, capsys, extra, message):
+    import onnx
+
+    onnx.save(BLOCKS["mlp"](), tmp_path / "mlp.onnx")
+    with pytest.raises(SystemExit) as exit_:
+        main(["partition", str(tmp_path / "mlp.onnx"), "--mesh", "4", "--mode", "train", "--run",
+              "-o", str(tmp_path / "plan.json"), *extra])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "plan.json").exists()
+
+
 def test_training_refuses_what_it_cannot_run():
     graph = load_model(BLOCKS["mlp"]())
     inference = partition(graph, "4", machine="cpu")

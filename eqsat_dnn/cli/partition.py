@@ -7,7 +7,7 @@ import json
 from contextlib import nullcontext
 from pathlib import Path
 
-from eqsat_dnn.cli import POSITIVE, SECONDS
+from eqsat_dnn.cli import POSITIVE, SECONDS, number
 
 
 def add_parser(commands) -> None:
@@ -25,7 +25,8 @@ def add_parser(commands) -> None:
                       help="run the plan on one local process per device and check it: inference, the forward pass "
                            "(outputs and collectives); train, --steps training steps on DTensor (losses, weights and "
                            "forward and backward collectives against single-device training and the plan)")
-    part.add_argument("--steps", type=int, default=3, metavar="N", help="training steps of --run (default 3)")
+    part.add_argument("--steps", type=number(int, 1, strict=False, maximum=100_000), default=3, metavar="N",
+                      help="training steps of --run (default 3)")
     part.add_argument("--optimizer", choices=["sgd", "adam"], default="adam",
                       help="training optimizer: its state counts in the plan's memory, and --run uses it (default adam)")
     part.add_argument("--lr", type=POSITIVE, metavar="LR", help="learning rate of --run (default 0.01 sgd, 0.001 adam)")
@@ -41,7 +42,7 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from eqsat_dnn.errors import CheckError, InputError, OutputError
+    from eqsat_dnn.errors import CheckError, OutputError
     from eqsat_dnn.io.onnx_in import load_model, parse_input_shapes
     from eqsat_dnn.io.onnx_out import ensure_writable, save_model
     from eqsat_dnn.partition import annotate, partition, plan_table, run_plan
@@ -51,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable(args.annotate, args.input)
         if Path(args.annotate).resolve() == Path(args.output).resolve():
             raise OutputError(f"{args.annotate}: --annotate would overwrite the plan -o writes; choose another file")
-    if args.run and args.mode == "train" and args.steps < 1:
-        raise InputError(f"--steps must be at least 1, not {args.steps}")
     if args.run:  # one process per device: a mesh too large to run is refused now, not after the ILP
         from eqsat_dnn.partition.mesh import get_mesh
         from eqsat_dnn.partition.run import check_run_size
