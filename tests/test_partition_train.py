@@ -165,6 +165,50 @@ def test_a_real_gpt2_export_trains_like_one_device(tmp_path):
     assert "inner.wpe.weight" in reports[0].weights_without_gradient  # positions past the sequence
 
 
+def _conv_net():
+    """Conv, Relu, strided Conv, Relu, GlobalAveragePool, Flatten, Gemm over x: [4, 4, 8, 8]."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def weight(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32),
+                                       name)
+
+    inits = [weight("w1", 8, 4, 3, 3), weight("b1", 8), weight("w2", 8, 8, 3, 3), weight("b2", 8),
+             weight("fc", 8, 4), weight("fcb", 4)]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"])]
+    graph = helper.make_graph(nodes, "convnet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_conv_net_trains_split_by_batch_and_channels():
+    """Convolutions split by output channels (Megatron's column rule) and input channels (a partial
+    result), and random plans of the same net."""
+    import random
+
+    graph = load_model(_conv_net())
+    rng = random.Random(0)
+    jobs = []
+    for mesh in ("4", "2x2"):
+        problem = build_problem(graph, get_mesh(mesh, "cpu"), "train", optimizer="sgd")
+        jobs.append((f"megatron-{mesh}", plan_from_assignment(problem, BASELINES["megatron"](problem))))
+        jobs.append((f"random-{mesh}", plan_from_assignment(problem, [rng.randrange(len(i.choices))
+                                                                     for i in problem.items])))
+    reports = train_plans([(graph, plan) for _, plan in jobs], steps=3, optimizer="sgd", lr=0.01)
+    _check(reports, [name for name, _ in jobs])
+    strategies = {n.strategy for _, plan in jobs for n in plan.nodes if n.op == "Conv"}
+    assert {"outch", "inch"} <= {part for s in strategies for part in s.split("/")}
+
+
 def test_memory_bound_forces_sharded_weights_and_still_trains(tmp_path, capsys):
     """Below the replicated need (weights, gradients, Adam state and activations) the ILP shards the
     weights; the CLI's training run of that plan (--mode train --run --json) still matches."""

@@ -28,7 +28,8 @@ def add_parser(commands) -> None:
     part.add_argument("--steps", type=number(int, 1, strict=False, maximum=100_000), default=3, metavar="N",
                       help="training steps of --run (default 3)")
     part.add_argument("--optimizer", choices=["sgd", "adam"], default="adam",
-                      help="training optimizer: its state counts in the plan's memory, and --run uses it (default adam)")
+                      help="training optimizer: its state counts in the plan's memory, and --run uses it "
+                           "(default adam)")
     part.add_argument("--lr", type=POSITIVE, metavar="LR", help="learning rate of --run (default 0.01 sgd, 0.001 adam)")
     part.add_argument("--time-limit", type=SECONDS, default=10.0, metavar="S", help="ILP seconds (default 10)")
     part.add_argument("--outputs", choices=["replicate", "any"], default="replicate",

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from eqsat_dnn.partition.mesh import DeviceMesh
-from eqsat_dnn.partition.placements import PARTIAL, REPLICATE, Partial, Replicate, Shard, Spec, shard_axes
+from eqsat_dnn.partition.placements import REPLICATE, Partial, Replicate, Shard, Spec, shard_axes
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
 """The kinds of collective a plan may contain."""

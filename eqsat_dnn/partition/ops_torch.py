@@ -8,12 +8,12 @@ by torch's autograd where ONNX's is.
 
 Covered: ``MatMul``, ``Gemm``, element-wise arithmetic and activations (``Add``, ``Sub``, ``Mul``,
 ``Div``, ``Pow``, ``Relu``, ``Gelu``, ``Tanh``, ``Sigmoid``, ``Erf``, ``Neg``, ``Sqrt``, ``Exp``,
-``Log``, ``Reciprocal``, ``Abs``, ``Identity``, ``Cast``, ``Where``, ``Max``, ``Min``, ``LeakyRelu``,
-``Softplus``, ``And``, ``Or``, ``Not``, ``Equal``, ``Less``, ``Greater``), ``Softmax``, ``LogSoftmax``, ``LayerNormalization``, ``BatchNormalization``
-(inference form), ``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Transpose``, ``Split``,
-``Slice``, ``Concat``, ``ReduceMean``, ``ReduceSum``, ``Gather``, ``GatherElements``, ``GatherND``,
-``Conv`` (1-3-D),
-``MaxPool`` / ``AveragePool`` (2-D), ``GlobalAveragePool``. Anything else raises
+``Log``, ``Reciprocal``, ``Abs``, ``Identity``, ``Cast``, ``Where``, ``Max``, ``Min``,
+``LeakyRelu``, ``Softplus``, ``And``, ``Or``, ``Not``, ``Equal``, ``Less``, ``Greater``),
+``Softmax``, ``LogSoftmax``, ``LayerNormalization``, ``BatchNormalization`` (inference form),
+``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Transpose``, ``Split``, ``Slice``,
+``Concat``, ``ReduceMean``, ``ReduceSum``, ``Gather``, ``GatherElements``, ``GatherND``, ``Conv``
+(1-3-D), ``MaxPool`` / ``AveragePool`` (2-D), ``GlobalAveragePool``. Anything else raises
 :class:`~eqsat_dnn.errors.InputError`.
 """
 
