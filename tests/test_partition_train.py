@@ -234,6 +234,7 @@ def test_memory_bound_forces_sharded_weights_and_still_trains(tmp_path, capsys):
     plan = json.loads(plan_path.read_text())
     assert any(p.startswith("Shard") for n, spec in plan["placements"].items() if n.endswith(".weight") for p in spec)
     assert run["collectives_issued"]["backward"]
+    assert run["substituted"] or run["collectives_issued"] == data["collectives_by_phase"]  # the plan's, by phase
 
 
 @pytest.mark.parametrize("extra,message", [(["--steps", "0"], ">= 1"), (["--lr", "nan"], "finite"),

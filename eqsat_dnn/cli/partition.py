@@ -89,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         data = {"plan": args.output, "predicted": plan.to_dict()["predicted"],
                 "baselines": {k: v.to_dict() for k, v in plan.baselines.items()}, "solver": plan.solver,
-                "collectives": dict(plan.collective_counts(None)), "replicate_only": plan.replicate_only}
+                "collectives": dict(plan.collective_counts(None)),
+                "collectives_by_phase": {phase: dict(plan.collective_counts(phase)) for phase in ("forward", "backward")},
+                "replicate_only": plan.replicate_only}
         if report is not None:
             data["run"] = report.to_dict()
         print(json.dumps(data, sort_keys=True))
