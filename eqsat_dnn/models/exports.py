@@ -143,10 +143,11 @@ def _export(
     *,
     dynamic: bool,
     exporter: str,
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask"),
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    input_names = ["input_ids", "attention_mask"]
+    input_names = list(input_names)
     n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     with _quiet() as buf:
         try:
