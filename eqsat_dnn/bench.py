@@ -50,14 +50,20 @@ from eqsat_dnn.models import zoo
 from eqsat_dnn.runtime.check import compare_models, random_inputs
 from eqsat_dnn.errors import CheckError, InputError, OutputError, first_line
 from eqsat_dnn.eqsat.saturate import Limits
+from eqsat_dnn.bench_peers import run_onnxslim, run_ort_transformers
 from eqsat_dnn.runtime.sessions import BoundTimer, create_session
 from eqsat_dnn.io.files import check_input_file, write_atomic
 
 PEERS: tuple[str, ...] = ("onnxsim", "onnxoptimizer", "onnxscript", "ort-offline")
 """The peers, in the order the table shows them."""
 
+EXPORT_PEERS: tuple[str, ...] = PEERS + ("ort-transformers", "onnxslim")
+"""Every peer: the zoo's and, by default in the ``exports`` suite (:mod:`eqsat_dnn.bench_exports`),
+onnxruntime's transformers optimizer and onnxslim."""
+
 _PEER_MODULES = {"onnxsim": "onnxsim", "onnxoptimizer": "onnxoptimizer", "onnxscript": "onnxscript",
-                 "ort-offline": "onnxruntime"}
+                 "ort-offline": "onnxruntime", "ort-transformers": "onnxruntime.transformers",
+                 "onnxslim": "onnxslim"}
 OURS = "eqsat-dnn"
 
 MAX_THREADS = 1024
@@ -151,6 +157,12 @@ class BenchResult:
     """The machine's one-minute load average when the latencies were measured."""
     bench_s: float | None = None
     """Wall time of this model's whole benchmark (optimizations, peers, timing)."""
+    gemm_share: float | None = None
+    """Share of the original's kernel time in GEMMs and convolutions (onnxruntime's profiler)."""
+    limit: float | None = None
+    """``1 / gemm_share``: the speedup of removing every other kernel's time."""
+    limit_error: str | None = None
+    """Why the profile failed, if it did."""
 
     @property
     def ours(self) -> Version:
@@ -213,26 +225,31 @@ def _run_ort_offline(model: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
     return onnx.load(str(path))
 
 
-_PEER_RUNNERS: dict[str, Callable[[onnx.ModelProto, Path], onnx.ModelProto]] = {
+_PEER_RUNNERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "onnxsim": _run_onnxsim, "onnxoptimizer": _run_onnxoptimizer, "onnxscript": _run_onnxscript,
-    "ort-offline": _run_ort_offline,
+    "ort-offline": _run_ort_offline, "ort-transformers": run_ort_transformers, "onnxslim": run_onnxslim,
 }
 
 
 def peer_installed(name: str) -> bool:
-    return importlib.util.find_spec(_PEER_MODULES[name]) is not None
+    try:
+        return importlib.util.find_spec(_PEER_MODULES[name]) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent is missing
+        return False
 
 
 def run_peer(name: str, model: onnx.ModelProto, tmp: Path,
-             check_runs: int = 1) -> tuple[Version, onnx.ModelProto | None]:
-    """Optimize ``model`` with a peer and check its outputs; failures become the version's status."""
+             check_runs: int = 1, options: dict | None = None) -> tuple[Version, onnx.ModelProto | None]:
+    """Optimize ``model`` with a peer and check its outputs; failures become the version's status.
+    ``options`` are keyword arguments for the peer (``ort-transformers``: ``model_type``,
+    ``num_heads``, ``hidden_size``)."""
     if name not in _PEER_RUNNERS:
-        raise InputError(f"unknown peer {name!r} (choose from {', '.join(PEERS)})")
+        raise InputError(f"unknown peer {name!r} (choose from {', '.join(EXPORT_PEERS)})")
     if not peer_installed(name):
         return Version(name, status="not installed"), None
     t = time.perf_counter()
     try:
-        optimized = _PEER_RUNNERS[name](model, tmp)
+        optimized = _PEER_RUNNERS[name](model, tmp, **(options or {}))
     except Exception as exc:  # a peer's failure is a table cell, never our crash
         status = f"failed: {first_line(exc, 300, typed=True)}"
         return Version(name, status=status, seconds=time.perf_counter() - t), None
@@ -330,14 +347,19 @@ def measure_latencies(models: dict[str, onnx.ModelProto], runs: int, threads: in
 
 
 def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = BenchSettings(),
-                entry: zoo.ZooModel | None = None, progress: Callable[[str], None] | None = None) -> BenchResult:
-    """Optimize ``model`` with eqsat-dnn and the peers, measure them all; see the module doc."""
+                entry: zoo.ZooModel | None = None, progress: Callable[[str], None] | None = None,
+                peer_options: dict[str, dict] | None = None, family: str | None = None) -> BenchResult:
+    """Optimize ``model`` with eqsat-dnn and the peers, measure them all; see the module doc.
+    ``peer_options``: keyword arguments per peer (``ort-transformers``: its model type, heads
+    and hidden size). ``family``: the model's, for a model that is neither a zoo entry nor the
+    user's file (bad input then is a row's failure, not the command's)."""
     from eqsat_dnn.cost import get_cost_model
     from eqsat_dnn.pipeline import optimize
 
     say = progress or (lambda message: None)
     started = time.perf_counter()
-    result = BenchResult(model=name, family=entry.family if entry else "file", nodes_before=len(model.graph.node),
+    peer_options = peer_options or {}
+    result = BenchResult(model=name, family=family or (entry.family if entry else "file"), nodes_before=len(model.graph.node),
                          cost_model=settings.cost_model,
                          tensat_reduction=entry.tensat_speedup if entry else None,
                          tensat_seconds=entry.tensat_seconds if entry else None)
@@ -356,7 +378,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
             ours.status = result.error = f"check failed: {exc}"
             result.check_failed = True
         except InputError as exc:
-            if entry is None:  # the user's file: bad input stops the command
+            if entry is None and family is None:  # the user's file: bad input stops the command
                 raise
             ours.status = result.error = f"failed: {first_line(exc, 300, typed=True)}"
         except Exception as exc:  # an optimizer bug: reported in the row, the suite goes on
@@ -384,7 +406,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
 
         for peer in settings.peers:
             say(f"{name}: {peer}")
-            version, optimized_by_peer = run_peer(peer, model, tmp, settings.check_runs)
+            version, optimized_by_peer = run_peer(peer, model, tmp, settings.check_runs, peer_options.get(peer))
             result.versions[peer] = version
             if optimized_by_peer is not None and version.status == "ok":
                 versions[peer] = optimized_by_peer
@@ -449,8 +471,8 @@ def check_settings(settings: BenchSettings) -> None:
     if limits.iterations < 0:
         raise InputError(f"--iter-limit must be >= 0 (got {limits.iterations})")
     for peer in settings.peers:
-        if peer not in PEERS:
-            raise InputError(f"unknown peer {peer!r} (choose from {', '.join(PEERS)}, or none)")
+        if peer not in EXPORT_PEERS:
+            raise InputError(f"unknown peer {peer!r} (choose from {', '.join(EXPORT_PEERS)}, or none)")
     get_cost_model(settings.cost_model)
     if settings.gpu_profile and settings.gpu_profile not in GPU_PROFILES:
         raise InputError(f"unknown --gpu-profile {settings.gpu_profile!r} "
@@ -473,7 +495,7 @@ def run_bench(specs: Sequence[str], settings: BenchSettings = BenchSettings(),
     (and bad ones refused) before any work."""
     check_settings(settings)
     resolved = [resolve(spec) for spec in specs]
-    _warm_up(settings)
+    warm_up(settings)
     results = []
     for index, (name, entry, load) in enumerate(resolved, 1):
         prefix = f"[{index}/{len(resolved)}] "
@@ -486,7 +508,7 @@ def run_bench(specs: Sequence[str], settings: BenchSettings = BenchSettings(),
     return results
 
 
-def _warm_up(settings: BenchSettings) -> None:
+def warm_up(settings: BenchSettings) -> None:
     """Optimize a tiny model once, so that loading egglog, cvxpy, HiGHS and onnxruntime (about
     a second, once per process) is not charged to whichever model the suite times first."""
     from eqsat_dnn.cost import get_cost_model
@@ -508,7 +530,7 @@ def _warm_up(settings: BenchSettings) -> None:
 def summary(results: Sequence[BenchResult]) -> dict:
     """Geometric means of the measured speedups (over the models every version ran on), the
     models we slow down, and those where a peer beats us."""
-    names = [OURS] + [p for p in PEERS if any(p in r.versions for r in results)]
+    names = [OURS] + [p for p in EXPORT_PEERS if any(p in r.versions for r in results)]
     geomean = {}
     for name in names:
         values = [r.versions[name].speedup for r in results if name in r.versions
@@ -545,7 +567,6 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
 COLUMNS = ("model", "nodes", "e-graph", "sat s", "ext s", "total s (Tensat)", "extraction", "predicted",
            "orig ms", "noise", OURS, *PEERS, "GPU pred. (Tensat)")
 
-
 def table_rows(results: Sequence[BenchResult]) -> list[list[str]]:
     """The table, one list of cells per model (columns :data:`COLUMNS`)."""
     rows = []
@@ -572,17 +593,18 @@ def table_rows(results: Sequence[BenchResult]) -> list[list[str]]:
     return rows
 
 
-def rich_table(results: Sequence[BenchResult], title: str = "eqsat-dnn bench"):
-    """The table for the terminal."""
+def rich_table(results: Sequence[BenchResult], title: str = "eqsat-dnn bench",
+               columns: Sequence[str] = COLUMNS, rows: list[list[str]] | None = None):
+    """The table for the terminal (``columns`` and ``rows``: another suite's, default the zoo's)."""
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title)
-    for column in COLUMNS:
+    for column in columns:
         table.add_column(column, overflow="fold",
                          justify="left" if column in ("model", "extraction") else "right")
-    at = COLUMNS.index(OURS)
-    for r, row in zip(results, table_rows(results)):
+    at = list(columns).index(OURS)
+    for r, row in zip(results, table_rows(results) if rows is None else rows):
         cells = [escape(c) for c in row]
         ours = r.ours.speedup
         if r.error:
@@ -596,8 +618,10 @@ def rich_table(results: Sequence[BenchResult], title: str = "eqsat-dnn bench"):
     return table
 
 
-def markdown(results: Sequence[BenchResult], meta: dict) -> str:
-    """``bench.md``: how it was run, the table, and the summary."""
+def markdown(results: Sequence[BenchResult], meta: dict, columns: Sequence[str] = COLUMNS,
+             rows: list[list[str]] | None = None, legend: str | None = None, notes: Sequence[str] = ()) -> str:
+    """``bench.md``: how it was run, the table, and the summary (``columns``, ``rows``, the
+    ``legend`` of the suite's own columns and ``notes`` after the summary: another suite's)."""
     lines = [
         "# eqsat-dnn bench", "",
         f"{meta['date']}, {meta['machine']}; onnxruntime {meta['versions'].get('onnxruntime')} "
@@ -609,13 +633,15 @@ def markdown(results: Sequence[BenchResult], meta: dict) -> str:
         "A speedup is the median over rounds of the original's time over the version's in the same round; "
         "`noise` is the same figure for a second session of the very same model: the size of chance on this "
         "machine at that moment. `orig ms` is the original's median. `total s` is the optimizer's time "
-        "without the output check (the libraries were loaded by a warm-up beforehand), Tensat's in parentheses; `GPU pred.` is the cost reduction "
-        f"`(orig - opt) / orig` predicted under the `roofline:{meta.get('gpu_profile')}` profile when optimizing "
-        "for it, Tensat's published figure (GPU, 2024 re-run) in parentheses.", "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" for _ in COLUMNS) + "|",
+        "without the output check (the libraries were loaded by a warm-up beforehand)" + (legend or (
+            ", Tensat's in parentheses; `GPU pred.` is the cost reduction "
+            f"`(orig - opt) / orig` predicted under the `roofline:{meta.get('gpu_profile')}` profile when "
+            "optimizing for it, Tensat's published figure (GPU, 2024 re-run) in parentheses.")), "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
     ]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table_rows(results)]
+    rows = table_rows(results) if rows is None else rows
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     s = summary(results)
     lines += ["", "Geometric mean speedup: " + (", ".join(f"{k} {v:.3f}x" for k, v in s["geomean_speedup"].items())
                                                  or "-") + "."]
@@ -623,24 +649,28 @@ def markdown(results: Sequence[BenchResult], meta: dict) -> str:
     lines.append("A peer faster than eqsat-dnn: " + (", ".join(s["peer_faster"]) or "none") + ".")
     for failure in s["failures"] + s["gpu_failures"]:
         lines.append(f"**FAILED** {failure}")
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
-def csv_text(results: Sequence[BenchResult]) -> str:
-    """``bench.csv``: one flat row per model, every number unformatted."""
+def csv_text(results: Sequence[BenchResult], extra_fields: Sequence[str] = (),
+             names: Sequence[str] = (OURS, *PEERS)) -> str:
+    """``bench.csv``: one flat row per model, every number unformatted (``extra_fields`` of
+    :class:`BenchResult` and the versions ``names``: another suite's)."""
     fields = ["model", "family", "nodes_before", "nodes_after", "egraph_nodes", "egraph_classes", "saturate_s",
               "extract_s", "optimize_s", "check_s", "stop_reason", "extraction_status", "extraction_gap",
               "cost_model", "predicted_speedup", "error", "latency_ms", "gpu_profile", "gpu_predicted_reduction",
               "gpu_optimize_s", "gpu_error", "tensat_reduction", "tensat_seconds", "runs", "noise", "load_average",
-              "bench_s"]
+              "bench_s", *extra_fields]
     version_fields = ["status", "nodes", "seconds", "latency_ms", "speedup"]
-    header = fields + [f"{v}.{f}" for v in (OURS, *PEERS) for f in version_fields]
+    header = fields + [f"{v}.{f}" for v in names for f in version_fields]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     for r in results:
         row = [getattr(r, f) for f in fields]
-        for name in (OURS, *PEERS):
+        for name in names:
             version = r.versions.get(name)
             row += [getattr(version, f) if version else None for f in version_fields]
         writer.writerow(["" if v is None else v for v in row])
@@ -654,7 +684,7 @@ def plot(results: Sequence[BenchResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [OURS] + [p for p in PEERS if any(p in r.versions for r in results)]
+    names = [OURS] + [p for p in EXPORT_PEERS if any(p in r.versions for r in results)]
     fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(results) + 4), 4.5))
     width = 0.8 / len(names)
     xs = np.arange(len(results))
@@ -708,14 +738,15 @@ def metadata(settings: BenchSettings, load_start: float, load_end: float, wall_s
     }
 
 
-def write_results(results: Sequence[BenchResult], out_dir: str | Path, meta: dict) -> list[Path]:
+def write_results(results: Sequence[BenchResult], out_dir: str | Path, meta: dict,
+                  md: str | None = None, csv_data: str | None = None, summary_data: dict | None = None) -> list[Path]:
     """Write ``bench.md``, ``bench.csv``, ``bench.json`` and ``bench.png`` into ``out_dir``, each
-    atomically; returns their paths."""
+    atomically; returns their paths. ``md``, ``csv_data``, ``summary_data``: another suite's."""
     out = ensure_out_dir(out_dir)
-    payload = {"meta": meta, "summary": summary(results), "results": [asdict(r) for r in results]}
+    payload = {"meta": meta, "summary": summary_data or summary(results), "results": [asdict(r) for r in results]}
     files = {
-        "bench.md": markdown(results, meta).encode(),
-        "bench.csv": csv_text(results).encode(),
+        "bench.md": (markdown(results, meta) if md is None else md).encode(),
+        "bench.csv": (csv_text(results) if csv_data is None else csv_data).encode(),
         "bench.json": (json.dumps(payload, indent=2) + "\n").encode(),
     }
     written = []

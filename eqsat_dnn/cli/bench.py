@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 from eqsat_dnn.cli import COUNT, NON_NEGATIVE, SECONDS
 from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
@@ -15,7 +16,13 @@ from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
 def add_parser(commands) -> None:
     bench = commands.add_parser("bench", help="measure optimized models against the originals and the peers")
     bench.add_argument("models", nargs="*", metavar="MODEL",
-                       help="zoo names or .onnx files (default: the whole zoo suite)")
+                       help="zoo names (--suite exports: export names) or .onnx files (default: the whole suite)")
+    bench.add_argument("--suite", choices=["zoo", "exports"], default="zoo",
+                       help="zoo (default): Tensat's models and blocks; exports: torch dynamo exports of "
+                            "transformers models (bert gpt2 vit llama qwen2), with the GEMM-share limit")
+    bench.add_argument("--cache", metavar="DIR", help="where --suite exports keeps its exports (default OUT/exports)")
+    bench.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
+                       help="--suite exports: size override for every named export having KEY, e.g. --set layers=4")
     bench.add_argument("--out", default="bench/results", metavar="DIR",
                        help="where bench.md, .csv, .json and .png go (default bench/results)")
     bench.add_argument("--runs", type=int, default=20, metavar="N",
@@ -23,11 +30,13 @@ def add_parser(commands) -> None:
     bench.add_argument("--min-seconds", type=NON_NEGATIVE, default=5.0, metavar="S",
                        help="keep timing a model (up to 10x --runs) until S seconds passed (default 5)")
     bench.add_argument("--peers", nargs="*", default=None, metavar="PEER",
-                       help="onnxsim onnxoptimizer onnxscript ort-offline (default: all; none: no peer)")
+                       help="onnxsim onnxoptimizer onnxscript ort-offline, and with --suite exports "
+                            "ort-transformers onnxslim (default: all; none: no peer)")
     bench.add_argument("--cost-model", default="roofline:cpu-nominal", metavar="NAME",
                        help="cost model to optimize under (default roofline:cpu-nominal)")
-    bench.add_argument("--gpu-profile", default="t4", metavar="NAME",
-                       help="roofline profile for the predicted GPU speedup: t4 (default), v100, a100, h100, none")
+    bench.add_argument("--gpu-profile", default=None, metavar="NAME",
+                       help="roofline profile for the predicted GPU speedup: t4 (the zoo's default), v100, a100, "
+                            "h100, none (the exports' default)")
     bench.add_argument("--threads", type=int, default=1, metavar="N",
                        help="onnxruntime intra-op threads when timing (default 1; 0: one per core)")
     bench.add_argument("--iter-limit", type=COUNT, default=8, help="saturation iterations (default 8)")
@@ -45,21 +54,30 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from eqsat_dnn import bench
+    from eqsat_dnn import bench_exports as suite  # --suite exports: same flow, its own models and table
     from eqsat_dnn.eqsat.saturate import Limits
+    from eqsat_dnn.errors import InputError
     from eqsat_dnn.models.zoo import SUITE
 
-    peers = bench.PEERS if args.peers is None else tuple(p for p in args.peers if p != "none")
-    gpu = None if args.gpu_profile.strip().lower() == "none" else args.gpu_profile.strip().lower()
+    exports = args.suite == "exports"
+    if args.overrides and not exports:
+        raise InputError("--set is for --suite exports (zoo sizes: eqsat-dnn zoo NAME --set ...)")
+    peers = (suite.PEERS if exports else bench.PEERS) if args.peers is None else tuple(
+        p for p in args.peers if p != "none")
+    gpu = args.gpu_profile or ("none" if exports else "t4")
+    gpu = None if gpu.strip().lower() == "none" else gpu.strip().lower()
+    specs = args.models or list(suite.SUITE if exports else SUITE)
     settings = bench.BenchSettings(
         runs=args.runs, min_seconds=args.min_seconds, threads=args.threads, peers=peers,
         cost_model=args.cost_model, gpu_profile=gpu,
         limits=Limits(iterations=args.iter_limit, seconds=args.time_limit),
         extractor=args.extractor, extract_time_limit=args.extract_time_limit)
-    specs = args.models or list(SUITE)
+    options = suite.ExportOptions(cache_dir=Path(args.cache) if args.cache else Path(args.out) / "exports",
+                                  sizes=suite.overrides(specs, args.overrides or []) if exports else {})
     bench.check_settings(settings)  # bad options and models fail now, not after the first model
     bench.require_matplotlib()  # and a missing plotting library, not after the whole run
     for spec in specs:
-        bench.resolve(spec)
+        suite.resolve(spec, options) if exports else bench.resolve(spec)
     bench.ensure_out_dir(args.out)
     err = Console(stderr=True)
     status = err.status("bench", spinner="dots") if err.is_terminal else nullcontext()
@@ -71,13 +89,18 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(message, file=sys.stderr, flush=True)
 
-        results = bench.run_bench(specs, settings, progress)
-    meta = bench.metadata(settings, load_start, os.getloadavg()[0], time.perf_counter() - started)
-    written = bench.write_results(results, args.out, meta)
+        results = suite.run(specs, settings, options, progress) if exports else bench.run_bench(
+            specs, settings, progress)
+    if exports:
+        meta = suite.metadata(settings, options, load_start, os.getloadavg()[0], time.perf_counter() - started)
+        written = suite.write_results(results, args.out, meta)
+    else:
+        meta = bench.metadata(settings, load_start, os.getloadavg()[0], time.perf_counter() - started)
+        written = bench.write_results(results, args.out, meta)
     out = Console()
     if not out.is_terminal:  # a log file gets the whole table, not 80 columns of it
         out = Console(width=220)
-    out.print(bench.rich_table(results))
+    out.print(suite.rich_table(results) if exports else bench.rich_table(results))
     summary = bench.summary(results)
     for name, value in summary["geomean_speedup"].items():
         print(f"geometric mean speedup, {name}: {value:.3f}x")
