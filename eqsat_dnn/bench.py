@@ -297,7 +297,8 @@ class Latencies:
 
 
 def measure_latencies(models: dict[str, onnx.ModelProto], runs: int, threads: int = 1, warmup: int = 2,
-                      tmp: Path | None = None, min_seconds: float = 0.0) -> Latencies:
+                      tmp: Path | None = None, min_seconds: float = 0.0,
+                      feeds: dict[str, np.ndarray] | None = None) -> Latencies:
     """Median latency per model: all models get the same seeded inputs, and their runs are
     interleaved, the order rotating every round, so that a change in the machine's load hits
     them all alike. At least ``runs`` rounds, more (up to ``10 * runs``) until ``min_seconds``.
@@ -306,10 +307,12 @@ def measure_latencies(models: dict[str, onnx.ModelProto], runs: int, threads: in
     order, so that every model is created first once: on this machine a session created
     after others runs up to 8% faster than the same model's first session (NasRNN: the
     placebo measured 0.93x created first and 1.07x created second), and a fixed order would
-    hand that to whichever version comes later."""
+    hand that to whichever version comes later. ``feeds`` default to seeded random inputs of
+    the first model."""
     with tempfile.TemporaryDirectory() as scratch:
         tmp = tmp or Path(scratch)
-        feeds = random_inputs(next(iter(models.values())), seed=0)
+        if feeds is None:
+            feeds = random_inputs(next(iter(models.values())), seed=0)
         failures: dict[str, str] = {}
         names = list(models)
         samples: dict[str, list[float]] = {k: [] for k in names}

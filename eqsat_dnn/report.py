@@ -8,8 +8,9 @@ from rich.table import Table
 from eqsat_dnn.pipeline import OptimizeReport
 
 
-def optimize_table(report: OptimizeReport, source: str = "", target: str = "") -> Group:
-    """Ops by type before and after, totals, estimated cost and time per stage."""
+def optimize_table(report: OptimizeReport, source: str = "", target: str = "", measured: dict | None = None) -> Group:
+    """Ops by type before and after, totals, estimated cost and time per stage; with ``measured``
+    (:func:`eqsat_dnn.speedup.measure_speedup`'s dict) the times measured in onnxruntime too."""
     ops = Table(title=f"{source} -> {target}" if source else None)
     ops.add_column("op")
     ops.add_column("before", justify="right")
@@ -24,6 +25,12 @@ def optimize_table(report: OptimizeReport, source: str = "", target: str = "") -
     speedup = report.cost_before / report.cost_after if report.cost_after > 0 else float("inf")
     ops.add_row(f"est. cost ({report.cost_model})", f"{report.cost_before * 1e3:.3f} ms",
                 f"{report.cost_after * 1e3:.3f} ms ({speedup:.2f}x)")
+    if measured and "error" in measured:
+        ops.add_row("measured (onnxruntime)", "-", measured["error"])
+    elif measured:
+        ops.add_row(f"measured (onnxruntime, {measured['threads']} thread(s), {measured['runs']} runs)",
+                    f"{measured['original_ms']:.3f} ms",
+                    f"{measured['optimized_ms']:.3f} ms ({measured['speedup']:.3f}x; placebo {measured['placebo']:.3f}x)")
 
     stages = Table(title="stages")
     for column in ("stage", "seconds", "details"):

@@ -38,6 +38,12 @@ def add_parser(commands) -> None:
                      help="fix an input's shape (repeatable)")
     opt.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     opt.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    opt.add_argument("--measure", action="store_true",
+                     help="also time the input and the output in onnxruntime (interleaved, with a placebo)")
+    opt.add_argument("--measure-threads", type=COUNT, default=1, metavar="N",
+                     help="onnxruntime threads for --measure (default 1; 0: one per core)")
+    opt.add_argument("--measure-runs", type=COUNT, default=20, metavar="N",
+                     help="least timed rounds for --measure (default 20)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,11 +80,16 @@ def run(args: argparse.Namespace) -> int:
             on_iteration=progress,
         )
     save_model(model, args.output, source=args.input)
+    measured = None
+    if args.measure:  # the logic lives outside the CLI: eqsat_dnn/speedup.py
+        from eqsat_dnn.speedup import measure_or_error
+
+        measured = measure_or_error(args.input, model, max(1, args.measure_runs), args.measure_threads)
     if not (args.quiet or args.json):  # --json carries them in its "warnings"
         for warning in report.warnings:
             print(f"eqsat-dnn: warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps(report.to_dict(), sort_keys=True))
+        print(json.dumps({**report.to_dict(), **({"measured": measured} if args.measure else {})}, sort_keys=True))
     elif not args.quiet:
-        Console().print(optimize_table(report, args.input, args.output))
+        Console().print(optimize_table(report, args.input, args.output, measured))
     return 0
