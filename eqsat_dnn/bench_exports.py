@@ -38,7 +38,7 @@ PEERS = EXPORT_PEERS
 class ExportOptions:
     """What the exports suite needs beyond :class:`~eqsat_dnn.bench.BenchSettings`."""
 
-    cache_dir: Path = bench.DEFAULT_OUT / "exports"
+    cache_dir: Path = bench.DEFAULT_OUT / "exports" / "cache"
     """Where the exports are kept (one file per config and versions)."""
     sizes: dict[str, dict] = field(default_factory=dict)
     """Size overrides per export name (keys of :attr:`eqsat_dnn.models.hf.HFExport.sizes`)."""

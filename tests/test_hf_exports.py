@@ -186,3 +186,22 @@ def test_measure_failure_is_reported_not_raised():
     broken.graph.node[0].op_type = "NoSuchOp"
     measured = measure_or_error(zoo.build("gpt2_layer", seq=8, hidden=32, heads=2), broken, runs=1)
     assert measured["error"].startswith("not measured: ")
+
+
+def test_exports_suite_writes_beside_the_zoo_by_default(tmp_path, monkeypatch):
+    """Without --out the suite writes to bench/results/exports (the zoo's bench.md is not
+    overwritten) and caches under bench/results/exports/cache."""
+    seen = {}
+
+    def fake_run(specs, settings, options, progress=None, on_result=None):
+        seen.update(specs=list(specs), cache=options.cache_dir, peers=settings.peers, gpu=settings.gpu_profile)
+        return []
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench_exports, "run", fake_run)
+    assert main(["bench", "--suite", "exports", "--runs", "1"]) == 0
+    assert seen == {"specs": list(hf.SUITE), "cache": tmp_path.joinpath("bench/results/exports/cache").relative_to(
+        tmp_path), "peers": bench.EXPORT_PEERS, "gpu": None}
+    assert (tmp_path / "bench/results/exports/bench.md").is_file()
+    assert not (tmp_path / "bench/results/bench.md").exists()
+    assert main(["bench", "--set", "layers=1"]) == 2  # --set is the exports suite's

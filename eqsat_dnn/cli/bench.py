@@ -20,11 +20,12 @@ def add_parser(commands) -> None:
     bench.add_argument("--suite", choices=["zoo", "exports"], default="zoo",
                        help="zoo (default): Tensat's models and blocks; exports: torch dynamo exports of "
                             "transformers models (bert gpt2 vit llama qwen2), with the GEMM-share limit")
-    bench.add_argument("--cache", metavar="DIR", help="where --suite exports keeps its exports (default OUT/exports)")
+    bench.add_argument("--cache", metavar="DIR", help="where --suite exports keeps its exports (default OUT/cache)")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
                        help="--suite exports: size override for every named export having KEY, e.g. --set layers=4")
-    bench.add_argument("--out", default="bench/results", metavar="DIR",
-                       help="where bench.md, .csv, .json and .png go (default bench/results)")
+    bench.add_argument("--out", default=None, metavar="DIR",
+                       help="where bench.md, .csv, .json and .png go (default bench/results; "
+                            "--suite exports: bench/results/exports)")
     bench.add_argument("--runs", type=int, default=20, metavar="N",
                        help="least timed runs per model version, median reported (default 20)")
     bench.add_argument("--min-seconds", type=NON_NEGATIVE, default=5.0, metavar="S",
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from eqsat_dnn.models.zoo import SUITE
 
     exports = args.suite == "exports"
+    if args.out is None:  # the two suites' results side by side, neither overwriting the other's
+        args.out = str(bench.DEFAULT_OUT / "exports") if exports else str(bench.DEFAULT_OUT)
     if args.overrides and not exports:
         raise InputError("--set is for --suite exports (zoo sizes: eqsat-dnn zoo NAME --set ...)")
     peers = (suite.PEERS if exports else bench.PEERS) if args.peers is None else tuple(
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         cost_model=args.cost_model, gpu_profile=gpu,
         limits=Limits(iterations=args.iter_limit, seconds=args.time_limit),
         extractor=args.extractor, extract_time_limit=args.extract_time_limit)
-    options = suite.ExportOptions(cache_dir=Path(args.cache) if args.cache else Path(args.out) / "exports",
+    options = suite.ExportOptions(cache_dir=Path(args.cache) if args.cache else Path(args.out) / "cache",
                                   sizes=suite.overrides(specs, args.overrides or []) if exports else {})
     bench.check_settings(settings)  # bad options and models fail now, not after the first model
     bench.require_matplotlib()  # and a missing plotting library, not after the whole run
