@@ -467,7 +467,9 @@ def test_interrupt_in_any_stage_writes_nothing(tmp_path, capfd, model_file, monk
 def test_interrupt_while_writing_leaves_no_partial_file(tmp_path, capfd, model_file, monkeypatch):
     """The output goes to a temporary file that is renamed when complete: a write cut
     short (here half-written, then interrupted) leaves neither file behind."""
-    real_save = onnx.save_model
+    from eqsat_dnn.io import onnx_out
+
+    real_save = onnx_out.write_model
 
     def save_half_then_interrupt(model, path, *args, **kwargs):
         real_save(model, path, *args, **kwargs)
@@ -475,7 +477,7 @@ def test_interrupt_while_writing_leaves_no_partial_file(tmp_path, capfd, model_f
         Path(path).write_bytes(data[: len(data) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("eqsat_dnn.io.onnx_out.onnx.save_model", save_half_then_interrupt)
+    monkeypatch.setattr(onnx_out, "write_model", save_half_then_interrupt)
     out = tmp_path / "out.onnx"
     code, _, err = _run(capfd, "optimize", str(model_file), str(out), "--extractor", "greedy")
     assert code == 130, err

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
-from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+from onnx.external_data_helper import uses_external_data
 
 from eqsat_dnn.errors import InputError, first_line
 from eqsat_dnn.io.files import check_input_file
 from eqsat_dnn.ir.graph import Dim, Graph, Node, TensorType
 from eqsat_dnn.ir.language import ALIASES, OPS, Attr, OpSpec
-from eqsat_dnn.io.protos import light_copy, shapes_only, without_initializers
+from eqsat_dnn.io.external import all_tensors as _all_tensors, reference_external_data
+from eqsat_dnn.io.protos import light_copy, shapes_only, tensor_view, without_initializers
 
 MIN_OPSET = 13
 """Older models are brought up to this opset with onnx's version converter."""
@@ -91,24 +92,6 @@ def input_files(path: str | Path) -> set[Path]:
     return owned
 
 
-def _all_tensors(graph: onnx.GraphProto):
-    """Every TensorProto stored in ``graph`` and its subgraphs."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("sparse_tensor"):
-                yield attr.sparse_tensor.values
-                yield attr.sparse_tensor.indices
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _all_tensors(sub)
-
-
 def load_model(
     source: str | Path | onnx.ModelProto,
     input_shapes: dict[str, list[int]] | None = None,
@@ -156,8 +139,9 @@ def load_model(
             if os.path.exists(base_dir / location):  # a missing one is said below
                 check_input_file(base_dir / location, what="(external data)")
         try:
-            load_external_data_for_model(model, str(base_dir))
-        except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing file is a ValidationError
+            # weights stay in their files: references, read (memory-mapped) only where needed
+            reference_external_data(model, base_dir)
+        except (OSError, ValueError) as exc:
             raise InputError(f"cannot read external data: {first_line(exc, 300)}") from None
     return _Importer(model, vocabulary).run()
 
@@ -413,7 +397,7 @@ class _Importer:
         tensor = self.weights.get(name)
         if tensor is None or tensor.data_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
             return None
-        return [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+        return [int(v) for v in tensor_view(tensor).reshape(-1)]
 
     def _rank(self, name: str) -> int | None:
         t = self.types.get(name)
@@ -547,7 +531,7 @@ def _normalise_pad(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: di
         return None  # negative pads crop, and an axes input pads some axes only: both stay opaque
     if len(proto.input) > 2 and proto.input[2]:
         value = imp.weights.get(proto.input[2])
-        if value is None or np.any(numpy_helper.to_array(value) != 0):
+        if value is None or np.any(tensor_view(value) != 0):
             return None  # only the default zero fill is in the vocabulary
     return attrs
 

@@ -19,7 +19,8 @@ from onnx import helper, numpy_helper
 from eqsat_dnn.errors import OutputError
 from eqsat_dnn.ir.graph import Graph, Node
 from eqsat_dnn.ir.language import OPAQUE, OPS
-from eqsat_dnn.io.files import check_input_file, check_output_path, create_new_file, write_atomic
+from eqsat_dnn.io.external import SPILL_BYTES, is_reference, spill, write_model
+from eqsat_dnn.io.files import check_input_file, check_output_path, write_atomic
 from eqsat_dnn.io.onnx_in import input_files
 from eqsat_dnn.io.protos import light_copy, tensor_view, weight_bytes, without_initializers
 from eqsat_dnn.runtime.sessions import create_session
@@ -148,11 +149,33 @@ def fold_weight_expressions(graph: Graph, values: bool = True) -> Graph:
             weights[name] = onnx.TensorProto(name=name, data_type=t.dtype, dims=list(t.shape),
                                              data_location=onnx.TensorProto.EXTERNAL)
         return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
-    arrays = _evaluate(graph, foldable, wanted)
-    if arrays is None:
-        return graph  # the runtime cannot evaluate it: keep the nodes, still correct
-    for name, array in zip(wanted, arrays):
-        weights[name] = numpy_helper.from_array(np.asarray(array), name)
+    referenced = any(is_reference(w) for w in graph.weights.values())
+    if not referenced:
+        arrays = _evaluate(graph, foldable, wanted)
+        if arrays is None:
+            return graph  # the runtime cannot evaluate it: keep the nodes, still correct
+        for name, array in zip(wanted, arrays):
+            weights[name] = numpy_helper.from_array(np.asarray(array), name)
+        return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
+    # a model whose weights stay in files: one folded weight at a time, from the nodes it needs
+    # (its inputs memory-mapped), and a large one written to scratch at once
+    producers = {o: n for n in foldable for o in n.outputs if o}
+    for name in wanted:
+        stack, seen = [name], set()
+        while stack:
+            node = producers.get(stack.pop())
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.extend(i for i in node.inputs if i)
+        order = [n for n in foldable if id(n) in seen]
+        arrays = _evaluate(graph, order, [name])
+        if arrays is None:
+            return graph
+        array = np.asarray(arrays[0])
+        del arrays
+        weights[name] = spill(array, name) if array.nbytes >= SPILL_BYTES else numpy_helper.from_array(array, name)
+        del array
     return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
 
 
@@ -170,7 +193,7 @@ def _evaluate(graph: Graph, nodes: list[Node], wanted: list[str]) -> list[np.nda
     model.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in wanted)
     try:
         # a failure here only keeps the nodes: onnxruntime must not log a line of its own on stderr
-        session = create_session(model, optimize=False, log_severity=4)
+        session = create_session(model, optimize=False, log_severity=4, lean=True)
         return session.run(wanted, feeds)
     except Exception:
         return None
@@ -194,19 +217,13 @@ def save_model(model: onnx.ModelProto, path: str | Path, source: str | Path | No
     data_name = path.name + ".data"
 
     def write(tmp: Path) -> None:
-        if weight_bytes(model) > EXTERNAL_DATA_THRESHOLD:
-            create_new_file(tmp.with_name(tmp.name + ".data"))  # onnx would create it 0600; it appends
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=tmp.name + ".data", size_threshold=1024)
-            # the model must refer to the final data file name
-            saved = onnx.load(tmp, load_external_data=False)
-            for tensor in saved.graph.initializer:
-                for entry in tensor.external_data:
-                    if entry.key == "location":
-                        entry.value = data_name
-            onnx.save_model(saved, tmp)
-        else:
-            onnx.save_model(model, tmp)
+        # weights over the threshold, or read from external data, go to external data again;
+        # written by eqsat_dnn.io.external, which neither changes ``model`` nor copies it whole
+        external = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        try:
+            write_model(model, tmp, tmp.with_name(tmp.name + ".data") if external else None, data_name)
+        except ValueError as exc:
+            raise OutputError(f"{path}: cannot write the model: {exc}") from None
 
     write_atomic(path, write, companions=[".data"])
 

@@ -14,32 +14,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from eqsat_dnn.io.external import is_reference, tensor_view as _mapped, without_initializers
+
 SMALL_TENSOR_BYTES = 4096
 """Initializers up to this size stay in light copies (shape inference reads small int tensors)."""
-
-
-def without_initializers(model: onnx.ModelProto, skip_node=None) -> onnx.ModelProto:
-    """A copy of ``model`` with no initializers, made without copying any weight (nor the
-    nodes ``skip_node`` says to leave out)."""
-    copy = onnx.ModelProto()
-    for field, value in model.ListFields():
-        if field.name != "graph":
-            _copy_field(copy, field.name, value)
-    for field, value in model.graph.ListFields():
-        if field.name == "node" and skip_node is not None:
-            copy.graph.node.extend(n for n in value if not skip_node(n))
-        elif field.name != "initializer":
-            _copy_field(copy.graph, field.name, value)
-    return copy
-
-
-def _copy_field(target, name: str, value) -> None:
-    if isinstance(value, (int, float, str, bytes)):
-        setattr(target, name, value)
-    elif hasattr(value, "CopyFrom"):
-        getattr(target, name).CopyFrom(value)
-    else:
-        getattr(target, name).extend(value)
 
 
 def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -139,8 +117,11 @@ _NOT_PLAIN = {onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16, onnx.TensorPro
 
 
 def tensor_view(tensor: onnx.TensorProto) -> np.ndarray:
-    """A weight's values: a read-only view of its raw bytes where it has them (no copy), else
+    """A weight's values: a read-only view of its raw bytes where it has them (no copy), a
+    read-only memory map where they are in a file (:mod:`eqsat_dnn.io.external`), else
     ``numpy_helper.to_array``."""
+    if is_reference(tensor):  # data in a file: a memory map of this tensor alone
+        return _mapped(tensor)
     if (tensor.data_location != onnx.TensorProto.EXTERNAL and tensor.HasField("raw_data")
             and sys.byteorder == "little" and tensor.data_type not in _NOT_PLAIN):
         dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)

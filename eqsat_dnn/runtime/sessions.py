@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
+from eqsat_dnn.io.external import write_model
 from eqsat_dnn.io.protos import weight_bytes
 
 PROTOBUF_LIMIT = 1_800_000_000
@@ -64,14 +65,22 @@ def session_options(*, optimize: bool, threads: int | None = None, log_severity:
 
 def create_session(model: onnx.ModelProto | bytes | str | Path, *, optimize: bool, threads: int | None = None,
                    log_severity: int = 3, optimized_path: str | Path | None = None, profiling: bool = False,
-                   disabled_optimizers: Sequence[str] = (), scratch: str | Path | None = None) -> Any:
+                   disabled_optimizers: Sequence[str] = (), scratch: str | Path | None = None,
+                   lean: bool = False) -> Any:
     """An onnxruntime ``InferenceSession`` on the CPU provider (see the module docstring);
     ``scratch``: the folder in which a model near protobuf's limit is written (in a temporary
-    folder, removed once the session holds it; default: the system's)."""
+    folder, removed once the session holds it; default: the system's). ``lean``: memory before
+    speed, for sessions that run a model a few times (the check, folding): no repacked copy of
+    every MatMul weight (so onnxruntime reads the weights from its memory map of the external
+    data file), no arena or memory pattern keeping the largest intermediates of every run."""
     import onnxruntime as ort
 
     options = session_options(optimize=optimize, threads=threads, log_severity=log_severity,
                               optimized_path=optimized_path, profiling=profiling)
+    if lean:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
     extra = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
     if isinstance(model, Path):
         model = str(model)
@@ -81,7 +90,8 @@ def create_session(model: onnx.ModelProto | bytes | str | Path, *, optimize: boo
         return ort.InferenceSession(model.SerializeToString(), options, providers=list(PROVIDERS), **extra)
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         path = Path(tmp) / "model.onnx"
-        onnx.save_model(model, str(path), save_as_external_data=True, location="model.data")
+        # not onnx.save_model, which would convert the caller's model to external data in place
+        write_model(model, path, Path(tmp) / "model.data", "model.data")
         return ort.InferenceSession(str(path), options, providers=list(PROVIDERS), **extra)
 
 
