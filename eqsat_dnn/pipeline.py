@@ -180,7 +180,7 @@ def optimize(
     """
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    graph = load_model(model, input_shapes)
+    graph = load_model(model, input_shapes, lazy=True)  # weights stay in their files
     graph.lint()
     cost_model = cost_model or RooflineCostModel()
     if rules is None:

@@ -109,9 +109,11 @@ def test_a_model_with_external_data_goes_through_the_command_line(tmp_path, monk
 
 def test_weights_stay_in_their_files(tmp_path):
     source = llama(tmp_path / "in.onnx", seed=0, **SMALL)
-    graph = load_model(source)
+    graph = load_model(source, lazy=True)
     big = [t for t in graph.weights.values() if len(t.dims) >= 2]
     assert big and all(is_reference(t) and not t.HasField("raw_data") for t in big)
+    eager = load_model(source)  # what other callers (the partitioner) get: the weights read
+    assert all(not is_reference(t) and t.HasField("raw_data") for t in eager.weights.values() if len(t.dims) >= 2)
     optimized, _ = optimize(str(source), extractor="greedy", check=1)
     assert all(is_reference(t) for t in optimized.graph.initializer if len(t.dims) >= 2)
 
@@ -126,6 +128,28 @@ def test_folded_weights_are_written_to_scratch_and_saved(tmp_path):
     feeds = {"x": np.random.default_rng(1).standard_normal((4, 512)).astype(np.float32)}
     expected, got = _run_both(source, tmp_path / "out.onnx", feeds)
     np.testing.assert_allclose(got[0], expected[0], rtol=1e-3, atol=1e-4)
+
+
+def test_a_large_model_with_inline_weights_is_read_without_them(tmp_path, monkeypatch):
+    """A model file over READ_WHOLE_BYTES is walked in protobuf's wire format: its inline weights
+    stay in it as references, and the output keeps them inline (no data file), equal."""
+    from eqsat_dnn.io import external
+
+    monkeypatch.setattr(external, "READ_WHOLE_BYTES", 0)
+    monkeypatch.setattr(external, "INLINE_REFERENCE_BYTES", 1024)
+    source = tmp_path / "in.onnx"
+    onnx.save_model(onnx.load(str(llama(tmp_path / "gen.onnx", seed=0, **SMALL))), str(source))
+    model = external.read_model_file(source)
+    referenced = [t for t in model.graph.initializer if is_reference(t)]
+    assert referenced and model.ByteSize() < source.stat().st_size // 2
+    whole = onnx.load(str(source))
+    for tensor in referenced:
+        original = next(t for t in whole.graph.initializer if t.name == tensor.name)
+        np.testing.assert_array_equal(numpy_helper.to_array(original), external.tensor_view(tensor))
+    assert main(["optimize", str(source), str(tmp_path / "out.onnx"), "--quiet", "--extractor", "greedy"]) == 0
+    assert not (tmp_path / "out.onnx.data").exists()
+    expected, got = _run_both(source, tmp_path / "out.onnx", _ids())
+    np.testing.assert_array_equal(got[0], expected[0])
 
 
 def test_a_weight_without_data_is_refused_in_one_line(tmp_path):
@@ -148,8 +172,11 @@ def test_data_past_the_end_of_its_file_is_an_input_error(tmp_path, capfd):
 # -- 2./4. peak memory ----------------------------------------------------------------------------
 
 _CHILD = textwrap.dedent("""
-    import json, re, sys
+    import json, os, re, sys
     from eqsat_dnn.cli import main
+    from eqsat_dnn.io import external
+
+    external.READ_WHOLE_BYTES = int(os.environ.get("READ_WHOLE_BYTES", external.READ_WHOLE_BYTES))
 
     def status(key):
         return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
@@ -165,16 +192,19 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def _peak(tmp_path: Path, model: Path, *options: str) -> tuple[int, int]:
+def _peak(tmp_path: Path, model: Path, *options: str, read_whole: int | None = None) -> tuple[int, int]:
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("no /proc/self/clear_refs to reset the peak with")
     warm = llama(tmp_path / "warm.onnx", seed=0, layers=1, hidden=16, intermediate=32, heads=2, vocab=32, batch=1,
                  seq=4)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if read_whole is not None:
+        env["READ_WHOLE_BYTES"] = str(read_whole)
     done = subprocess.run([sys.executable, "-c", _CHILD, str(warm), str(model), str(tmp_path / "out.onnx"), *options],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{model.name}: {(figures['peak'] - figures['base']) / (1 << 20):.0f} MiB over the warm process")
     return figures["base"], figures["peak"]
 
 
@@ -191,4 +221,14 @@ def test_peak_memory_with_folding_is_within_twice_the_weights(tmp_path):
     source = _folding_model(tmp_path, n=1024, layers=16)  # 64 MiB of weights, folded one tensor at a time
     weights = (tmp_path / "fold.onnx.data").stat().st_size
     base, peak = _peak(tmp_path, source, "--extractor", "greedy")
+    assert peak - base <= 2 * weights, f"peak {(peak - base) / weights:.2f}x the weights"
+
+
+def test_peak_memory_of_a_model_with_inline_weights_is_within_twice_its_weights(tmp_path):
+    generated = llama(tmp_path / "gen.onnx", seed=0, layers=2, hidden=512, intermediate=1024, heads=8, vocab=8000,
+                      batch=1, seq=16)
+    source = tmp_path / "in.onnx"
+    onnx.save_model(onnx.load(str(generated)), str(source))  # one file, weights inline
+    weights = source.stat().st_size
+    base, peak = _peak(tmp_path, source, "--extractor", "greedy", read_whole=0)
     assert peak - base <= 2 * weights, f"peak {(peak - base) / weights:.2f}x the weights"

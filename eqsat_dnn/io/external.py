@@ -122,6 +122,14 @@ def reference_external_data(model: onnx.ModelProto, base_dir: str | Path, tensor
     return total
 
 
+def read_references(model: onnx.ModelProto) -> None:
+    """Read every referenced tensor of ``model`` into its proto, one at a time (the model then
+    holds its weights, as ``onnx.load`` gives them)."""
+    for tensor in all_tensors(model.graph):
+        if is_reference(tensor):
+            tensor.CopyFrom(_inline(tensor))
+
+
 def tensor_view(tensor: onnx.TensorProto) -> np.ndarray:
     """A read-only memory map of a referenced tensor's data (no copy; pages are read when touched)."""
     path, offset, length = reference_location(tensor)
@@ -189,6 +197,110 @@ def all_tensors(graph: onnx.GraphProto):
                 yield from all_tensors(sub)
 
 
+# -- reading a model file without its inline weights --------------------------------------------
+
+INLINE_KEY = "eqsat_dnn.inline"
+"""Marks a reference that does not make the output use external data: an inline weight left in
+its model file, a folded weight in scratch."""
+
+READ_WHOLE_BYTES = 64 << 20
+"""Model files up to this size are parsed whole; larger ones by :func:`read_model_file`."""
+
+INLINE_REFERENCE_BYTES = 1 << 16
+"""Inline ``raw_data`` of this size or more in a large model file stays in the file, referenced."""
+
+
+def read_model_file(path: str | Path) -> onnx.ModelProto:
+    """Parse the ONNX file ``path`` as ``onnx.load(path, load_external_data=False)`` would, except
+    that in a file over :data:`READ_WHOLE_BYTES` every initializer's inline ``raw_data`` of
+    :data:`INLINE_REFERENCE_BYTES` or more is left in the file: the tensor becomes a reference to
+    its bytes there (:data:`INLINE_KEY`). The file is memory-mapped and walked in protobuf's wire
+    format; only the rest of the model is copied and parsed."""
+    import mmap
+
+    path = Path(path)
+    if os.path.getsize(path) <= READ_WHOLE_BYTES:
+        return onnx.load(str(path), load_external_data=False)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+        stripped, found = _strip_model(buffer)
+    model = onnx.ModelProto()
+    model.ParseFromString(bytes(stripped))
+    base = str(Path(os.path.abspath(path)).parent)
+    for index, (offset, length) in found.items():
+        tensor = model.graph.initializer[index]
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", path.name), ("offset", str(offset)), ("length", str(length)),
+                           (BASE_DIR_KEY, base), (INLINE_KEY, "1")):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    return model
+
+
+def _read_varint(buffer, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buffer[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("not a protobuf (varint too long)")
+
+
+def _fields(buffer, start: int, end: int):
+    """``(field, wire type, field start, value start, value end)`` of each field in ``[start, end)``."""
+    pos = start
+    while pos < end:
+        first = pos
+        key, pos = _read_varint(buffer, pos)
+        wire = key & 7
+        if wire == 0:
+            _, value_end = _read_varint(buffer, pos)
+        elif wire == 1:
+            value_end = pos + 8
+        elif wire == 2:
+            length, pos = _read_varint(buffer, pos)
+            value_end = pos + length
+        elif wire == 5:
+            value_end = pos + 4
+        else:
+            raise ValueError(f"not a protobuf (wire type {wire})")
+        if value_end > end:
+            raise ValueError("not a protobuf (truncated)")
+        yield key >> 3, wire, first, pos, value_end
+        pos = value_end
+
+
+def _strip_model(buffer) -> tuple[bytearray, dict[int, tuple[int, int]]]:
+    out, found, count = bytearray(), {}, [0]
+    for field, wire, first, start, end in _fields(buffer, 0, len(buffer)):
+        if field == 7 and wire == 2:  # ModelProto.graph
+            graph = _strip_graph(buffer, start, end, found, count)
+            out += _GRAPH_KEY + _varint(len(graph)) + graph
+        else:
+            out += buffer[first:end]
+    return out, found
+
+
+def _strip_graph(buffer, start: int, end: int, found: dict, count: list[int]) -> bytearray:
+    out = bytearray()
+    for field, wire, first, value_start, value_end in _fields(buffer, start, end):
+        if field == 5 and wire == 2:  # GraphProto.initializer
+            tensor = bytearray()
+            for tfield, twire, tfirst, tstart, tend in _fields(buffer, value_start, value_end):
+                if tfield == 9 and twire == 2 and tend - tstart >= INLINE_REFERENCE_BYTES:  # raw_data
+                    found[count[0]] = (tstart, tend - tstart)
+                else:
+                    tensor += buffer[tfirst:tend]
+            count[0] += 1
+            out += _INITIALIZER_KEY + _varint(len(tensor)) + tensor
+        else:
+            out += buffer[first:value_end]
+    return out
+
+
 # -- scratch: folded weights that go straight to disk -----------------------------------------
 
 SPILL_BYTES = 1 << 20
@@ -223,7 +335,7 @@ def spill(array: np.ndarray, name: str) -> onnx.TensorProto:
         f.write(memoryview(array.reshape(-1)).cast("B"))
     tensor.data_location = onnx.TensorProto.EXTERNAL
     for key, value in (("location", os.path.basename(location)), ("offset", "0"), ("length", str(array.nbytes)),
-                       (BASE_DIR_KEY, str(directory))):
+                       (BASE_DIR_KEY, str(directory)), (INLINE_KEY, "1")):
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     return tensor
@@ -241,9 +353,12 @@ def write_model(model: onnx.ModelProto, path: str | Path, data_path: str | Path 
     process cannot find (a shapes-only stub, a relative reference with no folder) raises
     :class:`ValueError`."""
 
-    if data_path is None and not any(is_reference(t) for t in all_tensors(model.graph)):
-        with open(path, "wb") as f:  # nothing to read or move: the model as it is
-            f.write(model.SerializeToString())
+    if data_path is None:
+        with open(path, "wb") as f:
+            if any(is_reference(t) for t in all_tensors(model.graph)):
+                _write_inline(model, f)
+            else:  # nothing to read or move: the model as it is
+                f.write(model.SerializeToString())
         return
     out = without_initializers(model)
     data = None if data_path is None else open(data_path, "xb")  # the mode open() gives
@@ -264,6 +379,24 @@ def write_model(model: onnx.ModelProto, path: str | Path, data_path: str | Path 
             tensor.CopyFrom(_inline(tensor))
     with open(path, "wb") as f:
         f.write(out.SerializeToString())
+
+
+def needs_external_data(model: onnx.ModelProto, threshold: int) -> bool:
+    """Whether :func:`write_model` should write ``model`` with a data file: its weights are more
+    than ``threshold`` bytes, or some were read from a data file (a model keeps its format), or
+    one is marked external without data (which then fails there, in one line)."""
+    total = 0
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = external_entries(tensor)
+            if BASE_DIR_KEY not in entries or INLINE_KEY not in entries:
+                return True
+            total += reference_location(tensor)[2]
+        else:
+            total += _inline_bytes(tensor)
+        if total > threshold:
+            return True
+    return False
 
 
 def _inline_bytes(tensor: onnx.TensorProto) -> int:
@@ -296,11 +429,7 @@ def _write_data(tensor: onnx.TensorProto, data: BinaryIO, location: str) -> onnx
     start = -(-data.tell() // ALIGN) * ALIGN
     if start > data.tell():
         data.write(b"\0" * (start - data.tell()))
-    written = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
-                               doc_string=tensor.doc_string)
-    if tensor.HasField("segment"):
-        written.segment.CopyFrom(tensor.segment)
-    written.metadata_props.extend(tensor.metadata_props)
+    written = _header(tensor)
     if is_reference(tensor):
         source, offset, length = reference_location(tensor)
         _copy_range(source, offset, length, data)
@@ -320,6 +449,62 @@ def _write_data(tensor: onnx.TensorProto, data: BinaryIO, location: str) -> onnx
         entry = written.external_data.add()
         entry.key, entry.value = key, value
     return written
+
+
+def _header(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    """``tensor`` without its data: name, type, dims and the rest of its fields."""
+    header = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
+                              doc_string=tensor.doc_string)
+    if tensor.HasField("segment"):
+        header.segment.CopyFrom(tensor.segment)
+    header.metadata_props.extend(tensor.metadata_props)
+    return header
+
+
+def _write_inline(model: onnx.ModelProto, f: BinaryIO) -> None:
+    """Serialize ``model`` to ``f`` with every weight inline, a referenced one copied from its file
+    into its ``raw_data`` as it is written: the protobuf is written field by field (the graph after
+    the model's other fields, which parsers accept), never whole in memory."""
+    skeleton = without_initializers(model)
+    for tensor in all_tensors(skeleton.graph):  # Constant values, subgraphs: small, read inline
+        if is_reference(tensor):
+            tensor.CopyFrom(_inline(tensor))
+    graph = skeleton.graph.SerializeToString()
+    skeleton.ClearField("graph")
+    parts: list[tuple[onnx.TensorProto, tuple[Path, int, int] | None, int]] = []
+    total = len(graph)
+    for tensor in model.graph.initializer:
+        if is_reference(tensor):
+            tensor, where = _header(tensor), reference_location(tensor)
+            size = tensor.ByteSize() + len(_RAW_DATA_KEY) + len(_varint(where[2])) + where[2]
+        elif tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise ValueError(f"weight {tensor.name!r} has no data here (it is marked external, with no file "
+                             "this process can read)")
+        else:
+            where, size = None, tensor.ByteSize()
+        parts.append((tensor, where, size))
+        total += len(_INITIALIZER_KEY) + len(_varint(size)) + size
+    f.write(skeleton.SerializeToString())
+    f.write(_GRAPH_KEY + _varint(total) + graph)
+    for tensor, where, size in parts:
+        f.write(_INITIALIZER_KEY + _varint(size) + tensor.SerializeToString())
+        if where is not None:
+            f.write(_RAW_DATA_KEY + _varint(where[2]))
+            _copy_range(*where, f)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+_GRAPH_KEY = _varint(7 << 3 | 2)  # ModelProto.graph
+_INITIALIZER_KEY = _varint(5 << 3 | 2)  # GraphProto.initializer
+_RAW_DATA_KEY = _varint(9 << 3 | 2)  # TensorProto.raw_data
 
 
 def _copy_range(source: Path, offset: int, length: int, data: BinaryIO) -> None:
@@ -347,5 +532,5 @@ def _copy_range(source: Path, offset: int, length: int, data: BinaryIO) -> None:
     data.seek(target + length)
 
 
-__all__ = ["ALIGN", "BASE_DIR_KEY", "SPILL_BYTES", "all_tensors", "is_reference", "reference_external_data",
+__all__ = ["ALIGN", "BASE_DIR_KEY", "INLINE_KEY", "SPILL_BYTES", "needs_external_data", "read_references", "read_model_file", "all_tensors", "is_reference", "reference_external_data",
            "scratch_dir", "spill", "tensor_view", "without_initializers", "write_model"]

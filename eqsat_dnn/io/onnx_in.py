@@ -23,7 +23,7 @@ from eqsat_dnn.errors import InputError, first_line
 from eqsat_dnn.io.files import check_input_file
 from eqsat_dnn.ir.graph import Dim, Graph, Node, TensorType
 from eqsat_dnn.ir.language import ALIASES, OPS, Attr, OpSpec
-from eqsat_dnn.io.external import all_tensors as _all_tensors, reference_external_data
+from eqsat_dnn.io.external import all_tensors as _all_tensors, read_model_file, read_references, reference_external_data
 from eqsat_dnn.io.protos import light_copy, shapes_only, tensor_view, without_initializers
 
 MIN_OPSET = 13
@@ -64,7 +64,7 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, P
         return copied, None
     path = check_input_file(source)  # a FIFO or a device would block or never end: refused unopened
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = read_model_file(path)  # a large file's inline weights stay in it, referenced
     except Exception as exc:  # protobuf raises several unrelated types
         raise InputError(f"{path}: not a readable ONNX model ({first_line(exc, 300)})") from None
     if not model.graph.node and not model.graph.output:
@@ -82,7 +82,7 @@ def input_files(path: str | Path) -> set[Path]:
     path = Path(path)
     owned = {path}
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = read_model_file(path)  # a large file's inline weights are not read
     except Exception:  # not a model: nothing else to protect (load_model will refuse it)
         return owned
     for tensor in _all_tensors(model.graph):
@@ -96,6 +96,7 @@ def load_model(
     source: str | Path | onnx.ModelProto,
     input_shapes: dict[str, list[int]] | None = None,
     load_weights: bool = True,
+    lazy: bool = False,
 ) -> Graph:
     """Read an ONNX model into a :class:`Graph`.
 
@@ -103,6 +104,12 @@ def load_model(
     symbolic). External data is loaded from beside the file. ``load_weights=False``
     reads shapes only: large weights become data-less stubs (:func:`~eqsat_dnn.io.protos.shapes_only`),
     none is read from external data nor copied from a ``ModelProto``.
+
+    ``lazy=True`` (what :func:`~eqsat_dnn.pipeline.optimize` uses) reads no weight: those in
+    external data, and the inline ones of a large file, stay where they are as references
+    (:mod:`eqsat_dnn.io.external`), memory-mapped by whoever reads their values
+    (:func:`~eqsat_dnn.io.protos.tensor_view`). Otherwise they are read into the graph's
+    ``TensorProto``s, which any onnx tool can read.
     """
     if load_weights:
         model, base_dir = read_model(source)
@@ -133,7 +140,7 @@ def load_model(
     model.graph.value_info.extend(inferred.graph.value_info)
     for original, typed in zip(model.graph.output, inferred.graph.output):
         original.CopyFrom(typed)
-    if load_weights and base_dir is not None and any(uses_external_data(t) for t in model.graph.initializer):
+    if load_weights and base_dir is not None and any(uses_external_data(t) for t in _all_tensors(model.graph)):
         for location in sorted({e.value for t in _all_tensors(model.graph) for e in t.external_data
                                 if e.key == "location" and e.value}):
             if os.path.exists(base_dir / location):  # a missing one is said below
@@ -141,6 +148,8 @@ def load_model(
         try:
             # weights stay in their files: references, read (memory-mapped) only where needed
             reference_external_data(model, base_dir)
+            if not lazy:
+                read_references(model)
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read external data: {first_line(exc, 300)}") from None
     return _Importer(model, vocabulary).run()

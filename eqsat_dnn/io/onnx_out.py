@@ -19,10 +19,10 @@ from onnx import helper, numpy_helper
 from eqsat_dnn.errors import OutputError
 from eqsat_dnn.ir.graph import Graph, Node
 from eqsat_dnn.ir.language import OPAQUE, OPS
-from eqsat_dnn.io.external import SPILL_BYTES, is_reference, spill, write_model
+from eqsat_dnn.io.external import SPILL_BYTES, is_reference, needs_external_data, spill, write_model
 from eqsat_dnn.io.files import check_input_file, check_output_path, write_atomic
 from eqsat_dnn.io.onnx_in import input_files
-from eqsat_dnn.io.protos import light_copy, tensor_view, weight_bytes, without_initializers
+from eqsat_dnn.io.protos import light_copy, tensor_view, without_initializers
 from eqsat_dnn.runtime.sessions import create_session
 
 EXTERNAL_DATA_THRESHOLD = 1 << 30
@@ -219,7 +219,7 @@ def save_model(model: onnx.ModelProto, path: str | Path, source: str | Path | No
     def write(tmp: Path) -> None:
         # weights over the threshold, or read from external data, go to external data again;
         # written by eqsat_dnn.io.external, which neither changes ``model`` nor copies it whole
-        external = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        external = needs_external_data(model, EXTERNAL_DATA_THRESHOLD)
         try:
             write_model(model, tmp, tmp.with_name(tmp.name + ".data") if external else None, data_name)
         except ValueError as exc:

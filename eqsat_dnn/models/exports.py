@@ -144,6 +144,7 @@ def _export(
     dynamic: bool,
     exporter: str,
     input_names: tuple[str, ...] = ("input_ids", "attention_mask"),
+    external_data: bool | None = None,
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +166,7 @@ def _export(
                         output_names=output_names,
                         dynamo=True,
                         dynamic_shapes=dynamic_shapes,
-                        external_data=n_bytes > _EXTERNAL_DATA_BYTES,
+                        external_data=n_bytes > _EXTERNAL_DATA_BYTES if external_data is None else external_data,
                         verbose=False,
                     )
                 else:
@@ -199,6 +200,7 @@ def _export(
 
 BERT_OUTPUTS = ("last_hidden_state", "pooler_output")
 GPT2_OUTPUTS = ("last_hidden_state",)
+LLAMA_OUTPUTS = ("logits",)
 
 
 def example_inputs(*, vocab: int, batch: int = 1, seq: int = 128) -> tuple[Any, Any]:
@@ -420,3 +422,66 @@ def export_gpt2(
         dynamic=dynamic,
         exporter=exporter,
     )
+
+
+def llama_module(
+    *,
+    layers: int = 12,
+    hidden: int = 2048,
+    heads: int = 16,
+    intermediate: int = 4096,
+    vocab: int = 16000,
+    seq: int = 128,
+) -> Any:
+    """The eval-mode torch module :func:`export_llama` exports: a randomly initialised
+    ``LlamaForCausalLM`` (no KV cache, untied LM head), ``module(input_ids, attention_mask)``
+    returns ``logits``."""
+    _check_sizes(layers=layers, hidden=hidden, heads=heads, intermediate=intermediate, vocab=vocab, seq=seq)
+    torch, transformers = _require()
+    with _quiet():
+        config = transformers.LlamaConfig(
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+            num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max(128, seq),
+            use_cache=False, tie_word_embeddings=False, bos_token_id=0, eos_token_id=min(1, vocab - 1),
+            attn_implementation="eager",
+        )
+        torch.manual_seed(_SEED)
+        model = transformers.LlamaForCausalLM(config)
+    _perturb_vectors(torch, model)
+
+    class LlamaExport(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                              return_dict=True).logits
+
+    return LlamaExport(model).eval()
+
+
+def export_llama(
+    path: str | Path,
+    *,
+    layers: int = 12,
+    hidden: int = 2048,
+    heads: int = 16,
+    intermediate: int = 4096,
+    vocab: int = 16000,
+    seq: int = 32,
+    batch: int = 1,
+    external_data: bool | None = True,
+) -> Path:
+    """Export a randomly initialised HF ``LlamaForCausalLM`` with torch's dynamo exporter to
+    ``path`` and return the path; weights go to ``path + '.data'`` (``external_data``, by
+    default; ``None``: only past protobuf's limit). The defaults are 2.3 GB of float32 weights
+    (issue 17's model). Inputs ``input_ids`` and ``attention_mask``; output ``logits``."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int, not {batch!r}")
+    torch, _ = _require()
+    module = llama_module(layers=layers, hidden=hidden, heads=heads, intermediate=intermediate, vocab=vocab,
+                          seq=seq)
+    inputs = example_inputs(vocab=vocab, batch=batch, seq=seq)
+    return _export(torch, module, inputs, list(LLAMA_OUTPUTS), path, dynamic=False, exporter="dynamo",
+                   external_data=external_data)

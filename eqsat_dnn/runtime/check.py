@@ -37,6 +37,7 @@ from onnx import helper
 
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.errors import first_line as _first_line
+from eqsat_dnn.io import external
 from eqsat_dnn.runtime.sessions import create_session
 
 
@@ -77,6 +78,12 @@ def _session(model: onnx.ModelProto | str | Path):
     """An onnxruntime session with its graph optimizations off: the check compares
     the two graphs as written, not what the runtime makes of them."""
     # log severity 4: its failures become our one-line errors; no log lines of its own
+    if isinstance(model, (str, Path)) and os.path.getsize(model) > external.READ_WHOLE_BYTES:
+        # a large file with its weights inline: onnxruntime would parse it whole and copy every
+        # weight out of the parsed proto; as references it gets them in a data file it maps
+        path = Path(model)
+        model = external.read_model_file(path)
+        external.reference_external_data(model, path.parent)  # any weights in data files too
     # no prepacking: a repacked copy of every weight would double what the check holds
     return create_session(model, optimize=False, log_severity=4, lean=True)
 
