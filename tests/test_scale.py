@@ -54,7 +54,8 @@ def _folding_model(tmp_path: Path, n: int = 512, layers: int = 1) -> Path:
     nodes, weights, x = [], [], "x"
     for i in range(layers):
         w = f"w{i}"
-        weights.append(numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32) / np.float32(n), w))
+        scale = np.float32(np.sqrt(2 * n))  # the activations keep their scale through the layers
+        weights.append(numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32) / scale, w))
         nodes += [helper.make_node("Transpose", [w], [f"wt{i}"], perm=[1, 0]),
                   helper.make_node("MatMul", [x, f"wt{i}"], [f"a{i}"]), helper.make_node("MatMul", [x, w], [f"b{i}"]),
                   helper.make_node("Add", [f"a{i}", f"b{i}"], [f"y{i}"])]

@@ -325,10 +325,7 @@ def spill(array: np.ndarray, name: str) -> onnx.TensorProto:
     """``array`` written to a new scratch file, as a referenced tensor named ``name``; the caller
     may drop the array."""
     array = np.ascontiguousarray(array)
-    tensor = numpy_helper.from_array(array[:0].reshape(0), name)  # type only: no data copied
-    tensor.ClearField("raw_data")
-    del tensor.dims[:]
-    tensor.dims.extend(array.shape)
+    tensor = onnx.TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
     directory = scratch_dir()
     handle, location = tempfile.mkstemp(dir=directory, suffix=".data")
     with os.fdopen(handle, "wb") as f:
