@@ -11,7 +11,8 @@ after the other, and compares their outputs (exactly, and within the check's tol
   exporter with external data (:func:`eqsat_dnn.models.exports.export_llama`);
 * ``fold``: 136 layers of ``x @ Transpose(w) + x @ w`` over 2048 x 2048 weights (2.28 GB), where
   the optimizer folds a weight expression per layer (the LLaMA models come out as they went in:
-  no rewrite pays on them), to measure folding at scale.
+  no rewrite pays on them), to measure folding at scale;
+* ``gpt2``: GPT-2 small exported by the dynamo exporter, 0.5 GB of weights inline in one file.
 
     python bench/scale.py [--models llama hf fold] [--tree PATH] [--work DIR] [--keep]
                           [--out bench/results/scale.json] [OPTIMIZE OPTIONS...]
@@ -57,7 +58,7 @@ print(json.dumps({"outputs_equal": all(np.array_equal(a, b) for a, b in zip(expe
 
 def build(kind: str, path: Path) -> float:
     """Build ``kind`` at ``path`` unless it is there; the seconds it took (0 when reused)."""
-    if path.exists() and (path.parent / (path.name + ".data")).exists():
+    if path.exists() and (kind == "gpt2" or (path.parent / (path.name + ".data")).exists()):
         return 0.0
     t = time.perf_counter()
     if kind == "llama":
@@ -66,6 +67,10 @@ def build(kind: str, path: Path) -> float:
         llama(path, LlamaConfig(**SIZES, batch=1, seq=SEQ), seed=0)
     elif kind == "fold":
         fold_model(path)
+    elif kind == "gpt2":
+        from eqsat_dnn.models.exports import export_gpt2
+
+        export_gpt2(path)  # GPT-2 small, 0.5 GB, weights inline
     else:
         from eqsat_dnn.models.exports import export_llama
 
@@ -106,7 +111,7 @@ def fold_model(path: Path, n: int = 2048, layers: int = 136) -> None:
 def weight_bytes(path: Path) -> int:
     """Bytes of weights: the external data file, plus what the model file holds inline."""
     data = path.parent / (path.name + ".data")
-    return data.stat().st_size + path.stat().st_size
+    return (data.stat().st_size if data.exists() else 0) + path.stat().st_size
 
 
 def optimize(source: Path, output: Path, tree: Path, extra: list[str]) -> dict:
@@ -141,7 +146,8 @@ def compare(source: Path, output: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=["llama", "hf", "fold"], default=["llama", "hf", "fold"])
+    parser.add_argument("--models", nargs="+", choices=["llama", "hf", "fold", "gpt2"],
+                        default=["llama", "hf", "fold", "gpt2"])
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose eqsat_dnn runs (default: this one)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "scale-work")
     parser.add_argument("--keep", action="store_true", help="keep the built input models")
