@@ -88,15 +88,18 @@ def test_a_checked_model_over_the_threshold_is_written(tmp_path, monkeypatch):
     np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("absolute", [False, True])
-def test_a_model_with_external_data_goes_through_the_command_line(tmp_path, monkeypatch, absolute):
-    """Real external data in, external data out (relative and absolute paths); the output
-    refers only to its own data file and runs without the input."""
+@pytest.mark.parametrize("where", ["here", "below", "absolute"])
+def test_a_model_with_external_data_goes_through_the_command_line(tmp_path, monkeypatch, where):
+    """Real external data in, external data out, run from the model's folder (where onnx's writer
+    found its own temporary data file, which it looks for relative to the working directory, and
+    refused to write), from above it, and with absolute paths; the output refers only to its own
+    data file and runs without the input."""
     work = tmp_path / "work"
     work.mkdir()
     source = llama(work / "in.onnx", seed=0, **SMALL)
-    monkeypatch.chdir(tmp_path)
-    paths = (str(source), str(work / "out.onnx")) if absolute else ("work/in.onnx", "work/out.onnx")
+    monkeypatch.chdir(work if where == "here" else tmp_path)
+    paths = {"here": ("in.onnx", "out.onnx"), "below": ("work/in.onnx", "work/out.onnx"),
+             "absolute": (str(source), str(work / "out.onnx"))}[where]
     assert main(["optimize", *paths, "--quiet", "--extractor", "greedy"]) == 0
     out = work / "out.onnx"
     assert _locations(out) == {"out.onnx.data"}
