@@ -26,8 +26,6 @@ from __future__ import annotations
 import datetime
 import os
 import pickle
-import socket
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,11 +36,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from eqsat_dnn.errors import CheckError, InputError, first_line
+from eqsat_dnn.errors import InputError, first_line
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.partition.collectives import redistribute
 from eqsat_dnn.partition.placements import Partial, Shard, Spec, block_index, local_shape, shard_axes
 from eqsat_dnn.partition.plan import Plan
+from eqsat_dnn.partition.processes import run_ranks
 from eqsat_dnn.partition.problem import as_graph
 from eqsat_dnn.partition.strategies import static_shape
 from eqsat_dnn.runtime.sessions import create_session
@@ -358,12 +357,6 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
 # ---------------------------------------------------------------------------- the parent
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _reference(graph: Graph, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Seeded inputs and the single-device outputs of the whole graph in onnxruntime."""
     from eqsat_dnn.runtime.check import random_inputs
@@ -410,7 +403,6 @@ def run_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *, 
     """Run several plans on the same number of devices in one group of processes (see :func:`run_plan`)."""
     try:
         import torch
-        import torch.multiprocessing as mp
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise InputError(f"{_EXTRA_HINT} ({exc})") from None
     if not jobs:
@@ -426,35 +418,9 @@ def run_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *, 
         feeds, reference = _reference(folded, seed)
         compiled.append((program, feeds, reference, expected))
     backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= world else "gloo"
-    with tempfile.TemporaryDirectory(prefix="eqsat-dnn-run-") as tmp:
-        job_path = os.path.join(tmp, "job.pkl")
-        with open(job_path, "wb") as f:
-            pickle.dump(([c[0] for c in compiled], [c[1] for c in compiled]), f)
-        if start_method == "forkserver":
-            import multiprocessing
-
-            multiprocessing.get_context("forkserver").set_forkserver_preload(
-                ["torch.distributed", "onnxruntime", "eqsat_dnn.partition.run"])
-        context = mp.start_processes(_worker, args=(world, _free_port(), job_path, tmp, backend), nprocs=world,
-                                     join=False, start_method=start_method)
-        deadline = time.perf_counter() + timeout
-        try:
-            while not context.join(timeout=1.0):
-                if time.perf_counter() > deadline:
-                    raise CheckError(f"the {world} processes did not finish within {timeout:g} s")
-        except mp.ProcessRaisedException as exc:
-            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-            raise CheckError(f"a process failed: {lines[-1] if lines else exc}") from None
-        except mp.ProcessExitedException as exc:
-            raise CheckError(f"a process died: {exc}") from None
-        finally:
-            for process in context.processes:
-                if process.is_alive():
-                    process.terminate()
-        per_rank = []
-        for rank in range(world):
-            with open(os.path.join(tmp, f"rank{rank}.pkl"), "rb") as f:
-                per_rank.append(pickle.load(f))
+    per_rank = run_ranks(_worker, ([c[0] for c in compiled], [c[1] for c in compiled]), world, backend,
+                         preload=["torch.distributed", "onnxruntime", "eqsat_dnn.partition.run"],
+                         start_method=start_method, timeout=timeout, prefix="eqsat-dnn-run-")
     seconds = time.perf_counter() - start
     reports = []
     for j, (program, feeds, reference, expected) in enumerate(compiled):

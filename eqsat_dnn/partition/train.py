@@ -43,7 +43,6 @@ import datetime
 import math
 import os
 import pickle
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from eqsat_dnn.errors import CheckError, InputError
+from eqsat_dnn.errors import InputError
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.partition.placements import Partial, Replicate, Shard, Spec, local_shape
 from eqsat_dnn.partition.plan import Plan
@@ -621,10 +620,10 @@ def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *
     """Train several plans on the same number of devices in one group of processes (see :func:`train_plan`)."""
     try:
         import torch
-        import torch.multiprocessing as mp
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise InputError(f"{_EXTRA_HINT} ({exc})") from None
-    from eqsat_dnn.partition.run import _free_port, _reference, check_run_size
+    from eqsat_dnn.partition.processes import run_ranks
+    from eqsat_dnn.partition.run import _reference, check_run_size
 
     if not jobs:
         return []
@@ -649,35 +648,9 @@ def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *
         program = compile_training(graph, plan, feeds, seed, steps, optimizer, lr)
         expected, substituted = expected_collectives(plan, backend == "gloo")
         compiled.append((program, plan, ort_outputs, expected, substituted))
-    with tempfile.TemporaryDirectory(prefix="eqsat-dnn-train-") as tmp:
-        job_path = os.path.join(tmp, "job.pkl")
-        with open(job_path, "wb") as f:
-            pickle.dump([c[0] for c in compiled], f)
-        if start_method == "forkserver":
-            import multiprocessing
-
-            multiprocessing.get_context("forkserver").set_forkserver_preload(
-                ["torch.distributed", "torch.distributed.tensor", "eqsat_dnn.partition.train"])
-        context = mp.start_processes(_worker, args=(world, _free_port(), job_path, tmp, backend), nprocs=world,
-                                     join=False, start_method=start_method)
-        deadline = time.perf_counter() + timeout
-        try:
-            while not context.join(timeout=1.0):
-                if time.perf_counter() > deadline:
-                    raise CheckError(f"the {world} processes did not finish within {timeout:g} s")
-        except mp.ProcessRaisedException as exc:
-            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-            raise CheckError(f"a process failed: {lines[-1] if lines else exc}") from None
-        except mp.ProcessExitedException as exc:
-            raise CheckError(f"a process died: {exc}") from None
-        finally:
-            for process in context.processes:
-                if process.is_alive():
-                    process.terminate()
-        per_rank = []
-        for rank in range(world):
-            with open(os.path.join(tmp, f"rank{rank}.pkl"), "rb") as f:
-                per_rank.append(pickle.load(f))
+    per_rank = run_ranks(_worker, [c[0] for c in compiled], world, backend,
+                         preload=["torch.distributed", "torch.distributed.tensor", "eqsat_dnn.partition.train"],
+                         start_method=start_method, timeout=timeout, prefix="eqsat-dnn-train-")
     reports = []
     for j, (program, plan, ort_outputs, expected, substituted) in enumerate(compiled):
         first = per_rank[0][j]
