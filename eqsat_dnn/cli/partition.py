@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             raise OutputError(f"{args.annotate}: --annotate would overwrite the plan -o writes; choose another file")
     if args.run:  # one process per device: a mesh too large to run is refused now, not after the ILP
         from eqsat_dnn.partition.mesh import get_mesh
-        from eqsat_dnn.partition.run import check_run_size
+        from eqsat_dnn.partition.processes import check_run_size
 
         check_run_size(get_mesh(args.mesh, args.machine, args.memory_gb).num_devices)
     shapes = parse_input_shapes(args.overwrite_input_shape)

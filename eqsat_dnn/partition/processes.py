@@ -10,7 +10,29 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from eqsat_dnn.errors import CheckError
+from eqsat_dnn.errors import CheckError, InputError
+
+MAX_RUN_PROCESSES = 64
+"""The most local processes (one per device) a run starts: a mesh of thousands is planned, not run here."""
+
+
+def check_run_size(devices: int) -> None:
+    """:class:`InputError` for a mesh too large to run as local processes."""
+    if devices > MAX_RUN_PROCESSES:
+        raise InputError(f"--run starts one local process per device: a mesh of {devices:,} devices is more than "
+                         f"{MAX_RUN_PROCESSES}; plan it without --run")
+
+
+def device_group(plans: list, verb: str) -> tuple[int, str]:
+    """The number of processes the ``plans`` share (one per device, the same for all) and the
+    backend for them: NCCL when there is a GPU per process, else gloo."""
+    import torch
+
+    world = plans[0].mesh.num_devices
+    if any(plan.mesh.num_devices != world for plan in plans):
+        raise InputError(f"plans {verb} together must have the same number of devices")
+    check_run_size(world)
+    return world, "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= world else "gloo"
 
 
 def free_port() -> int:

@@ -41,15 +41,12 @@ from eqsat_dnn.ir.graph import Graph, Node, TensorType
 from eqsat_dnn.partition.collectives import redistribute
 from eqsat_dnn.partition.placements import Partial, Shard, Spec, block_index, local_shape, shard_axes
 from eqsat_dnn.partition.plan import Plan
-from eqsat_dnn.partition.processes import run_ranks
+from eqsat_dnn.partition.processes import device_group, run_ranks
 from eqsat_dnn.partition.problem import as_graph
 from eqsat_dnn.partition.strategies import static_shape
 from eqsat_dnn.runtime.sessions import create_session
 
 _EXTRA_HINT = "running a plan needs torch: pip install eqsat-dnn[dist]"
-
-MAX_RUN_PROCESSES = 64
-"""The most local processes (one per device) a run starts: a mesh of thousands is planned, not run here."""
 
 
 @dataclass
@@ -402,22 +399,18 @@ def run_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *, 
               start_method: str = "forkserver", timeout: float = 300.0) -> list[RunReport]:
     """Run several plans on the same number of devices in one group of processes (see :func:`run_plan`)."""
     try:
-        import torch
+        import torch  # noqa: F401 (a clear error when the [dist] extra is missing)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise InputError(f"{_EXTRA_HINT} ({exc})") from None
     if not jobs:
         return []
-    world = jobs[0][1].mesh.num_devices
-    if any(plan.mesh.num_devices != world for _, plan in jobs):
-        raise InputError("plans run together must have the same number of devices")
-    check_run_size(world)
+    world, backend = device_group([plan for _, plan in jobs], "run")
     start = time.perf_counter()
     compiled = []
     for model, plan in jobs:
         folded, program, expected = _compile(as_graph(model), plan)
         feeds, reference = _reference(folded, seed)
         compiled.append((program, feeds, reference, expected))
-    backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= world else "gloo"
     per_rank = run_ranks(_worker, ([c[0] for c in compiled], [c[1] for c in compiled]), world, backend,
                          preload=["torch.distributed", "onnxruntime", "eqsat_dnn.partition.run"],
                          start_method=start_method, timeout=timeout, prefix="eqsat-dnn-run-")
@@ -455,13 +448,6 @@ def run_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *, 
                 report.failures.append(f"{name}: max |diff| {abs_err:.3g} on values up to {scale:.3g}")
         reports.append(report)
     return reports
-
-
-def check_run_size(devices: int) -> None:
-    """:class:`InputError` for a mesh too large to run as local processes."""
-    if devices > MAX_RUN_PROCESSES:
-        raise InputError(f"--run starts one local process per device: a mesh of {devices:,} devices is more than "
-                         f"{MAX_RUN_PROCESSES}; plan it without --run")
 
 
 def run_plan(model: Graph | str | Path | onnx.ModelProto, plan: Plan, *, seed: int = 0, rtol: float = 1e-3,

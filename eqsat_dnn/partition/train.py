@@ -619,11 +619,11 @@ def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *
                 start_method: str = "forkserver", timeout: float = 300.0) -> list[TrainReport]:
     """Train several plans on the same number of devices in one group of processes (see :func:`train_plan`)."""
     try:
-        import torch
+        import torch  # noqa: F401 (a clear error when the [dist] extra is missing)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise InputError(f"{_EXTRA_HINT} ({exc})") from None
-    from eqsat_dnn.partition.processes import run_ranks
-    from eqsat_dnn.partition.run import _reference, check_run_size
+    from eqsat_dnn.partition.processes import device_group, run_ranks
+    from eqsat_dnn.partition.run import _reference
 
     if not jobs:
         return []
@@ -633,12 +633,8 @@ def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *
         raise InputError(f"--steps must be at least 1, not {steps}")
     if not (lr > 0 and math.isfinite(lr)):
         raise InputError(f"the learning rate must be a finite number > 0, not {lr}")
-    world = jobs[0][1].mesh.num_devices
-    if any(plan.mesh.num_devices != world for _, plan in jobs):
-        raise InputError("plans trained together must have the same number of devices")
-    check_run_size(world)
+    world, backend = device_group([plan for _, plan in jobs], "trained")
     start = time.perf_counter()
-    backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= world else "gloo"
     compiled = []
     for model, plan in jobs:
         if plan.mode != "train":
