@@ -26,6 +26,7 @@ from eqsat_dnn.errors import CheckError, InputError, ResourceLimitError, first_l
 from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
 from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json, validate
 from eqsat_dnn.ir.graph import Graph
+from eqsat_dnn.ir.language import Target
 from eqsat_dnn.lower import avoid_slow_fusions
 from eqsat_dnn.repair import Repair, repair
 from eqsat_dnn.io.onnx_in import load_model, read_model
@@ -167,6 +168,7 @@ def optimize(
     input_shapes: dict[str, list[int]] | None = None,
     on_iteration: Callable[[Iteration], None] | None = None,
     exact: bool = False,
+    target: Target = Target.ONNXRUNTIME,
 ) -> tuple[onnx.ModelProto, OptimizeReport]:
     """Optimize a model; returns the new model and a report.
 
@@ -176,7 +178,9 @@ def optimize(
     the check is repaired (:mod:`eqsat_dnn.repair`), down to the input program at worst; only when
     even that fails (a model that is not deterministic) :class:`~eqsat_dnn.errors.CheckError` is
     raised. ``check=0`` skips it. ``exact`` admits only the rules that hold in IEEE float
-    (:class:`~eqsat_dnn.eqsat.rules.Arithmetic`) and checks infinities exactly.
+    (:class:`~eqsat_dnn.eqsat.rules.Arithmetic`) and checks infinities exactly. ``target`` says
+    which operator sets the output may use: onnxruntime's fused kernels by default, standard ONNX
+    only with :attr:`~eqsat_dnn.ir.language.Target.ONNX`.
     """
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -208,17 +212,17 @@ def optimize(
     seconds["saturate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    snapshot = teg.snapshot(cost_model)
+    snapshot = teg.snapshot(cost_model, target)
     report.egraph_nodes, report.egraph_classes = snapshot.egraph.num_nodes, snapshot.egraph.num_classes
     chosen = get_extractor(extractor, extract_time_limit) if isinstance(extractor, str) else extractor
     initial = teg.input_choices(snapshot)
     # a gain within the cost model's error may well be a loss in the runtime: below this cost, or
     # the input program is kept (and once a bound proves nothing is, extraction stops)
-    target = input_cost * (1.0 - MIN_GAIN)
-    report.extraction = extract(snapshot.egraph, chosen, initial=initial, target=target)
+    goal = input_cost * (1.0 - MIN_GAIN)
+    report.extraction = extract(snapshot.egraph, chosen, initial=initial, target=goal)
 
     def pays(found: Extraction) -> bool:
-        return found.cost <= target
+        return found.cost <= goal
 
     keep_input = report.kept_input = not pays(report.extraction)
     seconds["extract"] = time.perf_counter() - t
@@ -259,7 +263,7 @@ def optimize(
     if optimized is not None and check > 0:
         report.check = compare(optimized)
     if rejected or (report.check is not None and not report.check.ok and not keep_input):
-        found = _repair(report, snapshot, initial, chosen, target, pays, program, realize, compare)
+        found = _repair(report, snapshot, initial, chosen, goal, pays, program, realize, compare)
         optimized, report.lowered = realize(program(found))
         report.cost_after = input_cost if found is None else found.cost
         report.check = compare(optimized) if check > 0 else None

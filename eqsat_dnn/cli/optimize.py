@@ -9,6 +9,7 @@ from contextlib import nullcontext
 
 from eqsat_dnn.cli import COUNT, POSITIVE, SECONDS
 from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
+from eqsat_dnn.ir.language import Target
 
 
 def add_parser(commands) -> None:
@@ -34,6 +35,9 @@ def add_parser(commands) -> None:
     opt.add_argument("--exact", action="store_true",
                      help="only rewrites that hold in IEEE float, infinities and NaN included (default: also "
                           "those that hold in real arithmetic, e.g. reassociation, where the check agrees)")
+    opt.add_argument("--target", choices=[t.value for t in Target], default=Target.ONNXRUNTIME.value,
+                     help="where the output runs: onnxruntime (default; its fused kernels, such as "
+                          "com.microsoft.MultiHeadAttention, may be chosen) or onnx (standard ONNX only)")
     opt.add_argument("--overwrite-input-shape", action="append", metavar="NAME:D1,D2,...",
                      help="fix an input's shape (repeatable)")
     opt.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         model, report = optimize(
             args.input, rules=rules, limits=limits, extractor=args.extractor,
             extract_time_limit=args.extract_time_limit, check=args.check, input_shapes=shapes,
-            cost_model=cost_model, exact=args.exact,
+            cost_model=cost_model, exact=args.exact, target=Target(args.target),
             on_iteration=progress,
         )
     save_model(model, args.output, source=args.input)

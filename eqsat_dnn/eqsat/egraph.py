@@ -15,16 +15,19 @@ super-linearly with batch size, while one command costs a fraction of a ms.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import onnx
 from egglog import bindings
 
 from eqsat_dnn.cost import CostModel
 from eqsat_dnn.extract.base import EGraph, ENode, Extraction
+from eqsat_dnn.io.protos import is_stub, tensor_view
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
-from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS, SYMBOL_BASE, lit, prelude
+from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS, SYMBOL_BASE, Target, lit, prelude
 
 _TENSOR_SORTS = {"T", "TL"}
 
@@ -156,9 +159,12 @@ class TensorEGraph:
         used = {i for node in self.graph.nodes for i in node.inputs if i} | set(self.graph.outputs)
         for value in self.graph.inputs:
             bind(value, f"(Input {lit(value, 'String')})")
-        for value in self.graph.weights:
+        for value, tensor in self.graph.weights.items():
             if value in used:
                 bind(value, f"(Weight {lit(value, 'String')})")
+                scalar = _scalar_value(tensor)
+                if scalar is not None:
+                    self.command(f"(set (scalar {self.globals[value]}) {lit(scalar, 'f64')})")
         for index, node in enumerate(self.graph.nodes):
             args = [self._ref(v) for v in node.inputs]
             if node.op == OPAQUE:
@@ -194,8 +200,11 @@ class TensorEGraph:
 
     # -- reading it back ----------------------------------------------------
 
-    def snapshot(self, cost_model: CostModel | None = None) -> Snapshot:
-        """Read the e-graph out, each e-node priced by ``cost_model`` (zero when ``None``)."""
+    def snapshot(self, cost_model: CostModel | None = None, target: Target = Target.ONNXRUNTIME) -> Snapshot:
+        """Read the e-graph out, each e-node priced by ``cost_model`` (zero when ``None``).
+
+        E-nodes of ops ``target`` does not run are left out, except in an e-class that has no
+        other e-node (an input model's own onnxruntime kernel that no rule decomposes)."""
         functions = self.egraph.freeze().functions  # each access of .functions rebuilds every table
         eg = self.egraph
         constructors = {name: sig for name, sig in _constructor_signatures().items() if name in functions}
@@ -257,6 +266,7 @@ class TensorEGraph:
                 # a multi-output node is one kernel: each output e-node carries its share
                 cost = cost_model.node_cost(node, inputs, types.get(cls)) / outputs
             nodes[node_id] = ENode(node_info.op, tuple(children), cls, cost)
+        _leave_out_foreign(nodes, target)
         roots = [class_of_global[g] for g in self.roots()]
         return Snapshot(EGraph(nodes=nodes, roots=roots), info, types, names, constant)
 
@@ -359,6 +369,30 @@ def _decode(eg: bindings.EGraph, value: Any, sort: str) -> Any:
     if sort == "IVec":
         return [eg.value_to_i64(v) for v in eg.value_to_vec(value)]
     raise ValueError(f"cannot decode sort {sort}")
+
+
+def _leave_out_foreign(nodes: dict[str, ENode], target: Target) -> None:
+    foreign = [node_id for node_id, node in nodes.items() if not target.admits(node.op)]
+    if not foreign:
+        return
+    members: dict[str, int] = {}
+    for node in nodes.values():
+        members[node.eclass] = members.get(node.eclass, 0) + 1
+    for node_id in foreign:
+        if members[nodes[node_id].eclass] > 1:
+            members[nodes[node_id].eclass] -= 1
+            del nodes[node_id]
+
+
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.BFLOAT16}
+
+
+def _scalar_value(tensor: onnx.TensorProto) -> float | None:
+    """The value of a one-element float weight (the rules read it through ``(scalar t)``)."""
+    if tensor.data_type not in _FLOAT_TYPES or math.prod(tensor.dims) != 1 or is_stub(tensor):
+        return None
+    return float(tensor_view(tensor).reshape(-1)[0])
 
 
 def _tlist(items: list[str]) -> str:

@@ -1,7 +1,8 @@
 """Stage 5: :class:`~eqsat_dnn.ir.graph.Graph` -> ONNX model, and saving it safely.
 
 Vocabulary nodes are written back in the model's opset flavour (constant
-inputs versus attributes), opaque nodes verbatim. Sub-expressions over weights
+inputs versus attributes), opaque nodes verbatim; an op that needs a newer opset (or onnxruntime's
+own operator set) has it declared. Sub-expressions over weights
 only are evaluated once here and become new initializers. The result passes
 ``onnx.checker`` with ``full_check``.
 """
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, version_converter
 
-from eqsat_dnn.errors import OutputError
+from eqsat_dnn.errors import OutputError, first_line
 from eqsat_dnn.ir.graph import Graph, Node
 from eqsat_dnn.ir.language import OPAQUE, OPS
 from eqsat_dnn.io.external import SPILL_BYTES, is_reference, needs_external_data, spill, write_model
@@ -49,7 +50,46 @@ def to_onnx(graph: Graph, fold_constants: bool = True) -> onnx.ModelProto:
     # the defaults of inputs that have one (kept in the skeleton by import): the interface is kept
     inputs = set(graph.inputs)
     model.graph.initializer.extend(t for t in graph.model.graph.initializer if t.name in inputs)
-    return model
+    return _declare_opsets(model, [OPS[n.op] for n in graph.nodes if n.op != OPAQUE], opset)
+
+
+def _declare_opsets(model: onnx.ModelProto, specs: list, opset: int) -> onnx.ModelProto:
+    """Declare each operator set the chosen ops come from, raising the standard one where an op
+    needs a newer version than the model's.
+
+    The rest of the model moves up with onnx's version converter; the ops that need the new
+    version are out of its sight meanwhile (the converter has no adapter for an op that does not
+    exist yet in the version it starts from)."""
+    imports = {imp.domain: imp for imp in model.opset_import}
+    for spec in specs:
+        if spec.domain and spec.domain not in imports:
+            imports[spec.domain] = model.opset_import.add(domain=spec.domain, version=spec.since)
+        elif spec.domain:
+            imports[spec.domain].version = max(imports[spec.domain].version, spec.since)
+    needed = max((spec.since for spec in specs if not spec.domain), default=0)
+    if not opset or needed <= opset:
+        return model
+    hidden = {spec.name for spec in specs if not spec.domain and spec.since > opset}
+    for node in model.graph.node:
+        if not node.domain and node.op_type in hidden:
+            node.domain = _HELD
+    model.opset_import.add(domain=_HELD, version=1)
+    try:
+        raised = version_converter.convert_version(model, needed)
+    except Exception as exc:  # the converter raises bare RuntimeErrors and ValueErrors alike
+        raise ValueError(f"cannot raise the model's opset from {opset} to {needed} for "
+                         f"{', '.join(sorted(hidden))}: {first_line(exc)}") from None
+    for node in raised.graph.node:
+        if node.domain == _HELD:
+            node.domain = ""
+    kept = [imp for imp in raised.opset_import if imp.domain != _HELD]
+    del raised.opset_import[:]
+    raised.opset_import.extend(kept)
+    return raised
+
+
+_HELD = "eqsat_dnn.held"
+"""A private operator set that hides ops from the version converter while it raises the rest."""
 
 
 def _fresh(base: str, taken: set[str]) -> str:
@@ -93,7 +133,7 @@ def _node_proto(node: Node, opset: int, taken: set[str], extra: list[onnx.Tensor
             continue
         attributes[attr.name] = value
     outputs = [o or _fresh(f"{node.name or node.op}_unused{k}", taken) for k, o in enumerate(node.outputs)]
-    proto = helper.make_node(node.written_op, inputs, outputs, name=node.name or None,
+    proto = helper.make_node(node.written_op, inputs, outputs, name=node.name or None, domain=spec.domain or None,
                              **{k: v for k, v in attributes.items() if v != []})
     # make_node cannot tell the type of an empty list; the spec can
     proto.attribute.extend(helper.make_attribute(k, [], attr_type=onnx.AttributeProto.INTS)

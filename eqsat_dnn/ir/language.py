@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 SYMBOL_BASE = -1000
@@ -34,6 +35,23 @@ SYMBOL_BASE = -1000
 
 MAX_RANK = 6
 """Shape rules are generated for ranks up to this."""
+
+CONTRIB = "com.microsoft"
+"""onnxruntime's operator set of fused kernels (``MultiHeadAttention``, ``FastGelu``, ...)."""
+
+
+class Target(str, Enum):
+    """Where the optimized model runs, which decides the operator sets extraction may choose."""
+
+    ONNXRUNTIME = "onnxruntime"
+    """Standard ONNX plus onnxruntime's :data:`CONTRIB` kernels (the default)."""
+    ONNX = "onnx"
+    """Standard ONNX only: any runtime that implements the model's opset can run the output."""
+
+    def admits(self, op: str) -> bool:
+        """Whether a program for this target may hold vocabulary op ``op``."""
+        spec = OPS.get(op)
+        return spec is None or not spec.domain or self is Target.ONNXRUNTIME
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,13 @@ class OpSpec:
     input per :attr:`ranks`, a later one unconstrained."""
     positive: tuple[int, ...] = ()
     """Tensor inputs the rule checker feeds positive values only (outside, the op is NaN)."""
+    domain: str = ""
+    """The ONNX operator set the op belongs to: ``""`` (the standard one) or a runtime's own,
+    such as :data:`CONTRIB` (onnxruntime's fused kernels). Export declares it where used, and
+    :class:`Target` decides whether extraction may choose it."""
+    since: int = 1
+    """The first version of :attr:`domain`'s operator set with this op as declared; export raises
+    the model's opset to it where the op is chosen (:func:`eqsat_dnn.io.onnx_out.to_onnx`)."""
     sampler: str | None = None
     """A hook of the rule checker (:data:`eqsat_dnn.verify.sampling.HOOKS`) that draws attributes
     that constrain each other together, once the inputs are drawn (Slice's starts, ends, axes
@@ -266,9 +291,13 @@ def prelude() -> str:
     lines += [
         "(function shape (T) IVec :merge old)",
         "(function dtype (T) i64 :merge old)",
+        # the value of a one-element float tensor known at import (eps, a softmax scale): fused
+        # constructors take such values as attributes
+        "(function scalar (T) f64 :merge old)",
         "(ruleset analysis)",
     ]
     lines += _helper_rules()
+    lines += _scalar_rules()
     for spec in OPS.values():
         lines += _dtype_rules(spec)
         lines += shape_rules(spec)
@@ -321,6 +350,18 @@ def _helper_rules() -> list[str]:
             "(>= (vec-get s ax) 0)",
             "(set (dimsum l ax) (+ (vec-get s ax) d))",
         ),
+    ]
+
+
+def _scalar_rules() -> list[str]:
+    """Scalars computed from scalars (``1 / sqrt(d)`` written as ops over a constant)."""
+    return [
+        _rule("(= e (Neg x)) (= v (scalar x))", "(set (scalar e) (neg v))"),
+        _rule("(= e (Reciprocal x)) (= v (scalar x)) (!= v 0.0)", "(set (scalar e) (/ 1.0 v))"),
+        _rule("(= e (Sqrt x)) (= v (scalar x)) (>= v 0.0)", "(set (scalar e) (^ v 0.5))"),
+        _rule("(= e (Mul x y)) (= v (scalar x)) (= w (scalar y))", "(set (scalar e) (* v w))"),
+        _rule("(= e (Div x y)) (= v (scalar x)) (= w (scalar y)) (!= w 0.0)", "(set (scalar e) (/ v w))"),
+        _rule("(= e (Reshape x t z)) (= v (scalar x))", "(set (scalar e) v)"),
     ]
 
 
