@@ -30,7 +30,7 @@ from eqsat_dnn.ir.language import Target
 from eqsat_dnn.lower import avoid_slow_fusions
 from eqsat_dnn.repair import Repair, repair
 from eqsat_dnn.io.onnx_in import load_model, read_model
-from eqsat_dnn.io.onnx_out import check_model, to_onnx
+from eqsat_dnn.io.onnx_out import OpsetError, check_model, to_onnx
 from eqsat_dnn.io.protos import light_copy
 from eqsat_dnn.eqsat.rules import Arithmetic, Rule, default_rules, select_rules
 from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, SaturationStop, resident_mb, saturate
@@ -239,7 +239,10 @@ def optimize(
         except ValueError as exc:  # as for a program onnx's checker rejects: the repair leaves it out
             raise CheckError(f"the chosen program is malformed: {exc}") from None
         lowered_at = time.perf_counter()
-        written = to_onnx(lowered)
+        try:
+            written = to_onnx(lowered)
+        except OpsetError as exc:  # a chosen op's opset cannot be reached: the repair leaves it out
+            raise CheckError(str(exc)) from None
         _check_optimized(written, model)
         if timed:
             seconds["lower"], seconds["export"] = lowered_at - t, time.perf_counter() - lowered_at

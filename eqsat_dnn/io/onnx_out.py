@@ -77,7 +77,7 @@ def _declare_opsets(model: onnx.ModelProto, specs: list, opset: int) -> onnx.Mod
     try:
         raised = version_converter.convert_version(model, needed)
     except Exception as exc:  # the converter raises bare RuntimeErrors and ValueErrors alike
-        raise ValueError(f"cannot raise the model's opset from {opset} to {needed} for "
+        raise OpsetError(f"cannot raise the model's opset from {opset} to {needed} for "
                          f"{', '.join(sorted(hidden))}: {first_line(exc)}") from None
     for node in raised.graph.node:
         if node.domain == _HELD:
@@ -86,6 +86,10 @@ def _declare_opsets(model: onnx.ModelProto, specs: list, opset: int) -> onnx.Mod
     del raised.opset_import[:]
     raised.opset_import.extend(kept)
     return raised
+
+
+class OpsetError(ValueError):
+    """The model cannot move to the opset a chosen op needs."""
 
 
 _HELD = "eqsat_dnn.held"
