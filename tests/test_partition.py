@@ -482,7 +482,8 @@ def test_memory_bound_llama_plan_shards_weights_and_beats_baselines(tmp_path):
     assert plan.predicted.fits and not plan.baselines["data_parallel"].fits
     assert plan.predicted.weight_bytes_per_device < dp.weight_bytes_per_device
     fsdp = plan.baselines["fsdp"]  # every weight split 4 ways, with its gradient and Adam state
-    assert fsdp.fits and fsdp.weight_bytes_per_device == pytest.approx(dp.weight_bytes_per_device / 4, rel=0.01)
+    assert fsdp.weight_bytes_per_device == pytest.approx(dp.weight_bytes_per_device / 4, rel=0.01)
+    # (it gathers every weight whole and keeps it for backward: that counts too, and at this bound it does not fit)
     _never_worse(plan)
     for i in range(TINY_LLAMA["layers"]):
         assert any(isinstance(p, Shard) for name, spec in plan.placements.items()

@@ -31,6 +31,10 @@ def add_parser(commands) -> None:
                       help="training optimizer: its state counts in the plan's memory, and --run uses it "
                            "(default adam)")
     part.add_argument("--lr", type=POSITIVE, metavar="LR", help="learning rate of --run (default 0.01 sgd, 0.001 adam)")
+    part.add_argument("--microbatches", type=number(int, 1, strict=False, maximum=100_000), metavar="M",
+                      help="train: also weigh pipelines over mesh axis 0 (1F1B over M microbatches, layers "
+                           "checkpointed where memory needs) against the plan over the whole mesh; without it, "
+                           "pipelines are tried only when nothing else fits (8 microbatches)")
     part.add_argument("--time-limit", type=SECONDS, default=10.0, metavar="S", help="ILP seconds (default 10)")
     part.add_argument("--outputs", choices=["replicate", "any"], default="replicate",
                       help="graph outputs end replicated (default) or in any placement")
@@ -58,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         from eqsat_dnn.partition.processes import check_run_size
 
         check_run_size(get_mesh(args.mesh, args.machine, args.memory_gb).num_devices)
+    if args.microbatches is not None and args.mode != "train":
+        from eqsat_dnn.errors import InputError
+
+        raise InputError("--microbatches prices pipelines for training: add --mode train")
     shapes = parse_input_shapes(args.overwrite_input_shape)
     graph = load_model(args.input, input_shapes=shapes, load_weights=False)  # planning reads no weight
     show = not (args.quiet or args.json)
@@ -65,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     with console.status("solving the partitioning ILP", spinner="dots") if show and console.is_terminal \
             else nullcontext():
         plan = partition(graph, args.mesh, machine=args.machine, mode=args.mode, memory_gb=args.memory_gb,
-                         time_limit=args.time_limit, outputs=args.outputs, optimizer=args.optimizer)
+                         time_limit=args.time_limit, outputs=args.outputs, optimizer=args.optimizer,
+                         microbatches=args.microbatches)
     if args.run or args.annotate:  # these need the weights themselves
         graph = load_model(args.input, input_shapes=shapes)
     report = None
@@ -90,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
         data = {"plan": args.output, "predicted": plan.to_dict()["predicted"],
                 "baselines": {k: v.to_dict() for k, v in plan.baselines.items()}, "solver": plan.solver,
                 "collectives": dict(plan.collective_counts(None)),
-                "collectives_by_phase": {phase: dict(plan.collective_counts(phase)) for phase in ("forward", "backward")},
+                "collectives_by_phase": {phase: dict(plan.collective_counts(phase))
+                                         for phase in ("forward", "backward", "update")},
                 "replicate_only": plan.replicate_only}
+        whole = plan.to_dict()
+        data.update({k: whole[k] for k in ("zero", "schedule", "stages", "checkpointed") if k in whole})
         if report is not None:
             data["run"] = report.to_dict()
         print(json.dumps(data, sort_keys=True))

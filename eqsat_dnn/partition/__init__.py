@@ -11,6 +11,10 @@ One stage per module::
     run.run_plan(graph, plan, ...)     Graph, Plan     -> RunReport (outputs and collectives checked)  (run)
     train.train_plan(graph, plan, ...) Graph, Plan     -> TrainReport (training steps on DTensor, checked)  (train)
 
+Training's larger search space: ZeRO-1/2/3 per weight (``zero``: choices of the ILP) and pipeline
+stages with 1F1B and activation checkpointing (``stages``: a dynamic programme over the layers, each
+stage's units priced by the ILP on its sub-mesh).
+
 ``run`` and ``train`` (with ``ops_torch``, the ONNX ops in torch) need torch
 (``pip install eqsat-dnn[dist]``); everything else does not.
 """
@@ -19,6 +23,8 @@ from eqsat_dnn.partition.mesh import MACHINES, DeviceMesh, Link, MeshAxis, get_m
 from eqsat_dnn.partition.placements import PARTIAL, REPLICATE, Partial, Replicate, Shard
 from eqsat_dnn.partition.plan import Plan, PlanNode, annotate, partition, plan_table
 from eqsat_dnn.partition.problem import Collective, Evaluation, build_problem
+from eqsat_dnn.partition.stages import Pipeline, Schedule, bubble_fraction
+from eqsat_dnn.partition.zero import ZeroStage
 
 
 def run_plan(*args, **kwargs):
@@ -35,6 +41,7 @@ def train_plan(*args, **kwargs):
     return _train_plan(*args, **kwargs)
 
 
-__all__ = ["Collective", "DeviceMesh", "Evaluation", "Link", "MACHINES", "MeshAxis", "PARTIAL", "Partial", "Plan",
-           "PlanNode", "REPLICATE", "Replicate", "Shard", "annotate", "build_problem", "get_mesh",
-           "parse_mesh_shape", "partition", "plan_table", "run_plan", "train_plan"]
+__all__ = ["Collective", "DeviceMesh", "Evaluation", "Link", "MACHINES", "MeshAxis", "PARTIAL", "Partial", "Pipeline",
+           "Plan", "PlanNode", "REPLICATE", "Replicate", "Schedule", "Shard", "ZeroStage", "annotate",
+           "bubble_fraction", "build_problem", "get_mesh", "parse_mesh_shape", "partition", "plan_table", "run_plan",
+           "train_plan"]

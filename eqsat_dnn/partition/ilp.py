@@ -15,7 +15,10 @@ consumer's choices that read the tensor as ``k``), and continuous ones per edge:
 
 Keys are the placement read plus, in training, the mesh axes along which the
 consumer leaves a partial gradient, priced by
-:meth:`~eqsat_dnn.partition.problem.PartitionProblem.backward_steps`.
+:meth:`~eqsat_dnn.partition.problem.PartitionProblem.backward_steps`. A producer's side is keyed
+by the placement it writes and where the tensor's gradient goes (a ZeRO-2 weight's to its sharded
+state: a reduce-scatter where data parallelism all-reduces), so ZeRO-1/2 are weight choices like
+placements (:mod:`eqsat_dnn.partition.zero`), their update all-gathers priced on the choice.
 
 Two exact reductions: when memory cannot bind, an input or weight read by a single
 consumer is folded into that consumer (its choices are charged the cheapest source
@@ -28,7 +31,8 @@ and consumers share columns (the same tensor in every copy) share one transport,
 number. A 32-layer stack's ILP is thus about one layer's plus the glue.
 
 Memory: the weights as placed plus, in inference, a ``peak`` variable at least
-every node's working set; in training, weights, gradients, optimizer state and activations;
+every node's working set; in training, weights, gradients, optimizer state, activations and the
+weight blocks gathered for use (held until backward: on the edge variables of their conversion);
 bounded by the device memory. The constraint is left out when even the
 all-replicated plan fits.
 
@@ -101,6 +105,8 @@ class _Builder:
         self.num_y = 0
         self.cost_x = np.zeros(num_x)
         self.cost_y: list[float] = []
+        self.memory: list[tuple[int, float]] = []
+        """Training: (edge column, GiB) of the weight blocks conversions gather and keep for backward."""
         self.ub: tuple[list, list, list, list] = ([], [], [], [])
         self.eq: tuple[list, list, list, list] = ([], [], [], [])
 
@@ -160,23 +166,24 @@ def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: floa
     for i, item in enumerate(items):
         if i not in absorbed:
             for c, choice in enumerate(item.choices):
-                b.cost_x[first[i] + c] += problem.compute_seconds(item, choice) * _SCALE
+                b.cost_x[first[i] + c] += (problem.compute_seconds(item, choice)
+                                           + problem.update_seconds(item, choice)) * _SCALE
 
     def key_of(name: str, choice, pos: int):
         dst = choice.consumes[pos]
         return (dst, problem.grad_axes(choice, dst)) if train and tensors[name].grad else (dst, frozenset())
 
     def source_price(name: str, src, key) -> float:
-        cost = problem.forward_seconds(name, src, key[0])
+        """``src``: (placement produced, gradient target), see :func:`_source_key`."""
+        cost = problem.forward_seconds(name, src[0], key[0])
         if train and tensors[name].grad:
-            cost += problem.backward_seconds(name, src, key[0], key[1])
+            cost += problem.backward_seconds(name, src[0], key[0], key[1], src[1])
         return cost
 
-    def groups(i: int, pos: int, produced: bool) -> dict:
+    def groups(i: int, pos: int) -> dict:
         found: dict = {}
         for c, choice in enumerate(items[i].choices):
-            spec = choice.produces[pos] if produced else choice.consumes[pos]
-            found.setdefault(spec, []).append(first[i] + c)
+            found.setdefault(_source_key(problem, choice, pos), []).append(first[i] + c)
         return found
 
     edges: dict[tuple, list] = {}  # tensors priced alike on the same columns: one transport, times their count
@@ -185,10 +192,11 @@ def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: floa
             continue
         if info.producer[0] in absorbed:
             (c, pos), = info.consumers
-            specs = [ch.produces[0] for ch in items[info.producer[0]].choices]
+            source = items[info.producer[0]]
+            specs = [(_source_key(problem, ch, 0), problem.update_seconds(source, ch)) for ch in source.choices]
             for j, choice in enumerate(items[c].choices):
                 key = key_of(name, choice, pos)
-                b.cost_x[first[c] + j] += min(source_price(name, s, key) for s in specs) * _SCALE
+                b.cost_x[first[c] + j] += min(source_price(name, s, key) + u for s, u in specs) * _SCALE
             continue
         # consumers sharing columns read alike: one reader stands for them (a conversion is paid once)
         consumers = list(dict.fromkeys((rep[c], pos) for c, pos in info.consumers))
@@ -198,7 +206,7 @@ def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: floa
         else:
             edges[key] = [name, 1]
     for (producer, p_pos, consumers, _, _), (name, count) in edges.items():
-        sources = groups(producer, p_pos, True)
+        sources = groups(producer, p_pos)
         readers = []
         for c, pos in consumers:
             found: dict = {}
@@ -248,9 +256,11 @@ def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: floa
             key = key_of(name, items[c].choices[assignment[c]], pos)
 
             def rank(s: int, i=i, name=name, key=key):
-                spec = items[i].choices[s].produces[0]
-                # ties (slicing a replicated weight is free too): store it as it is read
-                return (round(source_price(name, spec, key) * _SCALE, 9), spec != key[0])
+                choice = items[i].choices[s]
+                price = (source_price(name, _source_key(problem, choice, 0), key)
+                         + problem.update_seconds(items[i], choice))
+                # ties (slicing a replicated weight is free too): store it as it is read, without ZeRO
+                return (round(price * _SCALE, 9), choice.produces[0] != key[0], int(choice.zero))
 
             assignment[i] = min(range(len(items[i].choices)), key=rank)
     bound = None
@@ -264,8 +274,8 @@ def solve(problem: PartitionProblem, time_limit: float = 10.0, mip_rel_gap: floa
 
 def _transport(problem: PartitionProblem, b: _Builder, name: str, sources: dict, readers: list[dict],
                count: int = 1) -> None:
-    """Rows and variables of one tensor. ``sources``: produced spec -> x columns; ``readers``: per
-    consumer, key (spec read, gradient axes) -> x columns.
+    """Rows and variables of one tensor. ``sources``: (spec produced, gradient target) -> x columns
+    (:func:`_source_key`); ``readers``: per consumer, key (spec read, gradient axes) -> x columns.
 
     Per consumer, a transport ``e[s, k]`` from the producer's choice to the consumer's (row sums
     ``X[s]``, column sums ``Z[k]``: Alpa's edge formulation, tight in the LP relaxation). A tensor with
@@ -279,12 +289,13 @@ def _transport(problem: PartitionProblem, b: _Builder, name: str, sources: dict,
         for r in readers:
             for k in r:
                 if (s, k[0]) not in fwd:
-                    fwd[(s, k[0])] = count * problem.forward_seconds(name, s, k[0])
+                    fwd[(s, k[0])] = count * problem.forward_seconds(name, s[0], k[0])
                 if (s, k) not in bwd:
-                    bwd[(s, k)] = count * (problem.backward_seconds(name, s, k[0], k[1])
+                    bwd[(s, k)] = count * (problem.backward_seconds(name, s[0], k[0], k[1], s[1])
                                    if problem.mode == "train" and problem.tensors[name].grad else 0.0)
     if all(v <= 0 for v in fwd.values()) and all(v <= 0 for v in bwd.values()):
         return
+    held = {key: count * problem.held_bytes(name, key[0][0], key[1]) / _GIB for key in fwd}
     single = len(readers) == 1
     shared_f: dict = {}
     shared_b: dict = {}
@@ -294,6 +305,8 @@ def _transport(problem: PartitionProblem, b: _Builder, name: str, sources: dict,
             for k in r:
                 cost = (fwd[(s, k[0])] + bwd[(s, k)]) if single else 0.0
                 e[(s, k)] = b.new_y(cost * _SCALE)
+                if single and held[(s, k[0])]:
+                    b.memory.append((e[(s, k)], held[(s, k[0])]))
         for s, cols in sources.items():
             b.row([(e[(s, k)], 1.0) for k in r] + [(col, -1.0) for col in cols], 0.0, equal=True)
         for k, cols in r.items():
@@ -305,12 +318,20 @@ def _transport(problem: PartitionProblem, b: _Builder, name: str, sources: dict,
                 if fwd[(s, d)] > 0:
                     if (s, d) not in shared_f:
                         shared_f[(s, d)] = b.new_y(fwd[(s, d)] * _SCALE)
+                        if held[(s, d)]:
+                            b.memory.append((shared_f[(s, d)], held[(s, d)]))
                     b.row([(e[(s, k)], 1.0) for k in r if k[0] == d] + [(shared_f[(s, d)], -1.0)], 0.0)
             for k in r:
                 if bwd[(s, k)] > 0:
                     if (s, k) not in shared_b:
                         shared_b[(s, k)] = b.new_y(bwd[(s, k)] * _SCALE)
                     b.row([(e[(s, k)], 1.0), (shared_b[(s, k)], -1.0)], 0.0)
+
+
+def _source_key(problem: PartitionProblem, choice, pos: int) -> tuple:
+    """What prices a producer's choice on its tensor's edges: the placement it writes at ``pos`` and
+    where that tensor's gradient goes (``None``: to that placement; a ZeRO-2 weight's: to its state)."""
+    return (choice.produces[pos], problem.gradient_target(choice, pos))
 
 
 def _memory_terms(problem: PartitionProblem) -> dict | None:
@@ -346,7 +367,8 @@ def _memory_rows(problem: PartitionProblem, b: _Builder, first: list[int], memor
     """The memory bound: weights plus activations (training) or plus the peak working set (inference)."""
     limit, weights = memory["limit"], memory["weights"]
     if "activations" in memory:
-        b.row([(first[i] + c, v) for i, vs in weights + memory["activations"] for c, v in enumerate(vs)], limit)
+        b.row([(first[i] + c, v) for i, vs in weights + memory["activations"] for c, v in enumerate(vs)]
+              + b.memory, limit)
         return
     peak = b.new_y(0.0)
     for i, vs in memory["io"]:

@@ -9,7 +9,12 @@ output ends in), ``collectives`` (each with ``kind``, ``tensor``, ``mesh_axis``,
 ``memory_bytes_per_device``, ``comm_bytes``, ...), the same figures for the
 hand-written ``baselines`` (pure data parallelism, Megatron-LM, FSDP), the
 ``replicate_only`` ops (no sharding rule: run whole on every device) and what
-the ``solver`` did.
+the ``solver`` did. Training plans add ``zero`` (per trainable weight whose state is sharded: its
+ZeRO ``stage`` 1-3, the ``state`` placement and its weight ``group``, the tied class it shares the
+choice with; collectives of phase ``update`` are ZeRO-1/2's all-gathers after the optimizer step)
+and, when pipelined or checkpointed (:mod:`eqsat_dnn.partition.stages`), ``schedule`` (``kind``
+1F1B, ``stages``, ``microbatches``, ``bubble``, ...), ``stages`` (each stage's units, nodes,
+devices, sub-mesh, candidate plan and price) and ``checkpointed`` (the units recomputed in backward).
 
 ONNX annotation (IR version 11): ``ModelProto.configuration`` gets one
 ``DeviceConfigurationProto`` for the mesh, and every node gets a
@@ -37,10 +42,12 @@ from eqsat_dnn.cost import CostModel
 from eqsat_dnn.errors import InputError, OutputError
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.partition.mesh import DEFAULT_MACHINE, DeviceMesh, get_mesh
-from eqsat_dnn.partition.placements import (Partial, Shard, Spec, block_index, parse_spec, shard_axes,
+from eqsat_dnn.partition.placements import (Partial, Shard, Spec, block_index, parse_spec, shard_axes, short,
                                             spec_strings)
 from eqsat_dnn.partition.problem import (BASELINES, Collective, Evaluation, PartitionProblem, as_graph,
                                          build_problem, prepare_graph)
+from eqsat_dnn.partition.stages import Pipeline
+from eqsat_dnn.partition.zero import ZeroStage, zero_stages
 
 PLAN_VERSION = 1
 
@@ -55,6 +62,16 @@ class PlanNode:
     inputs: list[Spec | None]
     outputs: list[Spec | None]
     compute_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ZeroChoice:
+    """One weight's ZeRO stage, the placement of its sharded state, and its weight group (the first
+    weight of its tied class: every copy of a repeated layer's weight takes the same stage)."""
+
+    stage: ZeroStage
+    state: Spec
+    group: str
 
 
 @dataclass
@@ -73,6 +90,21 @@ class Plan:
     """Op type -> number of nodes with no sharding rule (gathered and run whole on every device)."""
     solver: dict[str, Any] = field(default_factory=dict)
     cost_model: str = ""
+    zero: dict[str, ZeroChoice] = field(default_factory=dict)
+    """Training: per trainable weight whose state is sharded, its ZeRO stage (see :mod:`eqsat_dnn.partition.zero`)."""
+    pipeline: Pipeline | None = None
+    """Training: pipeline stages, their 1F1B schedule and checkpointed layers (:mod:`eqsat_dnn.partition.stages`);
+    ``None`` for a plan over the whole mesh without checkpointing."""
+
+    @property
+    def executable(self) -> str:
+        """Why ``--run`` cannot execute this plan ("" when it can): pipelines and checkpointing are priced only."""
+        if self.pipeline is None:
+            return ""
+        what = [f"{len(self.pipeline.stages)} pipeline stages ({self.pipeline.schedule})"] \
+            if len(self.pipeline.stages) > 1 else []
+        what += ["checkpointed layers"] if self.pipeline.checkpointed() else []
+        return " and ".join(what)
 
     def collective_counts(self, phase: str | None = "forward") -> Counter:
         """Number of collectives per kind (of one phase, or all with ``None``)."""
@@ -108,6 +140,9 @@ class Plan:
                              "to": spec_strings(c.dst)} for c in self.collectives],
             "replicate_only": dict(self.replicate_only),
             "solver": dict(self.solver),
+            "zero": {k: {"stage": int(z.stage), "state": spec_strings(z.state), "group": z.group}
+                     for k, z in self.zero.items()},
+            **(self.pipeline.to_dict() if self.pipeline is not None else {}),
         }
 
     @staticmethod
@@ -134,10 +169,12 @@ class Plan:
                                        float(v["comm_bytes"]), float(v["memory_bytes_per_device"]),
                                        float(v["weight_bytes_per_device"]), [], bool(v["fits_memory"]))
                          for k, v in data.get("baselines", {}).items()}
+            zero = {k: ZeroChoice(ZeroStage(int(z["stage"])), parse_spec(z["state"]), z.get("group", k))
+                    for k, z in data.get("zero", {}).items()}
             return Plan(mesh, data["mode"], {k: parse_spec(v) for k, v in data["placements"].items()}, nodes,
                         {k: parse_spec(v) for k, v in data["outputs"].items()}, collectives, predicted, baselines,
                         dict(data.get("replicate_only", {})), dict(data.get("solver", {})),
-                        data.get("cost_model", ""))
+                        data.get("cost_model", ""), zero, Pipeline.from_dict(data))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a partitioning plan: {exc.__class__.__name__}: {exc}") from None
 
@@ -192,7 +229,24 @@ def plan_from_assignment(problem: PartitionProblem, assignment: list[int],
         elif item.kind == "output":
             outputs[item.label] = choice.consumes[0]
     return Plan(problem.mesh, problem.mode, placements, nodes, outputs, evaluation.collectives, evaluation,
-                dict(baselines or {}), dict(replicate_only), dict(solver or {}), problem.cost_model)
+                dict(baselines or {}), dict(replicate_only), dict(solver or {}), problem.cost_model,
+                _zero_choices(problem, assignment))
+
+
+def _zero_choices(problem: PartitionProblem, assignment: list[int]) -> dict[str, ZeroChoice]:
+    """The ZeRO stage of every trainable weight of an assignment (ZeRO-3: stored sharded, gathered for use)."""
+    if problem.mode != "train":
+        return {}
+    items, weights, reads, group = problem.items, {}, {}, {}
+    for i, item in enumerate(items):
+        name = item.produces[0] if item.kind == "weight" else ""
+        if not name or not problem.tensors[name].parameter:
+            continue
+        choice = item.choices[assignment[i]]
+        weights[name] = (choice.produces[0], choice.zero, choice.state)
+        reads[name] = [items[c].choices[assignment[c]].consumes[pos] for c, pos in problem.tensors[name].consumers]
+        group[name] = items[item.tied].produces[0] if item.tied is not None else name
+    return {k: ZeroChoice(stage, state, group[k]) for k, (stage, state) in zero_stages(weights, reads).items()}
 
 
 def partition(
@@ -208,6 +262,7 @@ def partition(
     input_shapes: dict[str, list[int]] | None = None,
     optimizer: str = "adam",
     tie: bool = True,
+    microbatches: int | None = None,
 ) -> Plan:
     """Find the cheapest placement of every tensor of ``model`` on a device mesh.
 
@@ -221,7 +276,13 @@ def partition(
     for at most ``time_limit`` seconds; if it finds nothing better than the best
     hand-written baseline (data parallel, Megatron, FSDP) in time, that baseline is the
     plan (``plan.solver["source"]`` says which). ``tie`` gives corresponding ops and
-    weights of repeated layers one shared choice (``plan.solver["tied_items"]`` counts them)."""
+    weights of repeated layers one shared choice (``plan.solver["tied_items"]`` counts them).
+
+    Training also weighs pipelines (:mod:`eqsat_dnn.partition.stages`: mesh axis 0 cut into stages
+    that each run a run of layers, 1F1B over ``microbatches``, layers checkpointed where memory
+    needs): when ``microbatches`` is given, against the plan over the whole mesh (the faster wins);
+    otherwise only when nothing fits over the whole mesh (then with
+    :data:`~eqsat_dnn.partition.stages.DEFAULT_MICROBATCHES`). ``plan.pipeline`` says what was chosen."""
     graph = as_graph(model, input_shapes, load_weights=False)  # shapes are all a plan needs
     if not isinstance(mesh, DeviceMesh):
         mesh = get_mesh(mesh, machine, memory_gb)
@@ -231,10 +292,64 @@ def partition(
         mesh = with_memory(mesh, memory_gb * GIB)
     if not time_limit > 0:
         raise InputError(f"time limit must be positive, not {time_limit}")
-    from eqsat_dnn.partition.ilp import solve
 
     problem = build_problem(graph, mesh, mode, cost_model, outputs, optimizer, tie)
     baselines = {name: problem.evaluate(make(problem)) for name, make in BASELINES.items()}
+    try:
+        plan, error = _whole_mesh_plan(problem, baselines, time_limit), None
+    except InputError as exc:  # nothing fits the memory over the whole mesh: a pipeline may
+        if mode != "train":
+            raise
+        plan, error = None, exc
+    if mode == "train" and (microbatches is not None or plan is None):
+        from eqsat_dnn.partition.stages import DEFAULT_MICROBATCHES, plan_stages
+
+        pipe = plan_stages(problem.graph, mesh, unit_candidates(optimizer, time_limit),
+                           microbatches or DEFAULT_MICROBATCHES)
+        if pipe is not None and (len(pipe.stages) > 1 or pipe.checkpointed()) and (
+                plan is None or pipe.time_s < plan.predicted.time_s * (1 - 1e-9)):
+            return _pipelined_plan(problem, pipe, baselines)
+    if plan is None:
+        raise error
+    return plan
+
+
+def unit_candidates(optimizer: str = "adam", time_limit: float = 10.0):
+    """The candidate plans of a pipeline's unit on a sub-mesh (:data:`~eqsat_dnn.partition.stages.Candidates`):
+    the ILP's, in train mode with its outputs in any placement, and the baselines'."""
+
+    def candidates(graph: Graph, mesh: DeviceMesh) -> dict[str, Plan]:
+        plan = partition(graph, mesh, mode="train", optimizer=optimizer, outputs="any", time_limit=time_limit)
+        problem = build_problem(graph, mesh, "train", optimizer=optimizer, outputs="any")
+        return {"ilp": plan, **{name: plan_from_assignment(problem, make(problem)) for name, make in BASELINES.items()}}
+
+    return candidates
+
+
+def _pipelined_plan(problem: PartitionProblem, pipe: Pipeline, baselines: dict[str, Evaluation]) -> Plan:
+    """The plan of a pipeline on ``problem``'s mesh: its units' plans put together (each over its stage's
+    sub-mesh), priced as the pipeline; ``compute_s`` is the step less the point-to-point sends and
+    weight collectives on the critical path."""
+    from eqsat_dnn.partition.ilp import SolveStatus
+
+    placements, nodes, collectives, zero = pipe.parts
+    slots = pipe.microbatches + len(pipe.stages) - 1
+    comm = pipe.p2p_s * slots + max(st.sync_s for st in pipe.stages)
+    traffic = sum(2.0 * st.send_bytes * pipe.microbatches for st in pipe.stages)
+    weights = max(st.weight_bytes for st in pipe.stages)
+    evaluation = Evaluation(pipe.time_s, pipe.time_s - comm, comm, traffic, pipe.memory_bytes, weights, collectives,
+                            pipe.memory_bytes <= problem.mesh.memory_bytes)
+    outputs = {name: placements[name] for name in problem.graph.outputs}
+    solver = {"status": SolveStatus.OPTIMAL, "seconds": pipe.solve_s, "source": "pipeline",
+              "items": len(problem.items), "tied_items": sum(i.tied is not None for i in problem.items)}
+    return Plan(problem.mesh, "train", placements, nodes, outputs, collectives, evaluation, dict(baselines), {},
+                solver, problem.cost_model, zero, pipe)
+
+
+def _whole_mesh_plan(problem: PartitionProblem, baselines: dict[str, Evaluation], time_limit: float) -> Plan:
+    """The ILP's plan over the whole mesh (a baseline when the ILP found nothing better in time)."""
+    from eqsat_dnn.partition.ilp import solve
+
     result = solve(problem, time_limit=time_limit)
     solver = {"status": result.status, "seconds": result.seconds, "objective_s": result.objective,
               "bound_s": result.bound, "variables": result.variables, "constraints": result.constraints,
@@ -304,10 +419,40 @@ def plan_table(plan: Plan, title: str = ""):
     for op, counts in sorted(per_op.items(), key=lambda kv: -sum(kv[1].values())):
         strategies.add_row(op, ", ".join(f"{s} x{k}" for s, k in counts.most_common()))
     parts = [summary, collectives, strategies]
+    if plan.zero:
+        zero = Table(title="sharded training state (ZeRO)")
+        for column in ("stage", "weights", "groups", "state placement"):
+            zero.add_column(column)
+        by_stage: dict[ZeroStage, list[tuple[str, ZeroChoice]]] = {}
+        for name, z in plan.zero.items():
+            by_stage.setdefault(z.stage, []).append((name, z))
+        for stage, entries in sorted(by_stage.items()):
+            zero.add_row(f"ZeRO-{int(stage)}", str(len(entries)), str(len({z.group for _, z in entries})),
+                         ", ".join(sorted({short(z.state) for _, z in entries})))
+        parts.append(zero)
+    if plan.pipeline is not None:
+        parts.append(_pipeline_table(plan.pipeline))
     if plan.replicate_only:
         parts.append("replicate-only (no sharding rule or no static shape; run whole on every device): "
                      + ", ".join(f"{op} x{k}" for op, k in sorted(plan.replicate_only.items())))
     return Group(*parts)
+
+
+def _pipeline_table(pipe: Pipeline):
+    from rich.table import Table
+
+    table = Table(title=f"pipeline: {len(pipe.stages)} stage(s), {pipe.schedule} over {pipe.microbatches} "
+                        f"microbatch(es), bubble {pipe.bubble:.1%}, step {_seconds(pipe.time_s)}")
+    for column in ("stage", "units", "nodes", "devices", "sub-mesh", "plan", "checkpointed", "per microbatch",
+                   "memory / device"):
+        table.add_column(column, justify="right" if column in ("nodes", "per microbatch", "memory / device")
+                         else "left")
+    for k, st in enumerate(pipe.stages):
+        units = st.units[0] if len(st.units) == 1 else f"{st.units[0]}..{st.units[-1]}"
+        table.add_row(str(k), units, str(len(st.nodes)), ",".join(map(str, st.devices)),
+                      "x".join(map(str, st.mesh_shape)), st.candidate, ", ".join(st.checkpointed) or "-",
+                      _seconds(st.microbatch_s), _bytes(st.memory_bytes))
+    return table
 
 
 def _seconds(s: float) -> str:
@@ -391,4 +536,5 @@ def annotate(model: Graph | str | Path | onnx.ModelProto, plan: Plan,
     return proto
 
 
-__all__ = ["CONFIGURATION", "Plan", "PlanNode", "annotate", "partition", "plan_from_assignment", "plan_table"]
+__all__ = ["CONFIGURATION", "Plan", "PlanNode", "ZeroChoice", "annotate", "partition", "plan_from_assignment",
+           "plan_table", "unit_candidates"]

@@ -29,8 +29,9 @@ in :mod:`eqsat_dnn.partition.ilp` minimises exactly the same sum):
 Memory per device: the weights as placed, plus, in inference, the largest
 working set of one node (its inputs and outputs as that node holds them); in
 training, weights, their gradients and the optimizer's state (Adam: two float32
-copies of every parameter, placed as the parameter is) plus every activation
-(kept for the backward pass).
+copies of every parameter, placed as the parameter is, or sharded under ZeRO-1/2, see
+:mod:`eqsat_dnn.partition.zero`) plus every activation and every weight block gathered for use
+(both kept for the backward pass).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from eqsat_dnn.partition.mesh import DeviceMesh
 from eqsat_dnn.partition.placements import (PARTIAL, REPLICATE, Partial, Replicate, Shard, Spec, all_specs,
                                             replicated)
 from eqsat_dnn.partition.strategies import (is_float, node_strategies, static_shape, tensor_bytes)
+from eqsat_dnn.partition.zero import ZeroStage, state_spec, update_steps, zero_options
 
 MODES = ("inference", "train")
 OPTIMIZERS = {"adam": 2, "sgd": 0}
@@ -67,6 +69,10 @@ class Choice:
     consumes: tuple[Spec | None, ...]
     compute: float = 0.0
     """Forward seconds on one device."""
+    zero: ZeroStage = ZeroStage.NONE
+    """A trainable weight's ZeRO-1/2 choice (:mod:`eqsat_dnn.partition.zero`)."""
+    state: Spec | None = None
+    """With ``zero``: the placement of its sharded optimizer state (and, ZeRO-2, gradient)."""
 
     def splits(self, axis: int) -> bool:
         return any(s is not None and s[axis] != REPLICATE for s in self.produces + self.consumes)
@@ -187,7 +193,8 @@ class PartitionProblem:
         return frozenset(k for k in range(self.mesh.ndim)
                          if isinstance(dst[k], Replicate) and choice.splits(k))
 
-    def backward_steps(self, tensor: str, src: Spec, dst: Spec, grad_axes: frozenset[int]) -> list[Step]:
+    def backward_steps(self, tensor: str, src: Spec, dst: Spec, grad_axes: frozenset[int],
+                       target: Spec | None = None) -> list[Step]:
         """The backward pass's collectives for a tensor produced as ``src`` and read as ``dst`` by
         consumers that leave partial gradients along ``grad_axes``: the gradient, placed as
         :func:`grad_placement` says, redistributed to :func:`grad_target` of ``src`` (what DTensor's
@@ -196,15 +203,40 @@ class PartitionProblem:
         consumers divide their work along the axis, else sliced; an all-to-all's goes back by
         all-to-all; an all-reduce's passes through) plus an all-reduce of the partial gradient of a
         replicated tensor read by work divided along an axis (the gradient synchronisation of data
-        parallelism, the backward all-reduce of Megatron's column-parallel input)."""
-        return [s for s in self.steps(tensor, grad_placement(dst, grad_axes), grad_target(src)) if s.is_collective]
+        parallelism, the backward all-reduce of Megatron's column-parallel input). ``target``
+        overrides the gradient's destination (a ZeRO-2 weight's: its sharded state, see
+        :meth:`gradient_target`)."""
+        goal = grad_target(src) if target is None else target
+        return [s for s in self.steps(tensor, grad_placement(dst, grad_axes), goal) if s.is_collective]
 
-    def backward_seconds(self, tensor: str, src: Spec, dst: Spec, grad_axes: frozenset[int]) -> float:
-        key = (self.tensors[tensor].type, src, dst, grad_axes)
+    def backward_seconds(self, tensor: str, src: Spec, dst: Spec, grad_axes: frozenset[int],
+                         target: Spec | None = None) -> float:
+        key = (self.tensors[tensor].type, src, dst, grad_axes, target)
         if key not in self._cache:
             self._cache[key] = sum(step_seconds(s, self.mesh)
-                                     for s in self.backward_steps(tensor, src, dst, grad_axes))
+                                     for s in self.backward_steps(tensor, src, dst, grad_axes, target))
         return self._cache[key]
+
+    def gradient_target(self, choice: Choice, pos: int = 0) -> Spec | None:
+        """Where the gradient of the tensor a producer's ``choice`` writes at ``pos`` goes: a ZeRO-2
+        weight's sharded state (its gradient is reduce-scattered), else ``None`` (the tensor's own
+        placement, :func:`grad_target`)."""
+        return choice.state if choice.zero == ZeroStage.GRADIENTS else None
+
+    def update_collectives(self, item: Item, choice: Choice) -> list[Collective]:
+        """The all-gathers of a ZeRO-1/2 weight's updated shards after the optimizer step."""
+        name = item.produces[0] if item.kind == "weight" else ""
+        if not name or choice.zero == ZeroStage.NONE:
+            return []
+        info, spec = self.tensors[name], choice.produces[0]
+        steps = update_steps(info.shape, info.itemsize, spec, choice.zero, choice.state, self.mesh.shape)
+        return [Collective(s.kind, name, s.axis, s.bytes, step_seconds(s, self.mesh), "update", choice.state, spec)
+                for s in steps]
+
+    def update_seconds(self, item: Item, choice: Choice) -> float:
+        if choice.zero == ZeroStage.NONE:
+            return 0.0
+        return sum(c.seconds for c in self.update_collectives(item, choice))
 
     # -- item prices --------------------------------------------------------
 
@@ -214,6 +246,15 @@ class PartitionProblem:
         if key not in self._cache:
             self._cache[key] = tensor_bytes(key[0], spec, self.mesh)
         return self._cache[key]
+
+    def held_bytes(self, tensor: str, src: Spec, dst: Spec) -> float:
+        """Training: the block of a weight that a conversion with a collective (a ZeRO-3 / FSDP
+        all-gather) makes, which autograd keeps until the backward pass; 0 otherwise."""
+        if self.mode != "train" or not self.tensors[tensor].weight or src == dst:
+            return 0.0
+        if not any(s.is_collective for s in self.steps(tensor, src, dst)):
+            return 0.0
+        return float(self.block_bytes(tensor, dst))
 
     def compute_seconds(self, item: Item, choice: Choice) -> float:
         return choice.compute * (3.0 if self.mode == "train" and item.backward else 1.0)
@@ -234,12 +275,15 @@ class PartitionProblem:
                          for n, s in zip(item.produces, choice.produces) if n))
 
     def weight_bytes(self, item: Item, choice: Choice) -> float:
-        """Memory a weight takes as placed; in training a parameter's gradient and optimizer state too."""
+        """Memory a weight takes as placed; in training a parameter's gradient and optimizer state too,
+        placed as the weight or, under ZeRO, as its sharded state (ZeRO-1: the optimizer state only)."""
         info = self.tensors[item.produces[0]]
         stored = self.block_bytes(item.produces[0], choice.produces[0])
         if self.mode != "train" or not info.parameter:
             return float(stored)
-        return 2.0 * stored + OPTIMIZERS[self.optimizer] * 4.0 * stored / max(1, info.itemsize)
+        state = stored if choice.zero == ZeroStage.NONE else self.block_bytes(item.produces[0], choice.state)
+        grad = state if choice.zero == ZeroStage.GRADIENTS else stored
+        return stored + grad + OPTIMIZERS[self.optimizer] * 4.0 * state / max(1, info.itemsize)
 
     # -- whole assignments --------------------------------------------------
 
@@ -249,20 +293,22 @@ class PartitionProblem:
         weights = 0.0
         peak = 0.0
         activations = 0.0
+        collectives: list[Collective] = []
         for item, c in zip(self.items, assignment):
             choice = item.choices[c]
             compute += self.compute_seconds(item, choice)
             if item.kind == "weight":
                 weights += self.weight_bytes(item, choice)
+                collectives.extend(self.update_collectives(item, choice))
             elif item.kind == "node":
                 peak = max(peak, self.io_bytes(item, choice))
                 activations += self.output_bytes(item, choice)
-        collectives: list[Collective] = []
         for name, info in self.tensors.items():
             if info.producer is None or not info.consumers:
                 continue
             p_item, p_pos = info.producer
-            src = self.items[p_item].choices[assignment[p_item]].produces[p_pos]
+            p_choice = self.items[p_item].choices[assignment[p_item]]
+            src, target = p_choice.produces[p_pos], self.gradient_target(p_choice, p_pos)
             needed: dict[Spec, None] = {}
             keys: dict[tuple[Spec, frozenset[int]], None] = {}
             for c_item, c_pos in info.consumers:
@@ -272,12 +318,13 @@ class PartitionProblem:
                 if self.mode == "train" and info.grad:
                     keys[(dst, self.grad_axes(choice, dst))] = None
             for dst in needed:
+                activations += self.held_bytes(name, src, dst)
                 for step in self.steps(name, src, dst):
                     if step.is_collective:
                         collectives.append(Collective(step.kind, name, step.axis, step.bytes,
                                                       step_seconds(step, self.mesh), "forward", src, dst))
             for dst, axes in keys:
-                for step in self.backward_steps(name, src, dst, axes):
+                for step in self.backward_steps(name, src, dst, axes, target):
                     collectives.append(Collective(step.kind, name, step.axis, step.bytes,
                                                   step_seconds(step, self.mesh), "backward", src, dst))
         comm = sum(c.seconds for c in collectives)
@@ -376,6 +423,8 @@ def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_
             t = tensors[name]
             t.weight = True
             t.parameter = is_float(t.type) and numel(t.type) > 1
+            if mode == "train" and t.parameter:
+                _add_zero_choices(items[-1], t, mesh, OPTIMIZERS[optimizer] > 0)
     rep_node: dict[int, int] = {}
     if tie:
         from eqsat_dnn.partition.layers import repeated_layers
@@ -451,6 +500,19 @@ def _tie_weights(items: list[Item], tensors: dict[str, TensorInfo]) -> None:
             item.tied = first[key]
         else:
             first[key] = i
+
+
+def _add_zero_choices(item: Item, info: TensorInfo, mesh: DeviceMesh, has_state: bool) -> None:
+    """A trainable weight's ZeRO-1/2 choices: each placement replicated along some mesh axis, with
+    its state sharded over those axes (:mod:`eqsat_dnn.partition.zero`)."""
+    extra = []
+    for choice in item.choices:
+        spec = choice.produces[0]
+        state = state_spec(spec, info.shape, mesh.shape)
+        if state is not None:
+            extra += [Choice(f"{choice.name}+zero{int(stage)}", choice.produces, (), zero=stage, state=state)
+                      for stage in zero_options(has_state)]
+    item.choices.extend(extra)
 
 
 def _spec_name(spec: Spec) -> str:

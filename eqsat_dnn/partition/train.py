@@ -23,7 +23,15 @@ on one local process per device of the plan's mesh (gloo; NCCL when there are en
   prices the backward pass (:meth:`~eqsat_dnn.partition.problem.PartitionProblem.backward_steps`);
   a replicated weight's gradient thus arrives all-reduced, a sharded one's reduce-scattered;
 * the loss is the mean squared error of the outputs against a seeded target; the optimizer is
-  ``torch.optim.SGD`` or ``Adam`` over the DTensor parameters (its state placed as they are).
+  ``torch.optim.SGD`` or ``Adam`` over the DTensor parameters (its state placed as they are);
+* a ZeRO-1/2 weight (``plan.zero``) is a parameter DTensor placed as its sharded state, which the
+  optimizer owns (so its state is sharded too), plus the replicated copy its ops read: the gradient
+  comes back all-reduced (ZeRO-1, then sliced locally) or reduce-scattered (ZeRO-2) into the shard,
+  and after the optimizer step the updated shards are all-gathered into the copy (DTensor's
+  ``redistribute``: the plan's ``update`` collectives). This is ZeRO as DTensor placements rather
+  than ``ZeroRedundancyOptimizer`` or ``fully_shard``, so every collective stays attributed to its
+  weight and counted against the plan; ZeRO-3 is the weight stored sharded (all-gather on use);
+* plans with pipeline stages or checkpointed layers are refused (priced and recorded only).
 
 The first step runs under ``torch.distributed.tensor.debug.CommDebugMode``; every collective it
 counts is attributed to the tensor whose conversion (forward) or gradient (backward) issued it,
@@ -58,6 +66,7 @@ from eqsat_dnn.partition.placements import Partial, Replicate, Shard, Spec, loca
 from eqsat_dnn.partition.plan import Plan
 from eqsat_dnn.partition.problem import OPTIMIZERS, as_graph, grad_placement, grad_target, prepare_graph
 from eqsat_dnn.partition.strategies import FLOAT_TYPES, static_shape
+from eqsat_dnn.partition.zero import ZeroStage
 
 _EXTRA_HINT = "training a plan needs torch: pip install eqsat-dnn[dist]"
 
@@ -68,6 +77,9 @@ _KINDS = {"all_reduce": "all_reduce", "all_gather_into_tensor": "all_gather", "a
 NO_GRADIENT = 1e-6
 """An element of a weight whose gradient is at most this times the largest gradient has none (see
 :class:`TrainReport`)."""
+
+PHASES = ("forward", "backward", "update")
+"""Where a step's collectives come from (``update``: the all-gather of ZeRO-1/2 weights after the optimizer)."""
 
 Collective = tuple[str, str, str, int, int]
 """(phase, kind, tensor, mesh axis, bytes)."""
@@ -148,10 +160,8 @@ class TrainReport:
                 "weights_max_rel_update": self.weights_max_rel_update,
                 "forward_max_rel_error": self.forward_max_rel_error,
                 "collectives_match": self.collectives_match,
-                "collectives_issued": {"forward": self.counts(self.issued, "forward"),
-                                       "backward": self.counts(self.issued, "backward")},
-                "collectives_expected": {"forward": self.counts(self.expected, "forward"),
-                                         "backward": self.counts(self.expected, "backward")},
+                "collectives_issued": {phase: self.counts(self.issued, phase) for phase in PHASES},
+                "collectives_expected": {phase: self.counts(self.expected, phase) for phase in PHASES},
                 "collectives_mismatch": {k: [list(c) for c in v] for k, v in self.mismatch().items()},
                 "substituted": dict(self.substituted), "optimizer_collectives": self.optimizer_collectives,
                 "unattributed_collectives": self.unattributed,
@@ -177,6 +187,8 @@ class _Program:
     steps: int
     optimizer: str
     lr: float
+    zero: dict[str, tuple[Any, Spec]] = field(default_factory=dict)
+    """ZeRO-1/2 weights: name -> (stage, placement of the sharded state)."""
 
 
 def _is_float(graph: Graph, name: str) -> bool:
@@ -237,7 +249,9 @@ def compile_training(graph: Graph, plan: Plan, feeds: dict[str, np.ndarray], see
         if shape is None or not _is_float(graph, name):
             raise InputError(f"graph output {name}: training needs float outputs of static shape")
         outputs.append((name, spec, rng.standard_normal(shape).astype(np.float32)))
-    return _Program(mesh_shape, sources, program_nodes, outputs, constants, steps, optimizer, lr)
+    zero = {name: (z.stage, z.state) for name, z in plan.zero.items()
+            if z.stage in (ZeroStage.OPTIMIZER, ZeroStage.GRADIENTS)}
+    return _Program(mesh_shape, sources, program_nodes, outputs, constants, steps, optimizer, lr, zero)
 
 
 def expected_collectives(plan: Plan, cpu: bool) -> tuple[list[Collective], dict[str, int]]:
@@ -273,11 +287,17 @@ class _Runner:
         self._shapes = {name: tuple(np.shape(v)) for name, _, v, _ in program.sources}
         self._shapes.update({w[0]: _global(w, program.mesh_shape) for _, _, writes in program.nodes
                              for w in writes if w})
+        self.zero = program.zero if mesh is not None else {}
+        self.full: dict[str, Any] = {}
+        """ZeRO-1/2 weights as placed (replicated), refreshed by the update's all-gather."""
         for name, spec, value, trainable in program.sources:
             tensor = torch.from_numpy(np.array(value)).to(self.device)
             if mesh is not None:
                 from torch.distributed.tensor import distribute_tensor
 
+                if name in self.zero:  # the optimizer owns the sharded copy: its state is sharded as it
+                    self.full[name] = distribute_tensor(tensor, mesh, _torch_spec(spec))
+                    spec = self.zero[name][1]
                 tensor = distribute_tensor(tensor, mesh, _torch_spec(spec))
             if trainable:
                 tensor = torch.nn.Parameter(tensor)
@@ -303,6 +323,8 @@ class _Runner:
         on a mesh, this device's share of each term (the whole term when the output is replicated)."""
         torch = self.torch
         values = dict(self.sources)
+        for name, (_, state) in self.zero.items():
+            values[name] = self._functions["zero"].apply(self.params[name], self.full[name], self, name, state)
         converted: dict[tuple[str, Spec], Any] = {}
         read: dict[tuple[str, Spec, Spec], Any] = {}
         from eqsat_dnn.partition.ops_torch import compute
@@ -401,6 +423,9 @@ class _Runner:
             self.optimizer.zero_grad(set_to_none=True)
             if self.counter is not None:
                 self.counter.tag = previous
+        for name in self.zero:  # ZeRO-1/2: the updated shards all-gathered into the weight as placed
+            spec = _plan_spec(self.full[name].placements)
+            self.full[name] = self._redistribute(self.params[name].detach(), spec, ("update", name))
         return [float(t.detach()) for t in terms]
 
 
@@ -415,7 +440,10 @@ def _functions() -> dict[str, Any]:
         @staticmethod
         def forward(ctx, src, local, runner, name, gp):
             ctx.runner, ctx.name, ctx.gp = runner, name, gp
-            ctx.target = grad_target(_plan_spec(src.placements))
+            # a ZeRO-2 weight's gradient goes to its sharded state (a reduce-scatter), as the plan prices it
+            zero = runner.zero.get(name)
+            ctx.target = (zero[1] if zero and zero[0] == ZeroStage.GRADIENTS
+                          else grad_target(_plan_spec(src.placements)))
             return local.clone()
 
         @staticmethod
@@ -440,7 +468,21 @@ def _functions() -> dict[str, Any]:
                 raise RuntimeError(f"gradient placed {got}, expected {ctx.expected}")
             return grad.to_local(), None, None, None
 
-    return {"read": Read, "wrap": Wrap}
+    class ZeroView(torch.autograd.Function):
+        """A ZeRO-1/2 weight as its ops read it: the replicated copy the last update gathered; backward:
+        its gradient (all-reduced under ZeRO-1, reduce-scattered under ZeRO-2) to the sharded parameter
+        the optimizer owns (ZeRO-1: a local slice)."""
+
+        @staticmethod
+        def forward(ctx, shard, full, runner, name, state):
+            ctx.runner, ctx.name, ctx.state = runner, name, state
+            return full.detach().view_as(full)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return ctx.runner._redistribute(grad, ctx.state, ("backward", ctx.name)), None, None, None, None
+
+    return {"read": Read, "wrap": Wrap, "zero": ZeroView}
 
 
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -639,6 +681,9 @@ def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *
     for model, plan in jobs:
         if plan.mode != "train":
             raise InputError("a training run needs a plan made in train mode (--mode train)")
+        if plan.executable:
+            raise InputError(f"the plan has {plan.executable}: they are priced and recorded, but --run does not "
+                             "execute them yet (plan with more memory or without --microbatches)")
         graph = prepare_graph(as_graph(model))
         feeds, ort_outputs = _reference(graph, seed)
         program = compile_training(graph, plan, feeds, seed, steps, optimizer, lr)
