@@ -14,14 +14,23 @@ peak memory against the layer count (``--untied`` adds the same without tied lay
     python bench/partition.py [--repeats 3] [--skip-bert] [--out bench/results/partition.json]
     python bench/partition.py --llama 2,8,32 [--untied 2,8] [--out bench/results/partition-llama.json]
     python bench/partition.py --train-timing [--steps 8] [--out bench/results/partition-train.json]
+    python bench/partition.py --memory-bounds [--out bench/results/partition-memory.json]
 
 ``--train-timing`` trains several plans of one model (a transformer MLP block, hidden 128, 256
 tokens) on 4 local gloo processes on DTensor (:mod:`eqsat_dnn.partition.train`): the ILP's plans
 on a 4-device and a 2x2 mesh of the ``cpu`` preset, with and without a memory bound that forces
-sharded weights, and the data-parallel, Megatron and FSDP baselines on each mesh. Per plan it
+sharded weights, the data-parallel, Megatron and FSDP baselines and data parallelism with ZeRO-2 on
+each mesh. Per plan it
 reports the predicted step time, the measured one (median of the steps after the first), whether
 the collectives DTensor issued are the plan's, and the losses' and weights' errors against
 single-device training; then the Spearman rank correlation of predicted against measured.
+
+``--memory-bounds`` plans two models in train mode (Adam) on 4 devices of the ``cpu`` preset at memory
+bounds below what data parallelism needs: a wide MLP block, where the ILP keeps weights replicated and
+shards their gradients and Adam state (ZeRO), and an 8-layer stack whose batch cannot be split four
+ways, where nothing fits over the whole mesh and the planner cuts it into pipeline stages (1F1B, 8
+microbatches), checkpointing layers as the bound tightens. Per bound: the chosen plan, its ZeRO
+stages, stages, bubble, checkpointed layers, predicted step time, memory and planning time.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from eqsat_dnn.io.onnx_in import load_model
@@ -95,7 +105,12 @@ def _llama_case(layers: int, mesh: str, machine: str, tie: bool, time_limit: flo
             "megatron_gib_per_device": meg.memory_bytes_per_device / GIB,
             "fsdp_gib_per_device": fsdp.memory_bytes_per_device / GIB, "fsdp_fits": fsdp.fits,
             "device_gib": plan.mesh.memory_bytes / GIB, "fits": plan.predicted.fits, "dp_fits": dp.fits,
-            "megatron_fits": meg.fits}
+            "megatron_fits": meg.fits, "zero": _zero_counts(plan)}
+
+
+def _zero_counts(plan) -> dict[str, int]:
+    """Weights per ZeRO stage of a plan (``zero2``: 6)."""
+    return dict(sorted(Counter(f"zero{int(z.stage)}" for z in plan.zero.values()).items()))
 
 
 def _llama(args) -> int:
@@ -114,8 +129,8 @@ def _llama(args) -> int:
               file=sys.stderr)
     print(f"| layers | weights GB | tied | items (tied) | ILP vars | load s | ILP build+solve s | total s | "
           f"peak RSS GB | status | plan s | DP s | Megatron s | FSDP s | plan GiB/dev | DP GiB/dev | Megatron GiB/dev | "
-          f"FSDP GiB/dev |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"FSDP GiB/dev | ZeRO weights |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         def gb(value: float, fits: bool) -> str:
             return f"{value:.1f}" + ("" if fits else " (over)")
@@ -125,7 +140,8 @@ def _llama(args) -> int:
               f"{r['peak_rss_gb']:.2f} | {r['status']} ({r['source']}) | {r['plan_s']:.3f} | {r['dp_s']:.3f} | "
               f"{r['megatron_s']:.3f} | {r['fsdp_s']:.3f} | {gb(r['plan_gib_per_device'], r['fits'])} | "
               f"{gb(r['dp_gib_per_device'], r['dp_fits'])} | {gb(r['megatron_gib_per_device'], r['megatron_fits'])} | "
-              f"{gb(r['fsdp_gib_per_device'], r['fsdp_fits'])} |")
+              f"{gb(r['fsdp_gib_per_device'], r['fsdp_fits'])} | "
+              f"{', '.join(f'{k} x{v}' for k, v in r['zero'].items()) or '-'} |")
     print(f"\n{args.mesh} mesh of {args.machine} ({rows[0]['device_gib']:.0f} GiB per device), train mode with Adam; "
           f"batch 8, sequence 2048; ILP time limit {args.time_limit:g} s")
     out = Path(args.out if args.out != DEFAULT_OUT else "bench/results/partition-llama.json")
@@ -141,6 +157,7 @@ def _train_timing(args) -> int:
     from eqsat_dnn.partition.plan import plan_from_assignment
     from eqsat_dnn.partition.problem import BASELINES, build_problem
     from eqsat_dnn.partition.train import train_plans
+    from eqsat_dnn.partition.zero import ZeroStage, with_zero
 
     graph = load_model(transformer_mlp(batch=4, seq=64, hidden=128))
     jobs = []
@@ -154,6 +171,9 @@ def _train_timing(args) -> int:
         problem = build_problem(graph, get_mesh(mesh, "cpu"), "train", optimizer="sgd")
         for name, make in BASELINES.items():
             jobs.append((f"{name} {mesh}", plan_from_assignment(problem, make(problem))))
+        # data parallelism with ZeRO-2 (SGD keeps no state, so ZeRO-1 would change nothing)
+        zero2 = with_zero(problem, BASELINES["data_parallel"](problem), ZeroStage.GRADIENTS)
+        jobs.append((f"data_parallel+zero2 {mesh}", plan_from_assignment(problem, zero2)))
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
     print(f"training {len(jobs)} plans, {args.steps} steps each, on 4 gloo processes (load {load}) ...",
           file=sys.stderr)
@@ -161,16 +181,19 @@ def _train_timing(args) -> int:
     rows = []
     for (label, plan), r in zip(jobs, reports):
         rows.append({"plan": label, "predicted_step_s": r.predicted_step_s, "measured_step_s": r.measured_step_s,
+                     "zero": _zero_counts(plan),
                      "memory_bytes_per_device": plan.predicted.memory_bytes_per_device,
                      "weight_bytes_per_device": plan.predicted.weight_bytes_per_device,
                      "collectives": len(r.issued), "collectives_match": r.collectives_match,
                      "loss_max_rel_error": r.loss_max_rel_error, "weights_max_rel_error": r.weights_max_rel_error,
                      "ok": r.ok})
     rho, p_value = spearmanr([r["predicted_step_s"] for r in rows], [r["measured_step_s"] for r in rows])
-    print("| plan | predicted ms | measured ms | memory / device KiB | collectives (match) | loss err | weights err |")
-    print("|---|---|---|---|---|---|---|")
+    print("| plan | ZeRO weights | predicted ms | measured ms | memory / device KiB | collectives (match) | loss err "
+          "| weights err |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['plan']} | {r['predicted_step_s'] * 1e3:.3f} | {r['measured_step_s'] * 1e3:.2f} | "
+        zero = ", ".join(f"{k} x{v}" for k, v in r["zero"].items()) or "-"
+        print(f"| {r['plan']} | {zero} | {r['predicted_step_s'] * 1e3:.3f} | {r['measured_step_s'] * 1e3:.2f} | "
               f"{r['memory_bytes_per_device'] / 1024:.0f} | {r['collectives']} ({'yes' if r['collectives_match'] else 'NO'}) | "
               f"{r['loss_max_rel_error']:.1e} | {r['weights_max_rel_error']:.1e} |")
     print(f"\nSpearman rank correlation, predicted vs measured step time over {len(rows)} plans: "
@@ -180,6 +203,54 @@ def _train_timing(args) -> int:
     out.write_text(json.dumps({"spearman": rho, "p_value": p_value, "steps": args.steps, "load": load,
                                "plans": rows}, indent=1))
     return 0 if all(r["ok"] for r in rows) else 1
+
+
+def _memory_bounds(args) -> int:
+    """What the planner chooses as the memory per device falls below the replicated need (see the module
+    docstring): a wide MLP (ZeRO) and a deep one (pipeline stages, checkpointing), on 4 devices of the cpu preset."""
+    cases = [("wide MLP (batch 32, seq 64, hidden 64)", transformer_mlp(batch=32, seq=64, hidden=64, ffn=256),
+              ((1.0, None), (0.9, None), (0.85, None))),
+             ("deep MLP (8 layers, batch 1, seq 64, hidden 32)",
+              transformer_mlp(batch=1, seq=64, hidden=32, ffn=128, layers=8), ((1.0, None), (1.0, 8), (0.3, None), (0.24, None), (0.2, None)))]
+    rows = []
+    for label, model, fractions in cases:
+        graph = load_model(model)
+        free = partition(graph, "4", machine="cpu", mode="train", time_limit=args.time_limit)
+        need = free.baselines["data_parallel"].memory_bytes_per_device
+        for fraction, microbatches in fractions:
+            start = time.perf_counter()
+            try:
+                plan = partition(graph, "4", machine="cpu", mode="train", memory_gb=fraction * need / GIB,
+                                 time_limit=args.time_limit, microbatches=microbatches)
+            except Exception as exc:  # noqa: BLE001 (a bound nothing fits is a row too)
+                rows.append({"model": label, "fraction": fraction, "error": str(exc)[:100]})
+                continue
+            pipe = plan.pipeline
+            rows.append({"model": label, "fraction": fraction, "microbatches_option": microbatches,
+                         "bound_bytes": fraction * need,
+                         "source": plan.solver["source"], "predicted_step_s": plan.predicted.time_s,
+                         "memory_bytes_per_device": plan.predicted.memory_bytes_per_device,
+                         "zero": _zero_counts(plan),
+                         "stages": len(pipe.stages) if pipe else 1, "microbatches": pipe.microbatches if pipe else 1,
+                         "bubble": pipe.bubble if pipe else 0.0,
+                         "checkpointed": [c["unit"] for c in pipe.checkpointed()] if pipe else [],
+                         "seconds": time.perf_counter() - start})
+    print("| model | bound / DP need | chosen | ZeRO weights | stages (bubble) | checkpointed | predicted ms | "
+          "memory KiB | plan s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['model']} | {r['fraction']:.2f} | {r['error']} | | | | | | |")
+            continue
+        zero = ", ".join(f"{k} x{v}" for k, v in r["zero"].items()) or "-"
+        option = f" (--microbatches {r['microbatches_option']})" if r["microbatches_option"] else ""
+        print(f"| {r['model']} | {r['fraction']:.2f}{option} | {r['source']} | {zero} | {r['stages']} ({r['bubble']:.0%}) | "
+              f"{len(r['checkpointed'])} | {r['predicted_step_s'] * 1e3:.3f} | "
+              f"{r['memory_bytes_per_device'] / 1024:.0f} | {r['seconds']:.2f} |")
+    out = Path(args.out if args.out != DEFAULT_OUT else "bench/results/partition-memory.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+    return 0
 
 
 def _counts(text: str | None) -> list[int]:
@@ -204,6 +275,8 @@ def main() -> int:
     parser.add_argument("--train-timing", action="store_true",
                         help="predicted vs measured step time of plans trained on DTensor (4 gloo processes)")
     parser.add_argument("--steps", type=int, default=8, help="with --train-timing: steps per plan (default 8)")
+    parser.add_argument("--memory-bounds", action="store_true",
+                        help="the plans chosen below the replicated memory need (ZeRO, pipeline stages, checkpointing)")
     args = parser.parse_args()
     if args.time_limit is None:
         args.time_limit = 50.0 if args.llama or args.llama_child is not None else 10.0
@@ -214,6 +287,8 @@ def main() -> int:
         return _llama(args)
     if args.train_timing:
         return _train_timing(args)
+    if args.memory_bounds:
+        return _memory_bounds(args)
     rows = []
     for label, model, mesh, machine, mode in _cases(args):
         graph = model if not hasattr(model, "graph") else load_model(model)
