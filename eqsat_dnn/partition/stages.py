@@ -36,7 +36,7 @@ from typing import Callable
 
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.ir.graph import Graph
-from eqsat_dnn.partition.collectives import Step, step_traffic
+from eqsat_dnn.partition.collectives import DUAL, Step, redistribute, step_seconds, step_traffic
 from eqsat_dnn.partition.mesh import DeviceMesh, MeshAxis
 
 DEFAULT_MICROBATCHES = 8
@@ -80,6 +80,11 @@ class UnitCost:
     """Activations entering the unit (what a checkpointed unit keeps)."""
     output_bytes: float
     """Whole activations leaving the unit for later ones (what a stage cut sends, all devices together)."""
+    into_latency_s: float = 0.0
+    """The conversion from the previous unit's outputs to this unit's inputs, both under the same candidate
+    (paid when both are in one stage): its fixed part..."""
+    into_bandwidth_s: float = 0.0
+    """... and its bytes' part."""
 
     @property
     def forward_s(self) -> float:
@@ -246,7 +251,8 @@ def unit_costs(graph: Graph, units: list[list[int]], mesh: DeviceMesh, candidate
     they were made for, see :func:`unit_plan`)."""
     from eqsat_dnn.partition.layers import node_signature
 
-    out = []
+    out: list[dict[str, UnitCost]] = []
+    previous = None
     for nodes in units:
         sub = sub_graph(graph, nodes)
         key = (tuple(node_signature(graph.nodes[k], graph) for k in nodes), mesh.shape)
@@ -258,15 +264,59 @@ def unit_costs(graph: Graph, units: list[list[int]], mesh: DeviceMesh, candidate
             costs = {}
             for name, e in ((name, p.predicted) for name, p in plans.items()):
                 weights = sum(c.seconds for c in e.collectives if c.tensor in sub.weights or c.phase == "update")
-                latency = sum(c.seconds - step_traffic(Step(c.kind, c.mesh_axis, bytes=c.bytes), mesh)
-                              / mesh.axes[c.mesh_axis].bandwidth
-                              for c in e.collectives if c.tensor not in sub.weights and c.phase != "update")
+                latency, _ = _latency_bandwidth([(c.kind, c.mesh_axis, c.bytes) for c in e.collectives
+                                                 if c.tensor not in sub.weights and c.phase != "update"], mesh)
                 bandwidth = e.comm_s - weights - latency
                 costs[name] = UnitCost(e.compute_s, latency, bandwidth, weights, e.weight_bytes_per_device,
                                        e.memory_bytes_per_device - e.weight_bytes_per_device, inputs, sends)
-            cache[key] = (costs, plans, nodes)
-        out.append(cache[key][0])
+            # the placements each candidate reads its inputs in and writes its outputs in, by position
+            ends = {name: ([p.placements.get(i) for i in sub.inputs], [p.placements.get(o) for o in sub.outputs])
+                    for name, p in plans.items()}
+            cache[key] = (costs, plans, nodes, ends)
+        costs, ends = cache[key][0], cache[key][3]
+        if previous is not None:  # the conversion from the previous unit's outputs, the candidate's on both sides
+            costs = {name: replace(c, **_boundary(graph, previous, (sub, ends[name]), name, mesh))
+                     for name, c in costs.items()}
+        out.append(costs)
+        previous = (sub, {name: e[1] for name, e in ends.items()})
     return out
+
+
+def _latency_bandwidth(collectives: list[tuple[str, int, int]], mesh: DeviceMesh) -> tuple[float, float]:
+    """Seconds of (kind, mesh axis, bytes) collectives: the fixed part (launch and alpha terms, paid again by
+    every microbatch) and the bytes' part (divided among them)."""
+    latency = bandwidth = 0.0
+    for kind, axis, nbytes in collectives:
+        step = Step(kind, axis, bytes=nbytes)
+        moved = step_traffic(step, mesh) / mesh.axes[axis].bandwidth
+        latency += step_seconds(step, mesh) - moved
+        bandwidth += moved
+    return latency, bandwidth
+
+
+def _boundary(graph: Graph, previous: tuple, current: tuple, candidate: str, mesh: DeviceMesh) -> dict[str, float]:
+    """``into_latency_s`` and ``into_bandwidth_s``: the collectives turning the previous unit's outputs (as
+    ``candidate`` writes them) into this unit's inputs (as it reads them), forward and their gradients'
+    duals backward (an all-reduce's gradient passes through)."""
+    from eqsat_dnn.cost import itemsize
+
+    (prev_sub, writes), (sub, (reads, _)) = previous, current
+    steps = []
+    for k, name in enumerate(sub.inputs):
+        if name not in prev_sub.outputs:
+            continue
+        src, dst = writes[candidate][prev_sub.outputs.index(name)], reads[k]
+        t = graph.types.get(name)
+        shape = None if t is None else tuple(t.shape)
+        if src is None or dst is None or src == dst or shape is None or not all(isinstance(d, int) for d in shape):
+            continue
+        for s in redistribute(shape, itemsize(t), src, dst, mesh.shape):
+            if s.is_collective:
+                steps.append((s.kind, s.axis, s.bytes))
+                if s.kind in DUAL:
+                    steps.append((DUAL[s.kind], s.axis, s.bytes))
+    latency, bandwidth = _latency_bandwidth(steps, mesh)
+    return {"into_latency_s": latency, "into_bandwidth_s": bandwidth}
 
 
 def unit_plan(graph: Graph, nodes: list[int], mesh: DeviceMesh, candidate: str, cache: dict):
@@ -275,7 +325,7 @@ def unit_plan(graph: Graph, nodes: list[int], mesh: DeviceMesh, candidate: str, 
     from eqsat_dnn.partition.layers import node_signature
 
     key = (tuple(node_signature(graph.nodes[k], graph) for k in nodes), mesh.shape)
-    _, plans, first = cache[key]
+    _, plans, first, _ = cache[key]
     plan = plans[candidate]
     names: dict[str, str] = {}
     for a, b in zip(first, nodes):
@@ -312,7 +362,8 @@ def stage_price(costs: list[dict[str, UnitCost]], stage: int, stages: int, micro
     for name in costs[0]:
         units = [c[name] for c in costs]
         weights = sum(u.weight_bytes for u in units)
-        time = sum(u.microbatch_s(microbatches) for u in units)
+        time = (sum(u.microbatch_s(microbatches) for u in units)
+                + sum(u.into_latency_s + u.into_bandwidth_s / microbatches for u in units[1:]))
         sync = sum(u.weight_comm_s for u in units)
         for ck in range(len(units) + 1):  # the first ck units checkpointed
             kept = sum(u.input_bytes for u in units[:ck]) + sum(u.activation_bytes for u in units[ck:])
