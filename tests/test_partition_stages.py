@@ -10,7 +10,7 @@ import pytest
 
 from eqsat_dnn.io.onnx_in import load_model
 from eqsat_dnn.models.blocks import transformer_mlp
-from eqsat_dnn.partition import Plan, get_mesh, partition
+from eqsat_dnn.partition import Plan, annotate, get_mesh, partition
 from eqsat_dnn.partition.mesh import GIB, with_memory
 from eqsat_dnn.partition.plan import unit_candidates
 from eqsat_dnn.partition.problem import prepare_graph
@@ -87,6 +87,8 @@ def test_partition_falls_back_to_a_pipeline_and_the_json_round_trips(deep, tmp_p
     assert plan.pipeline.schedule == Schedule.ONE_F_ONE_B and len(plan.pipeline.stages) == 4
     assert len(plan.nodes) == len(prepare_graph(graph, values=False).nodes)
     assert plan.executable.startswith("4 pipeline stages")
+    with pytest.raises(Exception, match="sub-meshes"):
+        annotate(graph, plan)
     data = plan.to_dict()
     assert data["schedule"]["microbatches"] == 8 and data["schedule"]["bubble"] == pytest.approx(3 / 11)
     assert data["checkpointed"] and data["stages"][0]["devices"] == [0]

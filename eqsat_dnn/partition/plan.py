@@ -499,6 +499,9 @@ def annotate(model: Graph | str | Path | onnx.ModelProto, plan: Plan,
     from eqsat_dnn.io.onnx_out import to_onnx
     from eqsat_dnn.partition.strategies import static_shape
 
+    if plan.pipeline is not None and len(plan.pipeline.stages) > 1:
+        raise InputError("a pipelined plan cannot be written as ONNX sharding specs (they describe one mesh, "
+                         "its stages run on sub-meshes); the plan JSON records the stages")
     graph = prepare_graph(as_graph(model, input_shapes))
     nodes = graph.nodes
     if len(nodes) != len(plan.nodes):
