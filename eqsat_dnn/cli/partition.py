@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -21,6 +22,9 @@ def add_parser(commands) -> None:
     part.add_argument("--memory-gb", type=POSITIVE, metavar="G", help="memory per device (default: the machine's)")
     part.add_argument("-o", "--output", required=True, metavar="PLAN.json", help="where to write the plan")
     part.add_argument("--annotate", metavar="OUT.onnx", help="also write the model with ONNX sharding specs")
+    part.add_argument("--torch-plan", metavar="OUT.json",
+                      help="also write the plan for the exported PyTorch module (dynamo exports): parallelize_module "
+                           "styles per module, per-parameter placements where none fits")
     part.add_argument("--run", action="store_true",
                       help="run the plan on one local process per device and check it: inference, the forward pass "
                            "(outputs and collectives); train, --steps training steps on DTensor (losses, weights and "
@@ -53,10 +57,14 @@ def run(args: argparse.Namespace) -> int:
     from eqsat_dnn.partition import annotate, partition, plan_table, run_plan
 
     ensure_writable(args.output, args.input)
-    if args.annotate:
-        ensure_writable(args.annotate, args.input)
-        if Path(args.annotate).resolve() == Path(args.output).resolve():
-            raise OutputError(f"{args.annotate}: --annotate would overwrite the plan -o writes; choose another file")
+    written = {"-o": args.output}
+    for flag, path in (("--annotate", args.annotate), ("--torch-plan", args.torch_plan)):
+        if path:
+            ensure_writable(path, args.input)
+            clash = next((f for f, p in written.items() if Path(p).resolve() == Path(path).resolve()), None)
+            if clash:
+                raise OutputError(f"{path}: {flag} would overwrite the file {clash} writes; choose another file")
+            written[flag] = path
     if args.run:  # one process per device: a mesh too large to run is refused now, not after the ILP
         from eqsat_dnn.partition.mesh import get_mesh
         from eqsat_dnn.partition.processes import check_run_size
@@ -92,7 +100,14 @@ def run(args: argparse.Namespace) -> int:
             raise CheckError(f"the plan failed its {'training ' if args.mode == 'train' else ''}run on "
                              f"{report.processes} processes: {report.failures[0]}")
     model = annotate(graph, plan) if args.annotate else None
+    torch_plan = None
+    if args.torch_plan:
+        from eqsat_dnn.partition.torch_plan import torch_plan as make_torch_plan
+
+        torch_plan = make_torch_plan(graph, plan)
     plan.save(args.output)
+    if torch_plan is not None:
+        torch_plan.save(args.torch_plan)
     if model is not None:
         save_model(model, args.annotate, source=args.input)
     if args.json:
@@ -106,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
         data.update({k: whole[k] for k in ("zero", "schedule", "stages", "checkpointed") if k in whole})
         if report is not None:
             data["run"] = report.to_dict()
+        if torch_plan is not None:
+            data["torch_plan"] = {"path": args.torch_plan, "styles": dict(Counter(
+                s.style.value for s in torch_plan.styles.values())), "notes": torch_plan.notes}
         print(json.dumps(data, sort_keys=True))
     elif not args.quiet:
         out = Console()
@@ -121,4 +139,10 @@ def run(args: argparse.Namespace) -> int:
             out.print(f"run on {report.processes} processes ({report.backend}): outputs match "
                       f"(max rel. error {report.max_rel_error:.2e}); collectives issued = planned "
                       f"({sum(report.counts().values())})")
+        if torch_plan is not None:
+            counts = Counter(s.style.value for s in torch_plan.styles.values())
+            out.print(f"torch plan ({args.torch_plan}): " + (", ".join(f"{k} x{v}" for k, v in counts.items())
+                                                             or "nothing sharded"))
+            for note in torch_plan.notes:
+                out.print(f"  note: {note}")
     return 0

@@ -59,21 +59,27 @@ def _wiring(copy: list[int], nodes: list[Node], producer: dict[str, int]) -> tup
     return tuple(tuple(where.get(producer.get(i, -1), -1) for i in nodes[n].inputs) for n in copy)
 
 
-def _layer_scope(node: Node) -> tuple[str, int] | None:
+def metadata_list(node: Node, key: str) -> list[str]:
+    """A list the dynamo exporter writes in a node's metadata (``pkg.torch.onnx.name_scopes``,
+    ``pkg.torch.onnx.class_hierarchy``) as Python text; empty when absent."""
     proto = node.proto
     if proto is None:
-        return None
-    value = next((p.value for p in proto.metadata_props if p.key == SCOPES_KEY), None)
+        return []
+    value = next((p.value for p in proto.metadata_props if p.key == key), None)
     if not value:
-        return None
+        return []
     try:
-        scopes = ast.literal_eval(value)
+        items = ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        scopes = [s.strip(" '\"") for s in value.strip("[]").split(",")]
-    if isinstance(scopes, str):
-        scopes = [scopes]
-    for scope in scopes if isinstance(scopes, (list, tuple)) else ():
-        m = _INDEXED.match(str(scope))
+        items = [s.strip(" '\"") for s in value.strip("[]").split(",")]
+    if isinstance(items, str):
+        items = [items]
+    return [str(item) for item in items] if isinstance(items, (list, tuple)) else []
+
+
+def _layer_scope(node: Node) -> tuple[str, int] | None:
+    for scope in metadata_list(node, SCOPES_KEY):
+        m = _INDEXED.match(scope)
         if m:
             return m.group(1), int(m.group(2))
     return None
@@ -139,4 +145,4 @@ def repeated_layers(graph: Graph) -> list[list[list[int]]]:
     return _from_scopes(nodes, graph, producer, sigs) or _from_structure(nodes, graph, producer, sigs)
 
 
-__all__ = ["MIN_LAYER_NODES", "SCOPES_KEY", "node_signature", "repeated_layers"]
+__all__ = ["MIN_LAYER_NODES", "SCOPES_KEY", "metadata_list", "node_signature", "repeated_layers"]

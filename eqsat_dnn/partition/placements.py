@@ -72,6 +72,14 @@ def parse_spec(items: list[str]) -> Spec:
     return tuple(parse_placement(s) for s in items)
 
 
+def torch_spec(spec: Spec) -> tuple:
+    """The same placements as torch DTensor's objects (imports torch)."""
+    from torch.distributed.tensor import Partial as TPartial, Replicate as TReplicate, Shard as TShard
+
+    return tuple(TShard(p.dim) if isinstance(p, Shard) else TPartial() if isinstance(p, Partial) else TReplicate()
+                 for p in spec)
+
+
 def short(spec: Spec) -> str:
     """Compact form for tables: ``S1.R`` (one letter per mesh axis, the dim after S)."""
     return ".".join(f"S{p.dim}" if isinstance(p, Shard) else ("P" if isinstance(p, Partial) else "R")
@@ -140,4 +148,4 @@ def all_specs(shape: tuple | None, mesh_shape: tuple[int, ...], partial_ok: bool
 
 __all__ = ["PARTIAL", "Partial", "Placement", "REPLICATE", "Replicate", "Shard", "Spec", "all_specs",
            "block_index", "is_valid", "local_shape", "parse_placement", "parse_spec", "replicated",
-           "shard_axes", "shard_count", "short", "spec_strings"]
+           "shard_axes", "shard_count", "short", "spec_strings", "torch_spec"]

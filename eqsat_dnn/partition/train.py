@@ -62,7 +62,7 @@ import onnx
 
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.ir.graph import Graph
-from eqsat_dnn.partition.placements import Partial, Replicate, Shard, Spec, local_shape
+from eqsat_dnn.partition.placements import Partial, Replicate, Shard, Spec, local_shape, torch_spec
 from eqsat_dnn.partition.plan import Plan
 from eqsat_dnn.partition.problem import OPTIMIZERS, as_graph, grad_placement, grad_target, prepare_graph
 from eqsat_dnn.partition.strategies import FLOAT_TYPES, static_shape
@@ -296,9 +296,9 @@ class _Runner:
                 from torch.distributed.tensor import distribute_tensor
 
                 if name in self.zero:  # the optimizer owns the sharded copy: its state is sharded as it
-                    self.full[name] = distribute_tensor(tensor, mesh, _torch_spec(spec))
+                    self.full[name] = distribute_tensor(tensor, mesh, torch_spec(spec))
                     spec = self.zero[name][1]
-                tensor = distribute_tensor(tensor, mesh, _torch_spec(spec))
+                tensor = distribute_tensor(tensor, mesh, torch_spec(spec))
             if trainable:
                 tensor = torch.nn.Parameter(tensor)
                 self.params[name] = tensor
@@ -308,7 +308,7 @@ class _Runner:
             if mesh is not None:
                 from torch.distributed.tensor import distribute_tensor
 
-                tensor = distribute_tensor(tensor, mesh, _torch_spec(spec)).to_local()
+                tensor = distribute_tensor(tensor, mesh, torch_spec(spec)).to_local()
             self.targets.append(tensor)
         params = list(self.params.values())
         if program.optimizer == "adam":
@@ -373,7 +373,7 @@ class _Runner:
         from torch.distributed.tensor import DTensor
 
         shape = self._shapes.get(name)
-        return DTensor.from_local(local, self.mesh, _torch_spec(spec), run_check=False,
+        return DTensor.from_local(local, self.mesh, torch_spec(spec), run_check=False,
                                   shape=None if shape is None else self.torch.Size(shape),
                                   stride=None if shape is None else _contiguous_strides(shape))
 
@@ -393,7 +393,7 @@ class _Runner:
             self.counter.tag = tag
         try:
             if middle != src:
-                value = value.redistribute(self.mesh, _torch_spec(middle))
+                value = value.redistribute(self.mesh, torch_spec(middle))
         finally:
             if self.counter is not None:
                 self.counter.tag = previous
@@ -491,13 +491,6 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
         strides.append(acc)
         acc *= size
     return tuple(reversed(strides))
-
-
-def _torch_spec(spec: Spec) -> tuple:
-    from torch.distributed.tensor import Partial as TPartial, Replicate as TReplicate, Shard as TShard
-
-    return tuple(TShard(p.dim) if isinstance(p, Shard) else TPartial() if isinstance(p, Partial) else TReplicate()
-                 for p in spec)
 
 
 def _plan_spec(placements) -> Spec:
