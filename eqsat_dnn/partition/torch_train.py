@@ -14,30 +14,22 @@ import math
 import os
 import pickle
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.partition.problem import OPTIMIZERS
+from eqsat_dnn.partition.train import LossReport
 
 Builder = Callable[[], tuple[Any, tuple]]
 """A picklable function returning ``(module, inputs)``, the same on every call (seeded)."""
 
 
 @dataclass
-class TorchTrainReport:
-    """Losses of training under a torch plan against single-device training."""
+class TorchTrainReport(LossReport):
+    """Losses of training under a torch plan against single-device training (``losses``: rank 0's;
+    ``loss_max_rel_error``: the largest over the steps and every rank's losses)."""
 
-    processes: int
-    backend: str
-    steps: int
-    optimizer: str
-    lr: float
-    losses: list[float] = field(default_factory=list)
-    """Rank 0's loss at each step (before its update)."""
-    reference_losses: list[float] = field(default_factory=list)
-    loss_max_rel_error: float = math.inf
-    """Largest relative difference over the steps and every rank's losses."""
     seconds: float = 0.0
     tolerance: float = 1e-4
 

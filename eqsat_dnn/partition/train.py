@@ -86,8 +86,8 @@ Collective = tuple[str, str, str, int, int]
 
 
 @dataclass
-class TrainReport:
-    """What a training run found."""
+class LossReport:
+    """Distributed training's losses against single-device training's (what every training check reports)."""
 
     processes: int
     backend: str
@@ -99,6 +99,12 @@ class TrainReport:
     reference_losses: list[float] = field(default_factory=list)
     """Single-device training's."""
     loss_max_rel_error: float = math.inf
+
+
+@dataclass
+class TrainReport(LossReport):
+    """What a training run found."""
+
     weights_max_rel_error: float = math.inf
     weights_max_rel_error_all: float = math.inf
     """The same, counting the weights without gradient too."""
@@ -755,4 +761,4 @@ def train_plan(model: Graph | str | Path | onnx.ModelProto, plan: Plan, *, steps
                        tolerance=tolerance, start_method=start_method, timeout=timeout)[0]
 
 
-__all__ = ["TrainReport", "compile_training", "expected_collectives", "train_plan", "train_plans"]
+__all__ = ["LossReport", "TrainReport", "compile_training", "expected_collectives", "train_plan", "train_plans"]
