@@ -146,6 +146,15 @@ def test_layouts_no_style_fits_are_per_parameter(exported):
     assert all(len(p) == 2 for p in tp2.parameters.values()) and any("1-D" in n for n in tp2.notes)
 
 
+def test_a_model_without_export_metadata_maps_nothing():
+    from eqsat_dnn.models.blocks import transformer_mlp
+
+    graph = load_model(transformer_mlp(batch=2, seq=8, hidden=16, ffn=32), load_weights=False)
+    problem = build_problem(graph, get_mesh("2", "cpu"), "train", optimizer="sgd")
+    tp = torch_plan(graph, plan_from_assignment(problem, BASELINES["megatron"](problem)))
+    assert not tp.styles and not tp.sources and tp.unmapped and "metadata" in tp.notes[0]
+
+
 def test_parallelize_plan_and_its_errors(exported, tmp_path):
     from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, RowwiseParallel
 

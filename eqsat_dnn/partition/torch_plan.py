@@ -253,16 +253,18 @@ def _regions(graph: Graph, plan: Plan, colwise: dict[str, int], rowwise: dict[st
                 continue
             tensors.add(t)
             broken |= t in outputs
+            held = plan.placements.get(t)
             for j, k in consumers.get(t, []):
                 step = plan.nodes[j]
-                if j in row_at and k == 0 and _first_shard(step.inputs[k]) == len(static_shape(
-                        graph.types.get(t)) or ()) - 1:
+                if step.inputs[k] != held or _first_shard(held) is None:
+                    # the plan converts it here (gathers, or splits it another way): a local shard in
+                    # torch would not be what this node reads
+                    broken = True
+                    continue
+                if j in row_at and k == 0 and _first_shard(held) == len(static_shape(graph.types.get(t)) or ()) - 1:
                     rows.add(row_at[j])  # read split by the contraction: the Megatron pairing
                     continue
                 reached.add(j)
-                if _first_shard(step.inputs[k]) is None:
-                    broken = True  # the plan gathers (or reads partial) here: torch would need the whole
-                    continue
                 for out, spec in zip(nodes[j].outputs, step.outputs):
                     if out and _first_shard(spec) is None:
                         broken = True
