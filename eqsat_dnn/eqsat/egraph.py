@@ -27,7 +27,7 @@ from eqsat_dnn.cost import CostModel
 from eqsat_dnn.extract.base import EGraph, ENode, Extraction
 from eqsat_dnn.io.protos import is_stub, tensor_view
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
-from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS, SYMBOL_BASE, Target, lit, prelude
+from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS, Target, Unknown, dims_prelude, lit, prelude
 
 _TENSOR_SORTS = {"T", "TL"}
 
@@ -108,16 +108,21 @@ class Snapshot:
 class TensorEGraph:
     """An egglog e-graph holding one model."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, symbolic: bool | None = None) -> None:
+        """``symbolic``: whether to load the analysis of symbolic shapes (see
+        :func:`~eqsat_dnn.ir.language.dims_prelude`); by default, where ``graph`` has a shape
+        with a dim that is not a size."""
         self.graph = graph
         self.egraph = bindings.EGraph()
         self.globals: dict[str, str] = {}
         """value name -> egglog global holding its e-class."""
         self.opaque: dict[str, Node] = {}
-        self.symbols: dict[str, int] = dict(graph.symbols)
         self.rulesets: set[str] = {"analysis"}
         self.rule_names: set[str] = set()
-        for form, _, _ in split_forms(prelude()):
+        if symbolic is None:
+            symbolic = any(t.shape is not None and not all(isinstance(d, int) for d in t.shape)
+                           for t in graph.types.values())
+        for form, _, _ in split_forms(prelude() + ("\n" + dims_prelude() if symbolic else "")):
             self.command(form)
         self.build()
 
@@ -126,16 +131,6 @@ class TensorEGraph:
     def command(self, text: str) -> list:
         """Run one egglog command (the cheap way: one parse per command)."""
         return self.egraph.run_program(*self.egraph.parse_program(text))
-
-    def _dim(self, dim: int | str | None, fresh: list[int]) -> int:
-        if isinstance(dim, int):
-            return dim
-        if dim is None:
-            fresh[0] += 1
-            return SYMBOL_BASE - 100_000 - fresh[0]
-        if dim not in self.symbols:
-            self.symbols[dim] = SYMBOL_BASE - len(self.symbols)
-        return self.symbols[dim]
 
     def build(self) -> None:
         """Load the graph: one global per tensor value, its type set from ONNX."""
@@ -151,9 +146,16 @@ class TensorEGraph:
             t = self.graph.types.get(value)
             if t is not None:
                 text += f" (set (dtype {name}) {t.dtype})"
-                if t.shape is not None:
-                    dims = [self._dim(d, fresh) for d in t.shape]
-                    text += f" (set (shape {name}) {lit(dims, 'IVec')})"
+                if t.shape is not None and all(isinstance(d, int) for d in t.shape):
+                    text += f" (set (shape {name}) {lit(t.shape, 'IVec')})"
+                elif t.shape is not None:
+                    dims = []
+                    for d in t.shape:
+                        if d is None:  # a dim of its own, equal to no other
+                            fresh[0] += 1
+                            d = Unknown(fresh[0])
+                        dims.append(d)
+                    text += f" (set (dims {name}) {lit(dims, 'DVec')})"
             self.command(text)  # one parse and run per value (a whole graph's in one program is far slower)
 
         used = {i for node in self.graph.nodes for i in node.inputs if i} | set(self.graph.outputs)
@@ -276,18 +278,20 @@ class TensorEGraph:
             _class_id("T", row.inputs[0]): eg.value_to_i64(row.output)
             for row in functions["dtype"].rows
         }
-        shapes = {
+        dims: dict[str, int | str | None] = {}
+        for constructor, decode in (("Lit", eg.value_to_i64), ("Sym", eg.value_to_string), ("Unknown", None)):
+            for row in functions[constructor].rows if constructor in functions else ():
+                dims[_class_id("Dim", row.output)] = decode(row.inputs[0]) if decode else None
+        shapes: dict[str, tuple] = {
+            _class_id("T", row.inputs[0]): tuple(dims.get(_class_id("Dim", v)) for v in eg.value_to_vec(row.output))
+            for row in functions["dims"].rows
+        }
+        # a static shape wins over the symbolic form of the same class (which it was lowered from)
+        shapes.update({
             _class_id("T", row.inputs[0]): tuple(eg.value_to_i64(v) for v in eg.value_to_vec(row.output))
             for row in functions["shape"].rows
-        }
-        names = {v: k for k, v in self.symbols.items()}
-        types = {}
-        for cls in set(dtypes) | set(shapes):
-            shape = shapes.get(cls)
-            if shape is not None:
-                shape = tuple(d if d >= 0 else names.get(d) for d in shape)
-            types[cls] = TensorType(dtypes.get(cls, 0), shape)
-        return types
+        })
+        return {cls: TensorType(dtypes.get(cls, 0), shapes.get(cls)) for cls in set(dtypes) | set(shapes)}
 
     def input_choices(self, snapshot: Snapshot) -> dict[str, str]:
         """The input program, as one e-node per e-class of ``snapshot``: a starting incumbent for
@@ -478,7 +482,7 @@ class _ProgramBuilder:
         used |= {v for n in self.nodes for v in n.implicit_inputs}  # read by subgraphs
         weights = {k: v for k, v in self.graph.weights.items() if k in used}
         return Graph(self.nodes, list(self.graph.inputs), outputs, self.types, weights,
-                     self.graph.model, dict(self.teg.symbols))
+                     self.graph.model)
 
     def _fresh(self, base: str) -> str:
         name = base

@@ -184,7 +184,7 @@ def fold_weight_expressions(graph: Graph, values: bool = True) -> Graph:
     kept = [n for n in graph.nodes if id(n) not in folded]
     wanted = [o for n in foldable if n.op != OPAQUE for o in n.outputs if o and o in needed]
     if not wanted:
-        return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
+        return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model)
     if not values:
         types = [graph.types.get(name) for name in wanted]
         if any(t is None or not t.is_static for t in types):
@@ -192,7 +192,7 @@ def fold_weight_expressions(graph: Graph, values: bool = True) -> Graph:
         for name, t in zip(wanted, types):
             weights[name] = onnx.TensorProto(name=name, data_type=t.dtype, dims=list(t.shape),
                                              data_location=onnx.TensorProto.EXTERNAL)
-        return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
+        return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model)
     referenced = any(is_reference(w) for w in graph.weights.values())
     if not referenced:
         arrays = _evaluate(graph, foldable, wanted)
@@ -200,7 +200,7 @@ def fold_weight_expressions(graph: Graph, values: bool = True) -> Graph:
             return graph  # the runtime cannot evaluate it: keep the nodes, still correct
         for name, array in zip(wanted, arrays):
             weights[name] = numpy_helper.from_array(np.asarray(array), name)
-        return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
+        return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model)
     # a model whose weights stay in files: one folded weight at a time, from the nodes it needs
     # (its inputs memory-mapped), and a large one written to scratch at once
     producers = {o: n for n in foldable for o in n.outputs if o}
@@ -220,14 +220,14 @@ def fold_weight_expressions(graph: Graph, values: bool = True) -> Graph:
         del arrays
         weights[name] = spill(array, name) if array.nbytes >= SPILL_BYTES else numpy_helper.from_array(array, name)
         del array
-    return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model, graph.symbols)
+    return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model)
 
 
 def _evaluate(graph: Graph, nodes: list[Node], wanted: list[str]) -> list[np.ndarray] | None:
     read = {i for n in nodes for i in n.inputs if i in graph.weights}
     # the weights travel as fed inputs, not initializers: serializing them into the model and
     # parsing them back is most of the time on models with large weights (NasNet-A: 159 MB)
-    sub = Graph(nodes, [], wanted, graph.types, {}, graph.model, graph.symbols)
+    sub = Graph(nodes, [], wanted, graph.types, {}, graph.model)
     model = to_onnx(sub, fold_constants=False)
     del model.graph.input[:]
     del model.graph.output[:]

@@ -123,8 +123,6 @@ class Graph:
     model: onnx.ModelProto
     """The source model with its graph's nodes and initializers removed:
     metadata, opset imports, functions and input/output value infos."""
-    symbols: dict[str, int] = field(default_factory=dict)
-    """Symbolic dimension name -> the negative integer that stands for it in the e-graph."""
 
     @property
     def opset(self) -> int:

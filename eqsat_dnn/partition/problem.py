@@ -382,7 +382,7 @@ def prepare_graph(graph: Graph, values: bool = True) -> Graph:
         if len(rest) == len(pending):
             raise InputError("the graph has a cycle")
         pending = rest
-    return Graph(order, graph.inputs, graph.outputs, graph.types, graph.weights, graph.model, graph.symbols)
+    return Graph(order, graph.inputs, graph.outputs, graph.types, graph.weights, graph.model)
 
 
 def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_model: CostModel | None = None,

@@ -32,7 +32,8 @@ class _Base:
     push/pop, which costs far less than loading the prelude again."""
 
     def __init__(self) -> None:
-        self.teg = TensorEGraph(Graph([], [], [], {}, {}, skeleton([], {}, [], TensorProto.FLOAT)))
+        # instances with symbolic input dims come and go in this one e-graph
+        self.teg = TensorEGraph(Graph([], [], [], {}, {}, skeleton([], {}, [], TensorProto.FLOAT)), symbolic=True)
         self.rules: dict[tuple[str, str], tuple[str, str]] = {}
         """(name, text) -> (name inside egglog, ruleset)."""
         self.poisoned = False
@@ -80,7 +81,7 @@ class RuleRunner:
         teg.command("(push)")
         try:
             teg.graph = inst.graph
-            teg.globals, teg.opaque, teg.symbols = {}, {}, dict(inst.graph.symbols)
+            teg.globals, teg.opaque = {}, {}
             try:
                 teg.build()
                 run_analysis(teg)
