@@ -122,6 +122,9 @@ class TensorEGraph:
         if symbolic is None:
             symbolic = any(t.shape is not None and not all(isinstance(d, int) for d in t.shape)
                            for t in graph.types.values())
+        self.symbolic = symbolic
+        """Whether the analysis of symbolic shapes is loaded (rules then get their symbolic
+        variants, see :mod:`eqsat_dnn.eqsat.variants`)."""
         for form, _, _ in split_forms(prelude() + ("\n" + dims_prelude() if symbolic else "")):
             self.command(form)
         self.build()

@@ -27,6 +27,7 @@ from eqsat_dnn.eqsat.egraph import TensorEGraph
 from eqsat_dnn.errors import RuleError
 from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS
 from eqsat_dnn.eqsat.rules import Rule
+from eqsat_dnn.eqsat.variants import base_name, variants
 
 _ENODE_TABLES = set(OPS) | set(LEAVES) | {OPAQUE, "TNil", "TCons"}
 
@@ -147,8 +148,10 @@ def add_rules(teg: TensorEGraph, rules: list[Rule]) -> list[str]:
                 teg.rulesets.add(ruleset)
         if rule.name in teg.rule_names:
             continue
+        text = rule.egglog().replace(f":ruleset {rule.ruleset})", f":ruleset {ruleset})")
         try:
-            teg.command(rule.egglog().replace(f":ruleset {rule.ruleset})", f":ruleset {ruleset})"))
+            for form in variants(text) if teg.symbolic else [text]:
+                teg.command(form)
         except bindings.EggSmolError as exc:
             first = str(exc).strip().splitlines()
             message = first[-1] if first else "invalid rule"
@@ -188,6 +191,7 @@ def _run_to_fixpoint(teg: TensorEGraph, ruleset: str, limits: Limits, started: f
         report = _run_schedule(teg, f"(run {ruleset})")
         for name, n in report.num_matches_per_rule.items():
             if n:
+                name = base_name(name)
                 matches[name] = matches.get(name, 0) + n
         if not report.updated:
             break
@@ -247,8 +251,9 @@ def saturate(
             updated |= changed
             for name, n in found.items():
                 if n:
-                    # egglog runs a birewrite as two rules, "name=>" and "name<=": report it as one
-                    name = name.removesuffix("=>").removesuffix("<=")
+                    # egglog runs a birewrite as two rules, "name=>" and "name<=", and a rule's
+                    # symbolic variants under names of their own: report each as one
+                    name = base_name(name)
                     matches[name] = matches.get(name, 0) + n
             nodes = count_enodes(teg)
             if _limit_reached(limits, 0, nodes, start) is not None:

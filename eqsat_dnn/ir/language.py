@@ -22,8 +22,10 @@ Conventions inside the e-graph:
   symbol is a ``Dim`` and never an integer, so no integer a model holds (a slice end, a reshape
   target, a pad, a split size) can be taken for one. The shape rules derive both; a ``dims``
   shape whose dimensions all turn out sizes (a slice or split along the one symbolic axis) gets
-  its ``shape`` as well. Rules that read a size of a ``dims`` shape do so through ``dsize``, on
-  demand (see :func:`_dims_helper_rules`);
+  its ``shape`` as well. A size of a ``dims`` shape is read as ``(dsize s k)``, a lookup (see
+  :func:`_dims_helper_rules`). The analysis of ``dims`` (:func:`dims_prelude`) is loaded only
+  where a model has such a shape, and there rule files, written over ``(shape t)``, also read
+  ``(rank t)`` and ``(dims t)`` where they only compare shapes (:mod:`eqsat_dnn.eqsat.variants`);
 * ``(dtype t)`` is the ONNX ``TensorProto`` element type number;
 * ``(Input name)`` is a graph input, ``(Weight name)`` an initializer,
   ``(Absent)`` an omitted optional input;
@@ -562,6 +564,10 @@ def _dims_helper_rules() -> list[str]:
         _rule("(= s (dims e))", "(set (lowp s 0) (vec-empty))"),
         _rule("(= z (lowp s k)) (= n (dsize s k))", "(set (lowp s (+ k 1)) (vec-push z n))"),
         _rule("(= s (dims e)) (= z (lowp s (vec-length s)))", "(set (shape e) z)"),
+        # a tensor's rank, whatever the form of its shape (rules that read only a rank read this)
+        "(function rank (T) i64 :merge old)",
+        _rule("(= s (shape e))", "(set (rank e) (vec-length s))"),
+        _rule("(= s (dims e))", "(set (rank e) (vec-length s))"),
         # an operand's shape as a DVec, where an op meets a symbolic shape with another one
         "(relation view-demand (T))",
         "(function view (T) DVec :merge old)",

@@ -12,6 +12,7 @@ from onnx import TensorProto
 from eqsat_dnn.eqsat.egraph import Snapshot, TensorEGraph
 from eqsat_dnn.eqsat.rules import Rule
 from eqsat_dnn.eqsat.saturate import add_rules, run_analysis
+from eqsat_dnn.eqsat.variants import base_name
 from eqsat_dnn.errors import RuleError
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.ir.language import OPS, lit
@@ -89,7 +90,7 @@ class RuleRunner:
                 raise Reject from None
             try:
                 report = teg.command(f"(run-schedule (run {self.ruleset}))")[0].report
-                if not report.num_matches_per_rule.get(self.name, 0):
+                if not any(n for rule, n in report.num_matches_per_rule.items() if base_name(rule) == self.name):
                     return None
                 run_analysis(teg)
             except bindings.EggSmolError as exc:
