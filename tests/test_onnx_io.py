@@ -213,18 +213,75 @@ def test_loading_a_large_gathered_vector_stays_small(tmp_path, kind):
     assert int(peak_mb) < 400, done.stdout  # the file is 32 MB; the libraries alone take ~170 MB
 
 
-@pytest.mark.parametrize("end", [-1000, -1001, -1002])
+_LITERALS = [-1000, -1001, -1002, -1, -3, -100_001, -(2**31)]
+"""Negative literals, among them the integers symbolic dims once stood for (-1000 - k)."""
+
+
+def _ints(name, values):
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def _run(model, feeds):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+@pytest.mark.parametrize("end", _LITERALS)
 def test_a_literal_end_never_equals_a_symbolic_dim(end):
     """Defect 7 of the reliability issue: symbolic dims were -1000, -1001, ... in the e-graph, so
-    ``Slice(x, 0, -1000)`` over a named dim matched slice-whole and became ``x`` (unchecked)."""
-    ends = numpy_helper.from_array(np.array([end], np.int64), "ends")
-    starts = numpy_helper.from_array(np.array([0], np.int64), "starts")
-    axes = numpy_helper.from_array(np.array([0], np.int64), "axes")
+    ``Slice(x, 0, -1000)`` over a named dim matched slice-whole and became ``x`` (unchecked).
+    Symbolic dims are Dims now, never integers."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "m", "k"])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     nodes = [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
-    model = _model(nodes, [x], [y], [starts, ends, axes])
+    model = _model(nodes, [x], [y], [_ints("starts", [0]), _ints("ends", [end]), _ints("axes", [0])])
     optimized, _ = optimize(model, extractor="greedy", check=0)
     feeds = {"x": np.ones((5, 3, 2), np.float32)}
-    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-    assert run(model).shape == run(optimized).shape == (0, 3, 2)
+    expected = (0, 3, 2) if end < -5 else (5 + end, 3, 2)
+    assert _run(model, feeds)[0].shape == _run(optimized, feeds)[0].shape == expected
+
+
+def _literal_cases():
+    """Small models over symbolic dims whose attributes hold negative literals (slice starts,
+    pads, reshape targets) or sizes that a symbolic dim takes at run time (split sizes)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, "k"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
+    relu = helper.make_node("Relu", ["s"], ["y"])
+    slice_ = lambda st, en, ax: helper.make_node("Slice", ["x", st, en, ax], ["s"])
+    for literal in _LITERALS:
+        inits = [_ints("starts", [literal]), _ints("ends", [2**62]), _ints("axes", [0])]
+        yield f"slice-start{literal}", _model([slice_("starts", "ends", "axes"), relu], [x], [y], inits)
+        inits = [_ints("starts", [0]), _ints("ends", [literal]), _ints("axes", [2])]
+        yield f"slice-end{literal}-last-axis", _model([slice_("starts", "ends", "axes"), relu], [x], [y], inits)
+        # a crop of the symbolic axis by a pad of -1 (and a pad of the static one)
+        pads = [0, 0, 0, 0, 1, max(literal, -1)]
+        yield f"pad{literal}", _model([helper.make_node("Pad", ["x", "pads"], ["s"]), relu], [x], [y],
+                                      [_ints("pads", pads)])
+    # a static slice of a symbolic tensor, then a whole slice of its static axis
+    inits = [_ints("st", [1]), _ints("en", [4]), _ints("ax", [1]), _ints("st2", [0]), _ints("en2", [3])]
+    nodes = [helper.make_node("Slice", ["x", "st", "en", "ax"], ["a"]),
+             helper.make_node("Slice", ["a", "st2", "en2", "ax"], ["s"]), relu]
+    yield "slice-static-axis", _model(nodes, [x], [y], inits)
+    # reshapes that copy (0) and infer (-1) symbolic dims, and back
+    nodes = [helper.make_node("Reshape", ["x", "t1"], ["a"]), helper.make_node("Reshape", ["a", "t2"], ["s"]), relu]
+    yield "reshape-copy-infer", _model(nodes, [x], [y], [_ints("t1", [0, -1]), _ints("t2", [0, 6, -1])])
+    # a split of the symbolic axis (sizes 2 and 3, n = 5 at run time) joined again, and a concat
+    # of two symbolic parts along the static axis split at its boundary
+    nodes = [helper.make_node("Split", ["x", "sizes"], ["p", "q"], axis=0),
+             helper.make_node("Concat", ["p", "q"], ["s"], axis=0), relu,
+             helper.make_node("Concat", ["x", "x"], ["c"], axis=1),
+             helper.make_node("Split", ["c", "halves"], ["h1", "h2"], axis=1),
+             helper.make_node("Add", ["h1", "h2"], ["z"])]
+    yield "split-concat", _model(nodes, [x], [y, z], [_ints("sizes", [2, 3]), _ints("halves", [6, 6])])
+
+
+@pytest.mark.parametrize("name,model", list(_literal_cases()), ids=lambda v: v if isinstance(v, str) else "")
+def test_literals_over_symbolic_dims_keep_their_meaning(name, model):
+    """No attribute integer is ever taken for a symbolic dim: the optimized model computes what
+    the original does, shapes included, with the symbolic dims at run-time sizes."""
+    optimized, _ = optimize(model, extractor="greedy", check=0)
+    feeds = {"x": np.random.default_rng(0).standard_normal((5, 6, 2)).astype(np.float32)}
+    for want, got in zip(_run(model, feeds), _run(optimized, feeds)):
+        assert want.shape == got.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
