@@ -213,7 +213,7 @@ def sub_graph(graph: Graph, nodes: list[int]) -> Graph:
                                 if i and i not in produced and i not in graph.weights))
     outputs = [o for n in inside for o in n.outputs if o and o in later]
     weights = {i: graph.weights[i] for n in inside for i in n.inputs if i in graph.weights}
-    return Graph(inside, inputs, outputs, graph.types, weights, graph.model, graph.symbols)
+    return Graph(inside, inputs, outputs, graph.types, weights, graph.model)
 
 
 def sub_mesh(mesh: DeviceMesh, stages: int) -> DeviceMesh:
