@@ -96,16 +96,6 @@ class Plan:
     """Training: pipeline stages, their 1F1B schedule and checkpointed layers (:mod:`eqsat_dnn.partition.stages`);
     ``None`` for a plan over the whole mesh without checkpointing."""
 
-    @property
-    def executable(self) -> str:
-        """Why ``--run`` cannot execute this plan ("" when it can): pipelines and checkpointing are priced only."""
-        if self.pipeline is None:
-            return ""
-        what = [f"{len(self.pipeline.stages)} pipeline stages ({self.pipeline.schedule})"] \
-            if len(self.pipeline.stages) > 1 else []
-        what += ["checkpointed layers"] if self.pipeline.checkpointed() else []
-        return " and ".join(what)
-
     def collective_counts(self, phase: str | None = "forward") -> Counter:
         """Number of collectives per kind (of one phase, or all with ``None``)."""
         return Counter(c.kind for c in self.collectives if phase is None or c.phase == phase)
@@ -316,11 +306,13 @@ def partition(
 
 def unit_candidates(optimizer: str = "adam", time_limit: float = 10.0):
     """The candidate plans of a pipeline's unit on a sub-mesh (:data:`~eqsat_dnn.partition.stages.Candidates`):
-    the ILP's, in train mode with its outputs in any placement, and the baselines'."""
+    the ILP's, in train mode with its outputs in any placement (replicated for the unit computing the graph's
+    outputs, as a plan over the whole mesh ends them), and the baselines'."""
 
-    def candidates(graph: Graph, mesh: DeviceMesh) -> dict[str, Plan]:
-        plan = partition(graph, mesh, mode="train", optimizer=optimizer, outputs="any", time_limit=time_limit)
-        problem = build_problem(graph, mesh, "train", optimizer=optimizer, outputs="any")
+    def candidates(graph: Graph, mesh: DeviceMesh, final: bool = False) -> dict[str, Plan]:
+        outputs = "replicate" if final else "any"
+        plan = partition(graph, mesh, mode="train", optimizer=optimizer, outputs=outputs, time_limit=time_limit)
+        problem = build_problem(graph, mesh, "train", optimizer=optimizer, outputs=outputs)
         return {"ilp": plan, **{name: plan_from_assignment(problem, make(problem)) for name, make in BASELINES.items()}}
 
     return candidates
@@ -332,14 +324,17 @@ def _pipelined_plan(problem: PartitionProblem, pipe: Pipeline, baselines: dict[s
     weight collectives on the critical path."""
     from eqsat_dnn.partition.ilp import SolveStatus
 
-    placements, nodes, collectives, zero = pipe.parts
+    placements, nodes, collectives, zero = pipe.parts  # (the stages hold their handoffs)
     slots = pipe.microbatches + len(pipe.stages) - 1
     comm = pipe.p2p_s * slots + max(st.sync_s for st in pipe.stages)
     traffic = sum(2.0 * st.send_bytes * pipe.microbatches for st in pipe.stages)
     weights = max(st.weight_bytes for st in pipe.stages)
     evaluation = Evaluation(pipe.time_s, pipe.time_s - comm, comm, traffic, pipe.memory_bytes, weights, collectives,
                             pipe.memory_bytes <= problem.mesh.memory_bytes)
-    outputs = {name: placements[name] for name in problem.graph.outputs}
+    from eqsat_dnn.partition.placements import REPLICATE
+
+    # the unit computing them was planned to end them replicated (see unit_candidates)
+    outputs = {name: (REPLICATE,) * problem.mesh.ndim for name in problem.graph.outputs}
     solver = {"status": SolveStatus.OPTIMAL, "seconds": pipe.solve_s, "source": "pipeline",
               "items": len(problem.items), "tied_items": sum(i.tied is not None for i in problem.items)}
     return Plan(problem.mesh, "train", placements, nodes, outputs, collectives, evaluation, dict(baselines), {},

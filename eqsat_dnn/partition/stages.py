@@ -19,8 +19,9 @@ state, as its plans place them) plus the activations of the microbatches in flig
 
 Activation checkpointing trades time for memory per unit: a checkpointed unit keeps only its input
 activations, recomputes its forward pass in backward (extra time: its forward compute, a third of a
-training step's compute), and during its backward holds its activations once more (of one
-microbatch). Within a stage the units are checkpointed in order, first to last, as many as memory needs.
+training step's compute, and the forward collectives on its activations, which the recomputation issues
+again; weights are converted once per step and kept, so their collectives are not repeated), and during
+its backward holds its activations once more (of one microbatch). Within a stage the units are checkpointed in order, first to last, as many as memory needs.
 
 :func:`plan_stages` is the dynamic programme: over contiguous splits of the units into ``p`` stages,
 it minimises the slowest stage (the 1F1B step is proportional to it) under the memory bound, for each
@@ -36,8 +37,9 @@ from typing import Callable
 
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.ir.graph import Graph
-from eqsat_dnn.partition.collectives import DUAL, Step, redistribute, step_seconds, step_traffic
+from eqsat_dnn.partition.collectives import Step, redistribute, step_seconds, step_traffic
 from eqsat_dnn.partition.mesh import DeviceMesh, MeshAxis
+from eqsat_dnn.partition.placements import Spec, parse_spec, spec_strings
 
 DEFAULT_MICROBATCHES = 8
 
@@ -85,11 +87,19 @@ class UnitCost:
     (paid when both are in one stage): its fixed part..."""
     into_bandwidth_s: float = 0.0
     """... and its bytes' part."""
+    forward_latency_s: float = 0.0
+    """The forward collectives on activations (what a checkpointed unit issues again in backward): fixed part..."""
+    forward_bandwidth_s: float = 0.0
+    """... and bytes' part."""
 
     @property
     def forward_s(self) -> float:
         """Forward compute (what checkpointing recomputes): a third of a training step's."""
         return self.compute_s / 3.0
+
+    def recompute_s(self, microbatches: int) -> float:
+        """What checkpointing adds per microbatch: the forward compute and its activation collectives again."""
+        return (self.forward_s + self.forward_bandwidth_s) / microbatches + self.forward_latency_s
 
     def microbatch_s(self, microbatches: int) -> float:
         """Forward and backward of one microbatch (its weight collectives left out)."""
@@ -119,6 +129,9 @@ class Stage:
     """Its units, as a range of unit indices."""
     unit_sizes: list[int] = field(default_factory=list)
     """Nodes per unit, in order (``nodes`` is their concatenation)."""
+    handoff: dict[str, Spec] = field(default_factory=dict)
+    """Activations its units hand to later units in another placement than they are produced in (their
+    plan's output placement; the next unit's plan takes them from there)."""
 
     def unit_nodes(self, unit: str) -> list[str]:
         k = self.units.index(unit)
@@ -130,14 +143,16 @@ class Stage:
                 "devices": list(self.devices), "mesh": list(self.mesh_shape), "candidate": self.candidate,
                 "checkpointed": list(self.checkpointed), "microbatch_s": self.microbatch_s,
                 "memory_bytes_per_device": self.memory_bytes, "weight_bytes_per_device": self.weight_bytes,
-                "send_bytes": self.send_bytes, "sync_s": self.sync_s, "span": list(self.span)}
+                "send_bytes": self.send_bytes, "sync_s": self.sync_s, "span": list(self.span),
+                "handoff": {k: spec_strings(v) for k, v in self.handoff.items()}}
 
     @staticmethod
     def from_dict(d: dict) -> Stage:
         return Stage(list(d["units"]), list(d["nodes"]), [int(r) for r in d["devices"]], tuple(d["mesh"]),
                      d["candidate"], list(d["checkpointed"]), float(d["microbatch_s"]),
                      float(d["memory_bytes_per_device"]), float(d["send_bytes"]), float(d["sync_s"]),
-                     float(d["weight_bytes_per_device"]), tuple(d["span"]), [int(n) for n in d["unit_sizes"]])
+                     float(d["weight_bytes_per_device"]), tuple(d["span"]), [int(n) for n in d["unit_sizes"]],
+                     {k: parse_spec(v) for k, v in d.get("handoff", {}).items()})
 
 
 @dataclass
@@ -239,9 +254,11 @@ def _tensor_bytes(graph: Graph, names) -> float:
     return total
 
 
-Candidates = Callable[[Graph, DeviceMesh], dict]
-"""A unit's sub-graph and a sub-mesh (of unbounded memory) -> its candidate plans by name (``ilp`` and
-the baselines'; :func:`eqsat_dnn.partition.plan.partition` provides them: this module does not plan)."""
+Candidates = Callable[[Graph, DeviceMesh, bool], dict]
+"""A unit's sub-graph, a sub-mesh (of unbounded memory) and whether the unit computes graph outputs (which
+must end as the whole plan's do, replicated; other units' outputs may end in any placement) -> its candidate
+plans by name (``ilp`` and the baselines'; :func:`eqsat_dnn.partition.plan.partition` provides them: this
+module does not plan)."""
 
 
 def unit_costs(graph: Graph, units: list[list[int]], mesh: DeviceMesh, candidates: Candidates,
@@ -249,15 +266,14 @@ def unit_costs(graph: Graph, units: list[list[int]], mesh: DeviceMesh, candidate
     """Per unit, its candidate plans' prices on ``mesh``, solved once per distinct unit (keyed by its
     nodes' signatures and the mesh; ``cache[key]`` keeps the prices, the candidate plans and the nodes
     they were made for, see :func:`unit_plan`)."""
-    from eqsat_dnn.partition.layers import node_signature
-
     out: list[dict[str, UnitCost]] = []
     previous = None
     for nodes in units:
         sub = sub_graph(graph, nodes)
-        key = (tuple(node_signature(graph.nodes[k], graph) for k in nodes), mesh.shape)
+        key = _unit_key(graph, nodes, mesh)
+        final = key[2]
         if key not in cache:
-            plans = candidates(sub, replace(mesh, memory_bytes=math.inf))
+            plans = candidates(sub, replace(mesh, memory_bytes=math.inf), final)
             n = mesh.num_devices
             inputs = _tensor_bytes(sub, sub.inputs) / n
             sends = _tensor_bytes(sub, sub.outputs)
@@ -267,10 +283,13 @@ def unit_costs(graph: Graph, units: list[list[int]], mesh: DeviceMesh, candidate
                 latency, _ = _latency_bandwidth([(c.kind, c.mesh_axis, c.bytes) for c in e.collectives
                                                  if c.tensor not in sub.weights and c.phase != "update"], mesh)
                 bandwidth = e.comm_s - weights - latency
+                forward = _latency_bandwidth([(c.kind, c.mesh_axis, c.bytes) for c in e.collectives
+                                              if c.tensor not in sub.weights and c.phase == "forward"], mesh)
                 costs[name] = UnitCost(e.compute_s, latency, bandwidth, weights, e.weight_bytes_per_device,
-                                       e.memory_bytes_per_device - e.weight_bytes_per_device, inputs, sends)
+                                       e.memory_bytes_per_device - e.weight_bytes_per_device, inputs, sends,
+                                       forward_latency_s=forward[0], forward_bandwidth_s=forward[1])
             # the placements each candidate reads its inputs in and writes its outputs in, by position
-            ends = {name: ([p.placements.get(i) for i in sub.inputs], [p.placements.get(o) for o in sub.outputs])
+            ends = {name: ([p.placements.get(i) for i in sub.inputs], [p.outputs.get(o) for o in sub.outputs])
                     for name, p in plans.items()}
             cache[key] = (costs, plans, nodes, ends)
         costs, ends = cache[key][0], cache[key][3]
@@ -296,27 +315,45 @@ def _latency_bandwidth(collectives: list[tuple[str, int, int]], mesh: DeviceMesh
 
 def _boundary(graph: Graph, previous: tuple, current: tuple, candidate: str, mesh: DeviceMesh) -> dict[str, float]:
     """``into_latency_s`` and ``into_bandwidth_s``: the collectives turning the previous unit's outputs (as
-    ``candidate`` writes them) into this unit's inputs (as it reads them), forward and their gradients'
-    duals backward (an all-reduce's gradient passes through)."""
-    from eqsat_dnn.cost import itemsize
-
+    ``candidate`` writes them) into this unit's inputs (as it reads them), forward and backward."""
     (prev_sub, writes), (sub, (reads, _)) = previous, current
-    steps = []
+    steps = [(c.kind, c.mesh_axis, c.bytes)
+             for c in boundary_collectives(graph, prev_sub, writes[candidate], sub, reads, mesh)]
+    latency, bandwidth = _latency_bandwidth(steps, mesh)
+    return {"into_latency_s": latency, "into_bandwidth_s": bandwidth}
+
+
+def boundary_collectives(graph: Graph, prev_sub: Graph, writes: list, sub: Graph, reads: list,
+                         mesh: DeviceMesh) -> list:
+    """The collectives between two consecutive units: each activation the previous unit writes (placed as
+    ``writes`` says, by position in its outputs) and this one reads (as ``reads`` says, by position in its
+    inputs) redistributed forward, and its gradient (placed as the read leaves it) back to the producer's
+    gradient placement, as :mod:`eqsat_dnn.partition.pipeline_run` runs them (DTensor's redistributions)."""
+    from eqsat_dnn.cost import itemsize
+    from eqsat_dnn.partition.problem import Collective, grad_target
+
+    out = []
     for k, name in enumerate(sub.inputs):
         if name not in prev_sub.outputs:
             continue
-        src, dst = writes[candidate][prev_sub.outputs.index(name)], reads[k]
+        src, dst = writes[prev_sub.outputs.index(name)], reads[k]
         t = graph.types.get(name)
         shape = None if t is None else tuple(t.shape)
         if src is None or dst is None or src == dst or shape is None or not all(isinstance(d, int) for d in shape):
             continue
-        for s in redistribute(shape, itemsize(t), src, dst, mesh.shape):
-            if s.is_collective:
-                steps.append((s.kind, s.axis, s.bytes))
-                if s.kind in DUAL:
-                    steps.append((DUAL[s.kind], s.axis, s.bytes))
-    latency, bandwidth = _latency_bandwidth(steps, mesh)
-    return {"into_latency_s": latency, "into_bandwidth_s": bandwidth}
+        for phase, a, b in (("forward", src, dst), ("backward", grad_target(dst), grad_target(src))):
+            for s in redistribute(shape, itemsize(t), a, b, mesh.shape):
+                if s.is_collective:
+                    out.append(Collective(s.kind, name, s.axis, s.bytes, step_seconds(s, mesh), phase, a, b))
+    return out
+
+
+def _unit_key(graph: Graph, nodes: list[int], mesh: DeviceMesh) -> tuple:
+    """What makes two units priced alike: their nodes' signatures, the mesh, and whether they end the graph."""
+    from eqsat_dnn.partition.layers import node_signature
+
+    final = any(o in graph.outputs for o in sub_graph(graph, nodes).outputs)
+    return tuple(node_signature(graph.nodes[k], graph) for k in nodes), mesh.shape, final
 
 
 def unit_plan(graph: Graph, nodes: list[int], mesh: DeviceMesh, candidate: str, cache: dict):
@@ -324,8 +361,7 @@ def unit_plan(graph: Graph, nodes: list[int], mesh: DeviceMesh, candidate: str, 
     for the first unit of its kind: names are mapped position by position)."""
     from eqsat_dnn.partition.layers import node_signature
 
-    key = (tuple(node_signature(graph.nodes[k], graph) for k in nodes), mesh.shape)
-    _, plans, first, _ = cache[key]
+    _, plans, first, _ = cache[_unit_key(graph, nodes, mesh)]
     plan = plans[candidate]
     names: dict[str, str] = {}
     for a, b in zip(first, nodes):
@@ -335,7 +371,10 @@ def unit_plan(graph: Graph, nodes: list[int], mesh: DeviceMesh, candidate: str, 
     steps = [replace(n, name=graph.nodes[b].name or graph.nodes[b].outputs[0]) for b, n in zip(nodes, plan.nodes)]
     collectives = [replace(c, tensor=names.get(c.tensor, c.tensor)) for c in plan.collectives]
     zero = {names.get(k, k): replace(z, group=names.get(z.group, z.group)) for k, z in plan.zero.items()}
-    return placements, steps, collectives, zero
+    # the activations later units read, handed over as the unit's plan ends them (graph outputs end as the plan's)
+    handoff = {names.get(k, k): v for k, v in plan.outputs.items()
+               if v != plan.placements.get(k) and names.get(k, k) not in graph.outputs}
+    return placements, steps, collectives, zero, handoff
 
 
 # ---------------------------------------------------------------------------- the dynamic programme
@@ -363,7 +402,9 @@ def stage_price(costs: list[dict[str, UnitCost]], stage: int, stages: int, micro
         units = [c[name] for c in costs]
         weights = sum(u.weight_bytes for u in units)
         time = (sum(u.microbatch_s(microbatches) for u in units)
-                + sum(u.into_latency_s + u.into_bandwidth_s / microbatches for u in units[1:]))
+                # the conversions into each unit (into a stage's first: from the previous stage's last unit, as if
+                # planned alike; the graph's first unit has none)
+                + sum(u.into_latency_s + u.into_bandwidth_s / microbatches for u in units))
         sync = sum(u.weight_comm_s for u in units)
         for ck in range(len(units) + 1):  # the first ck units checkpointed
             kept = sum(u.input_bytes for u in units[:ck]) + sum(u.activation_bytes for u in units[ck:])
@@ -371,7 +412,7 @@ def stage_price(costs: list[dict[str, UnitCost]], stage: int, stages: int, micro
             memory = weights + (kept * k + peak) / microbatches
             if memory > limit:
                 continue
-            seconds = time + sum(u.forward_s for u in units[:ck]) / microbatches + p2p
+            seconds = time + sum(u.recompute_s(microbatches) for u in units[:ck]) + p2p
             # ranked by its share of the step: (m + p - 1) slots of it, then its weight collectives
             if best is None or seconds + sync / slots < best[0] + best[4] / slots - 1e-15:
                 best = (seconds, memory, name, ck, sync, weights)
@@ -442,10 +483,18 @@ def plan_stages(graph: Graph, mesh: DeviceMesh, candidates: Candidates, microbat
             p2p = max(2 * _p2p_seconds(sub, st.send_bytes / sub.num_devices) for st in stages) if p > 1 else 0.0
             best = Pipeline(stages, m, Schedule.ONE_F_ONE_B, step, max(s.memory_bytes for s in stages), p2p)
             best.parts = ({}, [], [], {})
-            for st in stages:
-                for u in range(*st.span):
-                    for whole, part in zip(best.parts, unit_plan(graph, units[u], sub, st.candidate, cache)):
-                        whole.update(part) if isinstance(whole, dict) else whole.extend(part)
+            chosen = [st.candidate for st in stages for _ in range(*st.span)]
+            owner = [st for st in stages for _ in range(*st.span)]
+            for u, nodes in enumerate(units):
+                *parts, handoff = unit_plan(graph, nodes, sub, chosen[u], cache)
+                owner[u].handoff.update(handoff)
+                for whole, part in zip(best.parts, parts):
+                    whole.update(part) if isinstance(whole, dict) else whole.extend(part)
+                if u:  # the conversion from the previous unit's outputs to this one's inputs
+                    writes = cache[_unit_key(graph, units[u - 1], sub)][3][chosen[u - 1]][1]
+                    reads = cache[_unit_key(graph, nodes, sub)][3][chosen[u]][0]
+                    best.parts[2].extend(boundary_collectives(graph, sub_graph(graph, units[u - 1]), writes,
+                                                              sub_graph(graph, nodes), reads, sub))
     if best is not None:
         best.options = options
         best.solve_s = time.perf_counter() - start

@@ -31,7 +31,7 @@ on one local process per device of the plan's mesh (gloo; NCCL when there are en
   ``redistribute``: the plan's ``update`` collectives). This is ZeRO as DTensor placements rather
   than ``ZeroRedundancyOptimizer`` or ``fully_shard``, so every collective stays attributed to its
   weight and counted against the plan; ZeRO-3 is the weight stored sharded (all-gather on use);
-* plans with pipeline stages or checkpointed layers are refused (priced and recorded only).
+* plans with pipeline stages or checkpointed layers run by :mod:`eqsat_dnn.partition.pipeline_run`.
 
 The first step runs under ``torch.distributed.tensor.debug.CommDebugMode``; every collective it
 counts is attributed to the tensor whose conversion (forward) or gradient (backward) issued it,
@@ -136,6 +136,9 @@ class TrainReport(LossReport):
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     tolerance: float = 1e-4
+    stages: int = 1
+    """Pipeline stages (1: the whole mesh, see :mod:`eqsat_dnn.partition.pipeline_run`)."""
+    microbatches: int = 1
 
     @property
     def collectives_match(self) -> bool:
@@ -172,7 +175,7 @@ class TrainReport(LossReport):
                 "substituted": dict(self.substituted), "optimizer_collectives": self.optimizer_collectives,
                 "unattributed_collectives": self.unattributed,
                 "predicted_step_s": self.predicted_step_s, "measured_step_s": self.measured_step_s,
-                "failures": list(self.failures), "seconds": self.seconds}
+                "stages": self.stages, "microbatches": self.microbatches, "failures": list(self.failures), "seconds": self.seconds}
 
 
 # ---------------------------------------------------------------------------- compiling
@@ -263,14 +266,21 @@ def compile_training(graph: Graph, plan: Plan, feeds: dict[str, np.ndarray], see
 def expected_collectives(plan: Plan, cpu: bool) -> tuple[list[Collective], dict[str, int]]:
     """The plan's forward and backward collectives as DTensor issues them (on a CPU mesh an
     all-to-all is an all-gather of the whole buffer), and the substitutions made."""
+    return as_issued([(c.phase, c) for c in plan.collectives], plan.mesh.shape, cpu)
+
+
+def as_issued(collectives: list[tuple[str, Any]], mesh_shape: tuple[int, ...], cpu: bool,
+              scale: float = 1.0) -> tuple[list[Collective], dict[str, int]]:
+    """(phase, plan collective) pairs as DTensor issues them on a mesh of ``mesh_shape`` (see
+    :func:`expected_collectives`), their bytes times ``scale`` (a microbatch's share)."""
     out: list[Collective] = []
     substituted: Counter = Counter()
-    for c in plan.collectives:
-        kind, size = c.kind, c.bytes
+    for phase, c in collectives:
+        kind, size = c.kind, c.bytes * scale
         if cpu and kind == "all_to_all":
-            kind, size = "all_gather", c.bytes * plan.mesh.shape[c.mesh_axis]
+            kind, size = "all_gather", size * mesh_shape[c.mesh_axis]
             substituted["all_to_all->all_gather"] += 1
-        out.append((c.phase, kind, c.tensor, c.mesh_axis, int(size)))
+        out.append((phase, kind, c.tensor, c.mesh_axis, int(round(size))))
     return out, dict(substituted)
 
 
@@ -296,6 +306,11 @@ class _Runner:
         self.zero = program.zero if mesh is not None else {}
         self.full: dict[str, Any] = {}
         """ZeRO-1/2 weights as placed (replicated), refreshed by the update's all-gather."""
+        self.step_converted: dict | None = None
+        """Conversions of sources kept for a whole step (a pipeline's microbatches share them)."""
+        self.accumulated: dict | None = None
+        """Weights' gradients kept local over a pipeline's microbatches, keyed by (weight, gradient placement,
+        target), synchronised once per step (``None``: synchronised as they come, in backward)."""
         for name, spec, value, trainable in program.sources:
             tensor = torch.from_numpy(np.array(value)).to(self.device)
             if mesh is not None:
@@ -327,31 +342,40 @@ class _Runner:
     def loss(self):
         """Forward pass and loss, one term per graph output (mean squared error against its target):
         on a mesh, this device's share of each term (the whole term when the output is replicated)."""
-        torch = self.torch
         values = dict(self.sources)
         for name, (_, state) in self.zero.items():
             values[name] = self._functions["zero"].apply(self.params[name], self.full[name], self, name, state)
-        converted: dict[tuple[str, Spec], Any] = {}
-        read: dict[tuple[str, Spec, Spec], Any] = {}
+        caches: tuple[dict, dict] = ({}, {})
+        self.run_nodes(self.program.nodes, values, caches)
+        return self.terms(values, caches, self.targets, [None] * len(self.targets))
+
+    def fetch(self, values: dict, caches: tuple[dict, dict], name: str, dst: Spec, gp: Spec, phase: str = "forward"):
+        """``values[name]`` as this device's block of its conversion to ``dst`` (its gradient placed as ``gp``):
+        each distinct conversion once per ``caches`` (converted, read), weights' once per step when
+        ``self.step_converted`` holds them (a pipeline's microbatches share them)."""
+        if self.mesh is None:
+            return values[name]
+        converted, read = caches
+        if self.step_converted is not None and name in self.sources:
+            converted = self.step_converted
+        key = (name, dst, gp)
+        if key not in read:
+            src_value = values[name]
+            if (name, dst) not in converted:
+                with self.torch.no_grad():
+                    converted[(name, dst)] = self._redistribute(src_value.detach(), dst, (phase, name))
+            local = converted[(name, dst)].to_local()
+            if src_value.requires_grad:
+                local = self._functions["read"].apply(src_value, local, self, name, gp)
+            read[key] = local
+        return read[key]
+
+    def run_nodes(self, nodes: list, values: dict, caches: tuple[dict, dict], phase: str = "forward") -> None:
+        """Run ``nodes`` (of the program) on ``values``, adding their outputs (DTensors placed as written)."""
         from eqsat_dnn.partition.ops_torch import compute
 
-        def fetch(name: str, dst: Spec, gp: Spec):
-            if self.mesh is None:
-                return values[name]
-            key = (name, dst, gp)
-            if key not in read:
-                src_value = values[name]
-                if (name, dst) not in converted:
-                    with torch.no_grad():
-                        converted[(name, dst)] = self._redistribute(src_value.detach(), dst, ("forward", name))
-                local = converted[(name, dst)].to_local()
-                if src_value.requires_grad:
-                    local = self._functions["read"].apply(src_value, local, self, name, gp)
-                read[key] = local
-            return read[key]
-
-        for node, reads, writes in self.program.nodes:
-            ins = [None if r is None else fetch(*r) for r in reads]
+        for node, reads, writes in nodes:
+            ins = [None if r is None else self.fetch(values, caches, *r, phase=phase) for r in reads]
             shapes = [None if w is None else (w[2] if self.mesh is not None else self._shapes[w[0]]) for w in writes]
             outs = compute(node, ins, shapes, self.program.constants)
             for w, out in zip(writes, outs):
@@ -363,10 +387,16 @@ class _Runner:
                     continue
                 values[name] = (self._functions["wrap"].apply(out, self, spec, name) if out.requires_grad
                                 else self._dtensor(out.detach(), spec, name))
+
+    def terms(self, values: dict, caches: tuple[dict, dict], targets: list, numels: list[int | None]) -> list:
+        """The loss terms of the graph outputs in ``values`` against ``targets`` (this device's blocks): the
+        squared error summed, over ``numels`` (default: the output's elements; a microbatch divides by the
+        whole batch's, so that the microbatches' terms add up to the batch's mean)."""
         terms = []
-        for (name, spec, _), target in zip(self.program.outputs, self.targets):
-            y = fetch(name, spec, tuple(Replicate() if isinstance(p, Partial) else p for p in spec))
-            numel = math.prod(target.shape) if self.mesh is None else math.prod(self._global_shape(name))
+        for (name, spec, _), target, numel in zip(self.program.outputs, targets, numels):
+            y = self.fetch(values, caches, name, spec, tuple(Replicate() if isinstance(p, Partial) else p for p in spec))
+            if numel is None:
+                numel = math.prod(target.shape) if self.mesh is None else math.prod(self._global_shape(name))
             terms.append(((y - target) ** 2).sum() / numel)
         return terms
 
@@ -419,6 +449,12 @@ class _Runner:
         for term in terms[1:]:
             loss = loss + term
         loss.backward()
+        self.update(keep_grads)
+        return [float(t.detach()) for t in terms]
+
+    def update(self, keep_grads: bool = False) -> None:
+        """The optimizer step on the gradients in place (``keep_grads``: a copy in ``self.grads`` first),
+        then ZeRO-1/2's all-gather of the updated shards."""
         if keep_grads:
             self.grads = {name: p.grad.detach().clone() for name, p in self.params.items() if p.grad is not None}
         if self.optimizer is not None:
@@ -432,7 +468,6 @@ class _Runner:
         for name in self.zero:  # ZeRO-1/2: the updated shards all-gathered into the weight as placed
             spec = _plan_spec(self.full[name].placements)
             self.full[name] = self._redistribute(self.params[name].detach(), spec, ("update", name))
-        return [float(t.detach()) for t in terms]
 
 
 def _functions() -> dict[str, Any]:
@@ -455,6 +490,12 @@ def _functions() -> dict[str, Any]:
         @staticmethod
         def backward(ctx, grad):
             runner = ctx.runner
+            if runner.accumulated is not None and ctx.name in runner.params:
+                # a pipeline: the weight's gradient stays local until the last microbatch (one synchronisation)
+                key = (ctx.name, ctx.gp, ctx.target)
+                held = runner.accumulated.get(key)
+                runner.accumulated[key] = grad.detach().clone() if held is None else held + grad.detach()
+                return None, None, None, None, None
             value = runner._dtensor(grad.contiguous(), ctx.gp, ctx.name)
             out = runner._redistribute(value, ctx.target, ("backward", ctx.name))
             return out, None, None, None, None
@@ -576,17 +617,7 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
             losses = (shares.cpu() / replicas).sum(dim=1).tolist()
             final = {name: p.detach().full_tensor().cpu().numpy() for name, p in runner.params.items()}
             grads = {name: g.full_tensor().cpu().numpy() for name, g in runner.grads.items()}
-            issued, unattributed, optimizer = [], 0, 0
-            for tag, op, group, nbytes in counter.log:
-                kind = _KINDS.get(op, op)
-                axis = groups.get(group, -1)
-                if tag is None:
-                    unattributed += 1
-                elif tag[0] == "optimizer":
-                    optimizer += 1
-                else:
-                    size = nbytes * shape[axis] if kind == "all_gather" and axis >= 0 else nbytes
-                    issued.append((tag[0], kind, tag[1], axis, int(size)))
+            issued, unattributed, optimizer = _counted(counter, groups, shape)
             results.append({"issued": issued, "unattributed": unattributed, "optimizer": optimizer,
                             "losses": losses, "times": times,
                             "initial": initial if rank == 0 else None, "final": final if rank == 0 else None,
@@ -596,6 +627,23 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
         dist.destroy_process_group()
     with open(os.path.join(result_dir, f"rank{rank}.pkl"), "wb") as f:
         pickle.dump(results, f)
+
+
+def _counted(counter, groups: dict[str, int], shape: tuple[int, ...]) -> tuple[list[Collective], int, int]:
+    """What ``counter`` logged: the collectives attributed to a conversion or gradient (all-gathers by the
+    bytes they gather, as the plan counts them), how many were attributed to nothing, and the optimizer's."""
+    issued, unattributed, optimizer = [], 0, 0
+    for tag, op, group, nbytes in counter.log:
+        kind = _KINDS.get(op, op)
+        axis = groups.get(group, -1)
+        if tag is None:
+            unattributed += 1
+        elif tag[0] == "optimizer":
+            optimizer += 1
+        else:
+            size = nbytes * shape[axis] if kind == "all_gather" and axis >= 0 else nbytes
+            issued.append((tag[0], kind, tag[1], axis, int(size)))
+    return issued, unattributed, optimizer
 
 
 def _global(write, mesh_shape) -> tuple[int, ...] | None:
@@ -655,6 +703,53 @@ def _rel(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float(np.max(diff)) / max(scale, 1e-12) if diff.size else 0.0
 
 
+def check_training(report: TrainReport, program: _Program, ort_outputs: dict[str, np.ndarray], first: dict) -> None:
+    """Fill ``report`` from what the run gave (``first``: losses, step times, initial and final weights and
+    first gradients, whole) against onnxruntime's forward pass and single-device training of ``program``,
+    and add its failures (collectives, optimizer, forward, losses, gradients, weights)."""
+    tolerance = report.tolerance
+    times = first["times"][1:] or first["times"]
+    report.measured_step_s = float(np.median(times))
+    torch_out = _forward_outputs(program)
+    report.forward_max_rel_error = max((_rel(torch_out[n], ort_outputs[n]) for n in torch_out), default=0.0)
+    ref_losses, ref_final, ref_grads = _reference_training(program)
+    report.reference_losses = ref_losses
+    report.loss_max_rel_error = max((abs(a - b) / max(abs(b), 1e-12) for a, b in zip(report.losses, ref_losses)),
+                                    default=0.0)
+    largest = max((float(np.max(np.abs(g))) for g in ref_grads.values() if g.size), default=0.0)
+    report.grads_max_rel_error = max((float(np.max(np.abs(first["grads"].get(n, 0) - g))) / max(largest, 1e-30)
+                                      for n, g in ref_grads.items()), default=0.0)
+    # an element whose gradient is zero up to rounding (the key bias of attention: softmax ignores it; the
+    # embedding rows of tokens not in the batch) has no signal, and Adam scales rounding noise there up to
+    # full steps: weights_max_rel_error leaves such elements out, weights_max_rel_error_all does not
+    masks = {n: np.abs(g) > NO_GRADIENT * largest for n, g in ref_grads.items()}
+    report.weights_without_gradient = {n: int(m.size - m.sum()) for n, m in masks.items() if not m.all()}
+    errors = {n: _rel(first["final"][n], ref_final[n]) for n in ref_final}
+    report.weight_errors = {n: _rel(first["final"][n], ref_final[n], masks.get(n)) for n in ref_final}
+    report.weights_max_rel_error_all = max(errors.values(), default=0.0)
+    report.weights_max_rel_error = max(report.weight_errors.values(), default=0.0)
+    report.weights_max_rel_update = max((_rel(first["final"][n], first["initial"][n], masks.get(n))
+                                         for n in ref_final), default=0.0)
+    if not report.collectives_match:
+        mismatch = report.mismatch()
+        report.failures.append(f"collectives differ from the plan: {len(mismatch['unplanned'])} unplanned "
+                               f"{mismatch['unplanned'][:3]}, {len(mismatch['missing'])} missing "
+                               f"{mismatch['missing'][:3]}, {report.unattributed} unattributed")
+    if report.optimizer_collectives:
+        report.failures.append(f"the optimizer issued {report.optimizer_collectives} collectives")
+    if not report.forward_max_rel_error <= 1e-3:
+        report.failures.append(f"the torch interpreter's forward pass differs from onnxruntime's by "
+                               f"{report.forward_max_rel_error:.3g} (relative)")
+    if not report.loss_max_rel_error <= tolerance:
+        report.failures.append(f"losses differ from single-device training by {report.loss_max_rel_error:.3g}")
+    if not report.grads_max_rel_error <= tolerance:
+        report.failures.append(f"first-step gradients differ from single-device training by "
+                               f"{report.grads_max_rel_error:.3g} (of the largest gradient)")
+    if not report.weights_max_rel_error <= tolerance:
+        report.failures.append(f"updated weights differ from single-device training by "
+                               f"{report.weights_max_rel_error:.3g}")
+
+
 def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *, steps: int = 3,
                 optimizer: str = "sgd", lr: float = 0.01, seed: int = 0, tolerance: float = 1e-4,
                 start_method: str = "forkserver", timeout: float = 300.0) -> list[TrainReport]:
@@ -675,14 +770,19 @@ def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *
     if not (lr > 0 and math.isfinite(lr)):
         raise InputError(f"the learning rate must be a finite number > 0, not {lr}")
     world, backend = device_group([plan for _, plan in jobs], "trained")
+    if any(plan.pipeline is not None for _, plan in jobs):  # stages and checkpointing: their own process group
+        from eqsat_dnn.partition.pipeline_run import train_pipeline
+
+        options = dict(steps=steps, optimizer=optimizer, lr=lr, seed=seed, tolerance=tolerance,
+                       start_method=start_method, timeout=timeout)
+        plain = iter(train_plans([job for job in jobs if job[1].pipeline is None], **options))
+        return [train_pipeline(model, plan, **options) if plan.pipeline is not None else next(plain)
+                for model, plan in jobs]
     start = time.perf_counter()
     compiled = []
     for model, plan in jobs:
         if plan.mode != "train":
             raise InputError("a training run needs a plan made in train mode (--mode train)")
-        if plan.executable:
-            raise InputError(f"the plan has {plan.executable}: they are priced and recorded, but --run does not "
-                             "execute them yet (plan with more memory or without --microbatches)")
         graph = prepare_graph(as_graph(model))
         feeds, ort_outputs = _reference(graph, seed)
         program = compile_training(graph, plan, feeds, seed, steps, optimizer, lr)
@@ -698,49 +798,10 @@ def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *
                              issued=list(first["issued"]), expected=expected, substituted=substituted,
                              optimizer_collectives=first["optimizer"], unattributed=first["unattributed"],
                              predicted_step_s=plan.predicted.time_s, tolerance=tolerance)
-        times = first["times"][1:] or first["times"]
-        report.measured_step_s = float(np.median(times))
-        torch_out = _forward_outputs(program)
-        report.forward_max_rel_error = max((_rel(torch_out[n], ort_outputs[n]) for n in torch_out), default=0.0)
-        ref_losses, ref_final, ref_grads = _reference_training(program)
-        report.reference_losses = ref_losses
-        report.loss_max_rel_error = max((abs(a - b) / max(abs(b), 1e-12) for a, b in zip(report.losses, ref_losses)),
-                                        default=0.0)
-        largest = max((float(np.max(np.abs(g))) for g in ref_grads.values() if g.size), default=0.0)
-        report.grads_max_rel_error = max((float(np.max(np.abs(first["grads"].get(n, 0) - g))) / max(largest, 1e-30)
-                                          for n, g in ref_grads.items()), default=0.0)
-        # an element whose gradient is zero up to rounding (the key bias of attention: softmax ignores it; the
-        # embedding rows of tokens not in the batch) has no signal, and Adam scales rounding noise there up to
-        # full steps: weights_max_rel_error leaves such elements out, weights_max_rel_error_all does not
-        masks = {n: np.abs(g) > NO_GRADIENT * largest for n, g in ref_grads.items()}
-        report.weights_without_gradient = {n: int(m.size - m.sum()) for n, m in masks.items() if not m.all()}
-        errors = {n: _rel(first["final"][n], ref_final[n]) for n in ref_final}
-        report.weight_errors = {n: _rel(first["final"][n], ref_final[n], masks.get(n)) for n in ref_final}
-        report.weights_max_rel_error_all = max(errors.values(), default=0.0)
-        report.weights_max_rel_error = max(report.weight_errors.values(), default=0.0)
-        report.weights_max_rel_update = max((_rel(first["final"][n], first["initial"][n], masks.get(n))
-                                             for n in ref_final), default=0.0)
         for rank in range(1, world):
             if Counter(per_rank[rank][j]["issued"]) != Counter(report.issued):
                 report.failures.append(f"rank {rank} issued different collectives from rank 0")
-        if not report.collectives_match:
-            mismatch = report.mismatch()
-            report.failures.append(f"collectives differ from the plan: {len(mismatch['unplanned'])} unplanned "
-                                   f"{mismatch['unplanned'][:3]}, {len(mismatch['missing'])} missing "
-                                   f"{mismatch['missing'][:3]}, {report.unattributed} unattributed")
-        if report.optimizer_collectives:
-            report.failures.append(f"the optimizer issued {report.optimizer_collectives} collectives")
-        if not report.forward_max_rel_error <= 1e-3:
-            report.failures.append(f"the torch interpreter's forward pass differs from onnxruntime's by "
-                                   f"{report.forward_max_rel_error:.3g} (relative)")
-        if not report.loss_max_rel_error <= tolerance:
-            report.failures.append(f"losses differ from single-device training by {report.loss_max_rel_error:.3g}")
-        if not report.grads_max_rel_error <= tolerance:
-            report.failures.append(f"first-step gradients differ from single-device training by "
-                                   f"{report.grads_max_rel_error:.3g} (of the largest gradient)")
-        if not report.weights_max_rel_error <= tolerance:
-            report.failures.append(f"updated weights differ from single-device training by "
-                                   f"{report.weights_max_rel_error:.3g}")
+        check_training(report, program, ort_outputs, first)
         report.seconds = time.perf_counter() - start
         reports.append(report)
     return reports
