@@ -16,11 +16,12 @@ peak memory against the layer count (``--untied`` adds the same without tied lay
     python bench/partition.py --train-timing [--steps 8] [--out bench/results/partition-train.json]
     python bench/partition.py --memory-bounds [--out bench/results/partition-memory.json]
 
-``--train-timing`` trains several plans of one model (a transformer MLP block, hidden 128, 256
+``--train-timing`` trains several plans of one model (two transformer MLP blocks, hidden 128, 256
 tokens) on 4 local gloo processes on DTensor (:mod:`eqsat_dnn.partition.train`): the ILP's plans
 on a 4-device and a 2x2 mesh of the ``cpu`` preset, with and without a memory bound that forces
 sharded weights, the data-parallel, Megatron and FSDP baselines and data parallelism with ZeRO-2 on
-each mesh. Per plan it
+each mesh, and two pipelines of two stages (one layer each, 1F1B over 2 microbatches; the second under
+a memory bound that checkpoints, :mod:`eqsat_dnn.partition.pipeline_run`). Per plan it
 reports the predicted step time, the measured one (median of the steps after the first), whether
 the collectives DTensor issued are the plan's, and the losses' and weights' errors against
 single-device training; then the Spearman rank correlation of predicted against measured.
@@ -156,10 +157,10 @@ def _train_timing(args) -> int:
 
     from eqsat_dnn.partition.plan import plan_from_assignment
     from eqsat_dnn.partition.problem import BASELINES, build_problem
-    from eqsat_dnn.partition.train import train_plans
+    from eqsat_dnn.partition.pipeline_run import train_plans
     from eqsat_dnn.partition.zero import ZeroStage, with_zero
 
-    graph = load_model(transformer_mlp(batch=4, seq=64, hidden=128))
+    graph = load_model(transformer_mlp(batch=4, seq=64, hidden=128, layers=2))
     jobs = []
     for mesh in ("4", "2x2"):
         free = partition(graph, mesh, machine="cpu", mode="train", optimizer="sgd", time_limit=args.time_limit)
@@ -174,6 +175,11 @@ def _train_timing(args) -> int:
         # data parallelism with ZeRO-2 (SGD keeps no state, so ZeRO-1 would change nothing)
         zero2 = with_zero(problem, BASELINES["data_parallel"](problem), ZeroStage.GRADIENTS)
         jobs.append((f"data_parallel+zero2 {mesh}", plan_from_assignment(problem, zero2)))
+    # two pipeline stages of one layer each on the 4-device mesh (1F1B), then the same with less memory
+    roomy = _two_stages(graph, 2, None, args.time_limit)
+    jobs.append(("pipeline 2 stages x2, 2 microbatches", roomy))
+    tight = _two_stages(graph, 2, 0.6 * roomy.predicted.memory_bytes_per_device, args.time_limit)
+    jobs.append((f"pipeline 2 stages x2, 2 microbatches, {len(tight.pipeline.checkpointed())} checkpointed", tight))
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
     print(f"training {len(jobs)} plans, {args.steps} steps each, on 4 gloo processes (load {load}) ...",
           file=sys.stderr)
@@ -203,6 +209,19 @@ def _train_timing(args) -> int:
     out.write_text(json.dumps({"spearman": rho, "p_value": p_value, "steps": args.steps, "load": load,
                                "plans": rows}, indent=1))
     return 0 if all(r["ok"] for r in rows) else 1
+
+
+def _two_stages(graph, microbatches: int, memory: float | None, time_limit: float):
+    """The planner's best two-stage pipeline on the 4-device ``cpu`` mesh (within ``memory`` bytes per device)."""
+    from eqsat_dnn.partition.mesh import with_memory
+    from eqsat_dnn.partition.plan import _pipelined_plan, unit_candidates
+    from eqsat_dnn.partition.problem import build_problem
+    from eqsat_dnn.partition.stages import plan_stages
+
+    mesh = get_mesh("4", "cpu") if memory is None else with_memory(get_mesh("4", "cpu"), memory)
+    problem = build_problem(graph, mesh, "train", optimizer="sgd")
+    pipe = plan_stages(problem.graph, mesh, unit_candidates("sgd", time_limit), microbatches, stage_counts=[2])
+    return _pipelined_plan(problem, pipe, {})
 
 
 def _memory_bounds(args) -> int:

@@ -28,7 +28,8 @@ def add_parser(commands) -> None:
     part.add_argument("--run", action="store_true",
                       help="run the plan on one local process per device and check it: inference, the forward pass "
                            "(outputs and collectives); train, --steps training steps on DTensor (losses, weights and "
-                           "forward and backward collectives against single-device training and the plan)")
+                           "forward and backward collectives against single-device training and the plan; pipelined plans "
+                           "in 1F1B over their microbatches, checkpointed units recomputed)")
     part.add_argument("--steps", type=number(int, 1, strict=False, maximum=100_000), default=3, metavar="N",
                       help="training steps of --run (default 3)")
     part.add_argument("--optimizer", choices=["sgd", "adam"], default="adam",
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         with console.status(f"running on {plan.mesh.num_devices} processes", spinner="dots") \
                 if show and console.is_terminal else nullcontext():
             if args.mode == "train":
-                from eqsat_dnn.partition.train import train_plan
+                from eqsat_dnn.partition.pipeline_run import train_plan
 
                 lr = args.lr or (0.01 if args.optimizer == "sgd" else 0.001)
                 report = train_plan(graph, plan, steps=args.steps, optimizer=args.optimizer, lr=lr)
@@ -130,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
         out.print(plan_table(plan, f"{args.input}: {plan.mesh.describe()} ({plan.mode})"))
         if report is not None and args.mode == "train":
             issued = len(report.issued)
+            if report.stages > 1 or report.microbatches > 1:
+                out.print(f"pipeline: {report.stages} stage(s), 1F1B over {report.microbatches} microbatches, "
+                          f"{report.sends} point-to-point sends (= planned)")
             out.print(f"trained {report.steps} steps ({report.optimizer}) on {report.processes} processes "
                       f"({report.backend}, DTensor): losses and weights match single-device training (max rel. "
                       f"error {report.loss_max_rel_error:.2e} and {report.weights_max_rel_error:.2e}); collectives "

@@ -38,8 +38,9 @@ def run_plan(*args, **kwargs):
 
 
 def train_plan(*args, **kwargs):
-    """See :func:`eqsat_dnn.partition.train.train_plan` (imported on first use: it needs torch)."""
-    from eqsat_dnn.partition.train import train_plan as _train_plan
+    """See :func:`eqsat_dnn.partition.train.train_plan` (imported on first use: it needs torch); plans with
+    pipeline stages or checkpointing train by :func:`eqsat_dnn.partition.pipeline_run.train_pipeline`."""
+    from eqsat_dnn.partition.pipeline_run import train_plan as _train_plan
 
     return _train_plan(*args, **kwargs)
 

@@ -38,7 +38,6 @@ apart and compared with the plan's (:func:`planned_sends`).
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import pickle
@@ -53,12 +52,12 @@ import onnx
 
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.ir.graph import Graph
-from eqsat_dnn.partition.placements import Shard, Spec, is_valid, local_shape, short
+from eqsat_dnn.partition.comm_count import Collective, as_issued, comm_counter, counted
+from eqsat_dnn.partition.placements import Shard, Spec, is_valid, local_shape, short, torch_spec
 from eqsat_dnn.partition.plan import Plan
 from eqsat_dnn.partition.problem import as_graph, grad_target, prepare_graph
 from eqsat_dnn.partition.stages import Pipeline, sub_mesh
-from eqsat_dnn.partition.train import (Collective, TrainReport, _counted, _counter_class, _global, _Program, _Runner,
-                                       _torch_spec, as_issued, check_training, compile_training)
+from eqsat_dnn.partition.train import TrainReport, _global, _Program, _Runner, check_training, compile_training
 
 RECOMPUTE = "recompute"
 """The phase of the collectives a checkpointed unit's recomputed forward issues."""
@@ -261,11 +260,11 @@ class _StageRunner(_Runner):
                 self.sources.pop(name)
                 for j, part in enumerate(np.split(np.asarray(value), m)):
                     self.micro[j][name] = distribute_tensor(torch.from_numpy(np.array(part)).to(self.device), mesh,
-                                                            _torch_spec(spec))
+                                                            torch_spec(spec))
         for name, spec, target in job.program.outputs:
             for j, part in enumerate(np.split(target, m)):
                 self.micro_targets[j].append(distribute_tensor(torch.from_numpy(np.array(part)).to(self.device),
-                                                               mesh, _torch_spec(spec)).to_local())
+                                                               mesh, torch_spec(spec)).to_local())
         self.numels = [math.prod(np.shape(target)) for _, _, target in job.program.outputs]
         self.sent = 0
         self._handles: list = []
@@ -407,14 +406,11 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
+    from eqsat_dnn.partition.processes import join_group
+
     torch.set_num_threads(1)
-    with open(job_path, "rb") as f:
-        stages, steps = pickle.load(f)
-    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    job, device = join_group(rank, world, port, job_path, backend)
+    stages, steps = job
     try:
         shape = tuple(stages[0].program.mesh_shape)
         names = tuple(f"axis{k}" for k in range(len(shape)))
@@ -422,7 +418,7 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
         mesh = world_mesh[names]
         job = stages[rank // math.prod(shape)]
         groups = {mesh.get_group(k).group_name: k for k in range(mesh.ndim)}
-        counter = _counter_class()()
+        counter = comm_counter()()
         runner = _StageRunner(job, mesh, device, counter, rank)
         initial = {name: p.detach().full_tensor().cpu().numpy().copy() for name, p in runner.params.items()}
         losses, times, sends = [], [], 0
@@ -446,7 +442,7 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
         losses = (totals.cpu() / replicas).sum(dim=1).tolist()
         final = {name: p.detach().full_tensor().cpu().numpy() for name, p in runner.params.items()}
         grads = {name: g.full_tensor().cpu().numpy() for name, g in runner.grads.items()}
-        issued, unattributed, optimizer = _counted(counter, groups, shape)
+        issued, unattributed, optimizer = counted(counter, groups, shape)
         first = rank % math.prod(shape) == 0
         result = {"stage": job.index, "issued": issued, "unattributed": unattributed, "optimizer": optimizer,
                   "losses": losses, "times": times, "sends": sends, "initial": initial if first else None,
@@ -505,5 +501,24 @@ def train_pipeline(model: Graph | str | Path | onnx.ModelProto, plan: Plan, *, s
     return report
 
 
+def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], **options) -> list[TrainReport]:
+    """Train any plans (see :func:`~eqsat_dnn.partition.train.train_plans` for ``options``): those with
+    pipeline stages or checkpointing by :func:`train_pipeline`, each in its own group of processes, the
+    others together by :func:`eqsat_dnn.partition.train.train_plans`; the reports in order."""
+    from eqsat_dnn.partition import train
+
+    plain = iter(train.train_plans([job for job in jobs if job[1].pipeline is None], **options))
+    return [train_pipeline(model, plan, **options) if plan.pipeline is not None else next(plain)
+            for model, plan in jobs]
+
+
+def train_plan(model: Graph | str | Path | onnx.ModelProto, plan: Plan, *,
+               input_shapes: dict[str, list[int]] | None = None, **options) -> TrainReport:
+    """Train any plan (see :func:`~eqsat_dnn.partition.train.train_plan`; a pipelined or checkpointed one
+    by :func:`train_pipeline`)."""
+    return train_plans([(as_graph(model, input_shapes), plan)], **options)[0]
+
+
 __all__ = ["PipelineReport", "RECOMPUTE", "compile_pipeline", "pipeline_collectives", "planned_sends",
-           "train_pipeline"]
+           "train_pipeline",
+           "train_plan", "train_plans"]

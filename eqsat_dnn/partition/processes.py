@@ -1,5 +1,5 @@
-"""One local process per device: the launcher that both the forward run (:mod:`.run`) and
-training (:mod:`.train`) use to start their workers, wait for them and collect what each wrote."""
+"""One local process per device: the launcher that the forward run (:mod:`.run`), training
+(:mod:`.train`) and pipelined training (:mod:`.pipeline_run`) use to start their workers, wait for them and collect what each wrote."""
 
 from __future__ import annotations
 
@@ -40,6 +40,24 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def join_group(rank: int, world: int, port: int, job_path: str, backend: str) -> tuple[Any, Any]:
+    """A worker's start: the job the parent pickled, and this rank's device, once it has joined the process
+    group (its GPU on NCCL, the CPU on gloo)."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    with open(job_path, "rb") as f:
+        job = pickle.load(f)
+    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
+    return job, device
 
 
 def run_ranks(worker: Callable, job: Any, world: int, backend: str, *, preload: list[str], start_method: str,

@@ -23,7 +23,6 @@ fraction of a second). torch is an optional dependency:
 
 from __future__ import annotations
 
-import datetime
 import os
 import pickle
 import time
@@ -304,13 +303,10 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
     import torch
     import torch.distributed as dist
 
-    with open(job_path, "rb") as f:
-        programs, feeds = pickle.load(f)
-    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    from eqsat_dnn.partition.processes import join_group
+
+    job, device = join_group(rank, world, port, job_path, backend)
+    programs, feeds = job
     results = []
     groups_by_shape: dict[tuple[int, ...], list] = {}
     try:

@@ -359,8 +359,6 @@ def _unit_key(graph: Graph, nodes: list[int], mesh: DeviceMesh) -> tuple:
 def unit_plan(graph: Graph, nodes: list[int], mesh: DeviceMesh, candidate: str, cache: dict):
     """The candidate plan of the unit made of ``nodes``, with its node and tensor names (it was solved
     for the first unit of its kind: names are mapped position by position)."""
-    from eqsat_dnn.partition.layers import node_signature
-
     _, plans, first, _ = cache[_unit_key(graph, nodes, mesh)]
     plan = plans[candidate]
     names: dict[str, str] = {}

@@ -47,7 +47,6 @@ weights moved. It also checks the torch interpreter's first forward pass against
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import pickle
@@ -62,6 +61,7 @@ import onnx
 
 from eqsat_dnn.errors import InputError
 from eqsat_dnn.ir.graph import Graph
+from eqsat_dnn.partition.comm_count import Collective, comm_counter, counted, expected_collectives
 from eqsat_dnn.partition.placements import Partial, Replicate, Shard, Spec, local_shape, torch_spec
 from eqsat_dnn.partition.plan import Plan
 from eqsat_dnn.partition.problem import OPTIMIZERS, as_graph, grad_placement, grad_target, prepare_graph
@@ -70,10 +70,6 @@ from eqsat_dnn.partition.zero import ZeroStage
 
 _EXTRA_HINT = "training a plan needs torch: pip install eqsat-dnn[dist]"
 
-_KINDS = {"all_reduce": "all_reduce", "all_gather_into_tensor": "all_gather", "all_gather": "all_gather",
-          "reduce_scatter_tensor": "reduce_scatter", "all_to_all_single": "all_to_all"}
-"""torch's functional collectives (as CommDebugMode names them) -> the plan's kinds."""
-
 NO_GRADIENT = 1e-6
 """An element of a weight whose gradient is at most this times the largest gradient has none (see
 :class:`TrainReport`)."""
@@ -81,8 +77,6 @@ NO_GRADIENT = 1e-6
 PHASES = ("forward", "backward", "update")
 """Where a step's collectives come from (``update``: the all-gather of ZeRO-1/2 weights after the optimizer)."""
 
-Collective = tuple[str, str, str, int, int]
-"""(phase, kind, tensor, mesh axis, bytes)."""
 
 
 @dataclass
@@ -261,27 +255,6 @@ def compile_training(graph: Graph, plan: Plan, feeds: dict[str, np.ndarray], see
     zero = {name: (z.stage, z.state) for name, z in plan.zero.items()
             if z.stage in (ZeroStage.OPTIMIZER, ZeroStage.GRADIENTS)}
     return _Program(mesh_shape, sources, program_nodes, outputs, constants, steps, optimizer, lr, zero)
-
-
-def expected_collectives(plan: Plan, cpu: bool) -> tuple[list[Collective], dict[str, int]]:
-    """The plan's forward and backward collectives as DTensor issues them (on a CPU mesh an
-    all-to-all is an all-gather of the whole buffer), and the substitutions made."""
-    return as_issued([(c.phase, c) for c in plan.collectives], plan.mesh.shape, cpu)
-
-
-def as_issued(collectives: list[tuple[str, Any]], mesh_shape: tuple[int, ...], cpu: bool,
-              scale: float = 1.0) -> tuple[list[Collective], dict[str, int]]:
-    """(phase, plan collective) pairs as DTensor issues them on a mesh of ``mesh_shape`` (see
-    :func:`expected_collectives`), their bytes times ``scale`` (a microbatch's share)."""
-    out: list[Collective] = []
-    substituted: Counter = Counter()
-    for phase, c in collectives:
-        kind, size = c.kind, c.bytes * scale
-        if cpu and kind == "all_to_all":
-            kind, size = "all_gather", size * mesh_shape[c.mesh_axis]
-            substituted["all_to_all->all_gather"] += 1
-        out.append((phase, kind, c.tensor, c.mesh_axis, int(round(size))))
-    return out, dict(substituted)
 
 
 # ---------------------------------------------------------------------------- the interpreter
@@ -546,30 +519,6 @@ def _plan_spec(placements) -> Spec:
     return tuple(Shard(p.dim) if p.is_shard() else PARTIAL if p.is_partial() else REPLICATE for p in placements)
 
 
-def _counter_class():
-    """CommDebugMode that also records each collective's op, process group and input bytes under
-    the current tag (the conversion or gradient that issued it)."""
-    from torch.distributed.tensor.debug import CommDebugMode
-
-    class Counter_(CommDebugMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.tag: tuple[str, str] | None = None
-            self.log: list[tuple] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            before = self.get_total_counts()
-            out = super().__torch_dispatch__(func, types, args, kwargs)
-            if out is not NotImplemented and self.get_total_counts() > before:
-                group = next((a for a in reversed(args) if isinstance(a, str)), None)
-                tensor = args[0] if args else None
-                nbytes = int(tensor.numel() * tensor.element_size()) if hasattr(tensor, "numel") else 0
-                self.log.append((self.tag, func._overloadpacket.__name__, group, nbytes))
-            return out
-
-    return Counter_
-
-
 # ---------------------------------------------------------------------------- the worker
 
 
@@ -578,14 +527,10 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
+    from eqsat_dnn.partition.processes import join_group
+
     torch.set_num_threads(1)
-    with open(job_path, "rb") as f:
-        programs = pickle.load(f)
-    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    programs, device = join_group(rank, world, port, job_path, backend)
     results = []
     meshes: dict[tuple[int, ...], Any] = {}
     try:
@@ -595,7 +540,7 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
                 meshes[shape] = init_device_mesh(device.type, shape)
             mesh = meshes[shape]
             groups = {mesh.get_group(k).group_name: k for k in range(mesh.ndim)}
-            counter = _counter_class()()
+            counter = comm_counter()()
             runner = _Runner(program, mesh, device, counter)
             initial = {name: p.detach().full_tensor().cpu().numpy().copy() for name, p in runner.params.items()}
             losses, times = [], []
@@ -617,7 +562,7 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
             losses = (shares.cpu() / replicas).sum(dim=1).tolist()
             final = {name: p.detach().full_tensor().cpu().numpy() for name, p in runner.params.items()}
             grads = {name: g.full_tensor().cpu().numpy() for name, g in runner.grads.items()}
-            issued, unattributed, optimizer = _counted(counter, groups, shape)
+            issued, unattributed, optimizer = counted(counter, groups, shape)
             results.append({"issued": issued, "unattributed": unattributed, "optimizer": optimizer,
                             "losses": losses, "times": times,
                             "initial": initial if rank == 0 else None, "final": final if rank == 0 else None,
@@ -627,23 +572,6 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
         dist.destroy_process_group()
     with open(os.path.join(result_dir, f"rank{rank}.pkl"), "wb") as f:
         pickle.dump(results, f)
-
-
-def _counted(counter, groups: dict[str, int], shape: tuple[int, ...]) -> tuple[list[Collective], int, int]:
-    """What ``counter`` logged: the collectives attributed to a conversion or gradient (all-gathers by the
-    bytes they gather, as the plan counts them), how many were attributed to nothing, and the optimizer's."""
-    issued, unattributed, optimizer = [], 0, 0
-    for tag, op, group, nbytes in counter.log:
-        kind = _KINDS.get(op, op)
-        axis = groups.get(group, -1)
-        if tag is None:
-            unattributed += 1
-        elif tag[0] == "optimizer":
-            optimizer += 1
-        else:
-            size = nbytes * shape[axis] if kind == "all_gather" and axis >= 0 else nbytes
-            issued.append((tag[0], kind, tag[1], axis, int(size)))
-    return issued, unattributed, optimizer
 
 
 def _global(write, mesh_shape) -> tuple[int, ...] | None:
@@ -770,19 +698,14 @@ def train_plans(jobs: list[tuple[Graph | str | Path | onnx.ModelProto, Plan]], *
     if not (lr > 0 and math.isfinite(lr)):
         raise InputError(f"the learning rate must be a finite number > 0, not {lr}")
     world, backend = device_group([plan for _, plan in jobs], "trained")
-    if any(plan.pipeline is not None for _, plan in jobs):  # stages and checkpointing: their own process group
-        from eqsat_dnn.partition.pipeline_run import train_pipeline
-
-        options = dict(steps=steps, optimizer=optimizer, lr=lr, seed=seed, tolerance=tolerance,
-                       start_method=start_method, timeout=timeout)
-        plain = iter(train_plans([job for job in jobs if job[1].pipeline is None], **options))
-        return [train_pipeline(model, plan, **options) if plan.pipeline is not None else next(plain)
-                for model, plan in jobs]
     start = time.perf_counter()
     compiled = []
     for model, plan in jobs:
         if plan.mode != "train":
             raise InputError("a training run needs a plan made in train mode (--mode train)")
+        if plan.pipeline is not None:  # (pipeline_run imports this module, not the reverse)
+            raise InputError("a plan with pipeline stages or checkpointing trains with "
+                             "eqsat_dnn.partition.pipeline_run.train_pipeline")
         graph = prepare_graph(as_graph(model))
         feeds, ort_outputs = _reference(graph, seed)
         program = compile_training(graph, plan, feeds, seed, steps, optimizer, lr)
@@ -822,4 +745,4 @@ def train_plan(model: Graph | str | Path | onnx.ModelProto, plan: Plan, *, steps
                        tolerance=tolerance, start_method=start_method, timeout=timeout)[0]
 
 
-__all__ = ["LossReport", "TrainReport", "compile_training", "expected_collectives", "train_plan", "train_plans"]
+__all__ = ["LossReport", "TrainReport", "check_training", "compile_training", "train_plan", "train_plans"]
