@@ -26,9 +26,9 @@ How it runs (one process per device, gloo or NCCL):
   step and kept, its gradient stays local (in the placement its readers leave it) until the last
   microbatch and is then synchronised once (the plan prices weight collectives once per step), then one
   optimizer step (and ZeRO-1/2's all-gather);
-* a checkpointed unit runs under ``torch.utils.checkpoint.checkpoint(use_reentrant=False)``: its
-  forward, activation collectives included, runs again in backward; those collectives are counted
-  under the phase ``recompute``.
+* a checkpointed unit runs under ``torch.utils.checkpoint.checkpoint(use_reentrant=False)``, without
+  torch's early stop: its whole forward, activation collectives included, runs again in backward (as
+  the plan prices it); those collectives are counted under the phase ``recompute``.
 
 The expected collectives are the plan's: those on activations once per microbatch (their bytes a
 microbatch's share), again under ``recompute`` for the forward conversions read by a checkpointed unit,
@@ -272,8 +272,9 @@ class _StageRunner(_Runner):
     def _p2p(self, tensor, peer: int, tag: int, send: bool) -> None:
         import torch.distributed as dist
 
-        if send:
-            self._handles.append(dist.isend(tensor.contiguous(), peer, tag=tag))
+        if send:  # the buffer is kept with its handle until the step's end, when every send is waited for
+            buffer = tensor.detach().contiguous()
+            self._handles.append((dist.isend(buffer, peer, tag=tag), buffer))
             self.sent += 1
         else:
             dist.recv(tensor, peer, tag=tag)
@@ -302,7 +303,7 @@ class _StageRunner(_Runner):
                 self.run_nodes(nodes, values, ({}, {}))
                 self._convert(values, handoff)
                 continue
-            from torch.utils.checkpoint import checkpoint
+            from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
             inputs = sorted({r[0] for _, reads, _ in nodes for r in reads if r} & set(values))
             outputs = [w[0] for _, _, writes in nodes for w in writes if w]
@@ -315,7 +316,10 @@ class _StageRunner(_Runner):
                 self.run_nodes(nodes, local, ({}, {}), phase)
                 return tuple(local[n] for n in outputs)
 
-            values.update(zip(outputs, checkpoint(unit, *(values[n] for n in inputs), use_reentrant=False)))
+            # the whole forward again, as the plan prices it: torch stops a recomputation early, once the last
+            # tensor backward needs is back, which would skip the collectives after it
+            with set_checkpoint_early_stop(False):
+                values.update(zip(outputs, checkpoint(unit, *(values[n] for n in inputs), use_reentrant=False)))
             self._convert(values, handoff)
         if job.index == job.stages - 1:
             terms = self.terms(values, ({}, {}), self.micro_targets[j], self.numels)
@@ -384,7 +388,7 @@ class _StageRunner(_Runner):
             backward += 1
         self._synchronise()
         self.update(keep_grads)
-        for handle in self._handles:
+        for handle, _ in self._handles:
             handle.wait()
         self._handles.clear()
         self.step_converted = self.accumulated = None
