@@ -10,6 +10,7 @@ One stage per module::
     plan.partition(graph, mesh)        all the above   -> Plan (JSON, table, ONNX annotation)  (plan)
     run.run_plan(graph, plan, ...)     Graph, Plan     -> RunReport (outputs and collectives checked)  (run)
     train.train_plan(graph, plan, ...) Graph, Plan     -> TrainReport (training steps on DTensor, checked)  (train)
+    pipeline_run.train_pipeline(...)   Graph, Plan     -> PipelineReport (stages in 1F1B, checkpointing)  (pipeline_run)
     torch_plan.torch_plan(graph, plan) Graph, Plan     -> TorchPlan (parallelize_module styles for the exported module)  (torch_plan)
     torch_train.check_torch_plans(...) module, TorchPlan -> TorchTrainReport (parallelize_module, trained, checked)  (torch_train)
 
@@ -17,7 +18,7 @@ Training's larger search space: ZeRO-1/2/3 per weight (``zero``: choices of the 
 stages with 1F1B and activation checkpointing (``stages``: a dynamic programme over the layers, each
 stage's units priced by the ILP on its sub-mesh).
 
-``run``, ``train`` (with ``ops_torch``, the ONNX ops in torch), ``torch_train`` and the styles of
+``run``, ``train`` and ``pipeline_run`` (with ``ops_torch``, the ONNX ops in torch), ``torch_train`` and the styles of
 ``torch_plan`` need torch
 (``pip install eqsat-dnn[dist]``); everything else does not.
 """
