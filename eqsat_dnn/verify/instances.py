@@ -23,7 +23,8 @@ from eqsat_dnn.ir.language import OPS, lit
 from eqsat_dnn.models.builder import ModelBuilder, make_model
 from eqsat_dnn.verify.patterns import (UNSET, Direction, Pending, Reject, Unsupported, convert, freeze,
                                        is_constructor_term, is_var, primitive)
-from eqsat_dnn.verify.sampling import HOOKS, Sampler, attribute_value, generic_value, suggest_shape
+from eqsat_dnn.verify.sampling import (HOOKS, Sampler, attribute_value, generic_value, numel, scalar_value,
+                                       suggest_shape)
 from eqsat_dnn.ir.sexpr import Str, Sym, to_source
 
 OPSET = 20
@@ -94,6 +95,19 @@ class InstanceBuilder:
         each other)."""
         self.positive: set[str] = set()
         """Inputs that feed an op declared positive there: fed positive values only."""
+        self.scalar_tensor: dict[str, str] = {}
+        """A tensor variable (canonical) or leaf term's source that the query reads with
+        ``(scalar t)`` -> its key in :attr:`Facts.scalars`: built as a one-element initializer."""
+        self.scalar_of: dict[str, str] = {}
+        """An f64 variable bound to such a tensor's value -> the tensor's key."""
+        for key, values in direction.facts.scalars.items():
+            is_leaf_term = key.startswith("(")
+            self.scalar_tensor[key if is_leaf_term else self.canon(key)] = key
+            bound = None if is_leaf_term else direction.bindings.get(self.canon(key), direction.bindings.get(key))
+            if bound is not None:
+                self.scalar_tensor[to_source(bound)] = key
+            for v in values:
+                self.scalar_of[self.canon(v)] = key
 
     # -- variables ------------------------------------------------------------
 
@@ -165,7 +179,10 @@ class InstanceBuilder:
             if value is not None:
                 self.tensor_vars[var] = value
                 return value
-            value = self.fresh_input(var, self.new_shape(suggestion, var))
+            if var in self.scalar_tensor:
+                value = self.scalar_weight(self.scalar_tensor[var], var)
+            else:
+                value = self.fresh_input(var, self.new_shape(suggestion, var))
             self.tensor_vars[var] = value
             return value
         if not is_constructor_term(term):
@@ -186,6 +203,8 @@ class InstanceBuilder:
                 return name
             if head == "Input":
                 return self.fresh_input(name, self.new_shape(suggestion))
+            if to_source(term) in self.scalar_tensor:
+                return self.scalar_weight(self.scalar_tensor[to_source(term)], name)
             values = self.onnx.normal(self.new_shape(suggestion), dtype=np_dtype(self.dtype))
             if positive:
                 values = positive_values(values)
@@ -197,6 +216,29 @@ class InstanceBuilder:
         if head in OPS:
             return self.op(term)
         raise Unsupported(f"cannot build ({head} ...) in a tensor position")
+
+    def scalar_weight(self, key: str, name: str) -> str:
+        """A one-element float initializer for a tensor the query reads with ``(scalar t)``
+        (:attr:`Facts.scalars` ``key``), shape ``[]`` or ``[1]`` unless a condition gives another.
+
+        The e-graph's scalar analysis reads exactly the value stored, so the f64 variables bound
+        to it take that value (which an attribute position may have drawn first)."""
+        facts = self.d.facts
+        bound = [self.canon(v) for v in facts.scalars[key]]
+        given = [self.attrs[v] for v in bound if v in self.attrs]
+        value = float(given[0]) if given else self.scalar_draw(key)
+        for v in bound:
+            self.attrs[v] = value
+        shapes = [tuple(sh) for sh in facts.shapes.get(key, []) if numel(sh) == 1]
+        values = np.full(self.s.pick(shapes or [(), (1,)]), value, dtype=np_dtype(self.dtype))
+        name = self.onnx.const(values, name)
+        self.weights[name] = values
+        self.terms[name] = name
+        return name
+
+    def scalar_draw(self, key: str) -> float:
+        """A value for the scalar tensor ``key`` that passes the query's comparisons on it."""
+        return scalar_value(self.s, self.d.facts.bounds.get(key, []))
 
     def tensor_list(self, term: Any, suggestion=None) -> list[str]:
         """The values of a term in a ``TL`` position."""
@@ -247,8 +289,11 @@ class InstanceBuilder:
             if var not in self.attrs:
                 if not assign:
                     raise Pending
-                self.attrs[var] = self.s.i64() if sort == "i64" else self.s.f64() if sort == "f64" else generic_value(
-                    self.s, sort, None)
+                if var in self.scalar_of:
+                    self.attrs[var] = self.scalar_draw(self.scalar_of[var])
+                else:
+                    self.attrs[var] = self.s.i64() if sort == "i64" else self.s.f64() if sort == "f64" else \
+                        generic_value(self.s, sort, None)
             return self.attrs[var]
         return expr
 
@@ -286,6 +331,9 @@ class InstanceBuilder:
                               if v in self.tensor_vars]
                     if attr.sort == "IVec" and shaped and self.s.chance(0.5):
                         self.attrs[var] = list(self.s.pick(shaped))
+                    elif var in self.scalar_of:
+                        # also a (scalar t)'s value: one a float32 constant can hold exactly
+                        self.attrs[var] = self.scalar_draw(self.scalar_of[var])
                     else:
                         self.attrs[var] = attribute_value(self.s, spec, attr, in_shapes, attrs, self)
                 value = self.attrs[var]

@@ -93,6 +93,13 @@ class Facts:
     """``(= (dtype v) n)``."""
     shape_vars: dict[str, list[str]] = field(default_factory=dict)
     """``(= (shape v) s)``: s -> [v] (s may be an attribute variable, e.g. a reshape target)."""
+    scalars: dict[str, list[str]] = field(default_factory=dict)
+    """Tensors the query reads with ``(scalar t)`` (a variable, or a leaf term as source text) ->
+    the f64 variables bound to their value (``(= eps (scalar t))``). The instance makes each a
+    one-element float initializer: only those have a scalar value in the e-graph."""
+    bounds: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    """Such a tensor -> the comparisons the query makes its value pass (``(> eps 0.0)``:
+    ``(">", 0.0)``), which the drawn value respects."""
 
 
 def _condition_facts(facts: list) -> Facts:
@@ -133,7 +140,73 @@ def _condition_facts(facts: list) -> Facts:
         for v in group:
             found.same.setdefault(v, []).extend(w for w in group if w != v)
     found.shape_vars = by_var
+    _scalar_facts(facts, found)
     return found
+
+
+COMPARISONS = {"<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=", "=": "="}
+"""egglog's f64 comparisons a ``(scalar t)`` value may be put to in a query."""
+_FLIPPED = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "!=": "!=", "=": "="}
+
+
+def scalar_key(term: Any) -> str | None:
+    """How :attr:`Facts.scalars` names the tensor ``(scalar term)`` reads: a variable by its name,
+    a leaf term (``(Weight "w")``) by its source; None for anything else."""
+    if is_var(term):
+        return str(term)
+    if is_constructor_term(term) and str(term[0]) == "Weight":
+        return to_source(term)
+    return None
+
+
+def _tensor_leaves(term: Any) -> list[str]:
+    """The :func:`scalar_key` of every tensor leaf of a term (the term itself if a leaf)."""
+    key = scalar_key(term)
+    if key is not None:
+        return [key]
+    if not (is_constructor_term(term) and str(term[0]) in OPS):
+        return []
+    sorts = OPS[str(term[0])].signature()
+    return [k for sort, arg in zip(sorts, term[1:]) if sort == "T" for k in _tensor_leaves(arg)]
+
+
+def _scalar_facts(facts: list, found: Facts) -> None:
+    """Fill :attr:`Facts.scalars` and :attr:`Facts.bounds` from a query's facts."""
+    def visit(term: Any) -> None:
+        if isinstance(term, list) and len(term) == 2 and term[0] == "scalar":
+            # a scalar computed from scalars (the analysis' Neg, Sqrt, Mul, ...): its leaves are
+            for key in _tensor_leaves(term[1]):
+                found.scalars.setdefault(key, [])
+        elif isinstance(term, list):
+            for t in term:
+                visit(t)
+
+    for fact in facts:
+        visit(fact)
+    value_of: dict[str, str] = {}  # an f64 variable -> the tensor whose scalar it is
+    for fact in facts:
+        if isinstance(fact, list) and len(fact) == 3 and fact[0] == "=":
+            for a, b in ((fact[1], fact[2]), (fact[2], fact[1])):
+                if is_var(a) and isinstance(b, list) and len(b) == 2 and b[0] == "scalar":
+                    key = scalar_key(b[1])
+                    if key is not None and str(a) not in found.scalars[key]:
+                        found.scalars[key].append(str(a))
+                        value_of[str(a)] = key
+
+    def tensor_of(term: Any) -> str | None:
+        if is_var(term):
+            return value_of.get(str(term))
+        if isinstance(term, list) and len(term) == 2 and term[0] == "scalar":
+            return scalar_key(term[1])
+        return None
+
+    for fact in facts:
+        if not (isinstance(fact, list) and len(fact) == 3 and str(fact[0]) in COMPARISONS):
+            continue
+        op, a, b = str(fact[0]), fact[1], fact[2]
+        for key, literal, relation in ((tensor_of(a), b, op), (tensor_of(b), a, _FLIPPED[op])):
+            if key is not None and isinstance(literal, (int, float)) and not isinstance(literal, bool):
+                found.bounds.setdefault(key, []).append((relation, float(literal)))
 
 
 def primitive_value(term: Any) -> Any:
@@ -290,6 +363,8 @@ def primitive(head: str, args: list) -> Any:
             return max(args)
         if head == "neg":
             return -args[0]
+        if head == "^":
+            return float(args[0]) ** float(args[1])
     except (IndexError, TypeError, ZeroDivisionError):
         raise Reject from None
     raise Unsupported(f"cannot evaluate primitive {head!r} in a pattern")

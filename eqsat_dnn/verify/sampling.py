@@ -116,6 +116,30 @@ class Sampler:
         return float(self.pick([1.0, 0.5, 2.0, -1.5] + self.float_hints))
 
 
+SCALAR_VALUES = (1e-5, 1e-6, 1e-12, 0.125, 0.5, 1.0, 2.0, 8.0, -1.5, -0.25, 0.0)
+"""Values of one-element constants read with ``(scalar t)``: epsilons, softmax scales
+(``1 / sqrt(64)``), and ordinary floats of either sign."""
+
+_TESTS = {"<": lambda v, c: v < c, ">": lambda v, c: v > c, "<=": lambda v, c: v <= c,
+          ">=": lambda v, c: v >= c, "!=": lambda v, c: v != c, "=": lambda v, c: v == c}
+
+
+def scalar_value(s: Sampler, bounds: list[tuple[str, float]]) -> float:
+    """A value for a one-element float constant that the rule reads with ``(scalar t)``, passing
+    the comparisons ``bounds`` (see :attr:`~eqsat_dnn.verify.patterns.Facts.bounds`).
+
+    Always a float32 value: the constant may be float32, and the f64 the rule binds to it may
+    become a float attribute (an epsilon), which ONNX stores as float32; either way both sides
+    then hold exactly the same number."""
+    candidates = list(SCALAR_VALUES) + s.float_hints + [c for _, c in bounds]
+    candidates += [float(s.rng.standard_normal()), float(s.rng.exponential())]
+    rounded = [float(np.float32(v)) for v in candidates]
+    fitting = [v for v in rounded if all(_TESTS[op](v, c) for op, c in bounds)]
+    if not fitting:
+        raise Unsupported(f"no value passes the conditions {bounds} on a (scalar t)")
+    return float(s.pick(fitting))
+
+
 # -- shapes for fresh tensor variables, from the inputs already chosen ----------
 
 
