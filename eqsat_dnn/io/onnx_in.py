@@ -35,6 +35,9 @@ _DROPPED_ATTRS = {
     "AveragePool": {"auto_pad"},
     "BatchNormalization": {"momentum", "training_mode", "spatial"},
     "Split": {"num_outputs"},
+    # the reductions' flag for an empty axes list, which import leaves opaque (see _normalise_axes)
+    "ReduceMean": {"noop_with_empty_axes"},
+    "ReduceSum": {"noop_with_empty_axes"},
 }
 """ONNX attributes that import folds into the normalised form (or checks)."""
 
@@ -490,8 +493,10 @@ def _normalise_axis(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: d
 def _normalise_axes(out_rank: bool):
     def normalise(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
         axes = attrs.get("axes")
-        if axes is None:
-            return None  # "all axes" forms stay opaque: their meaning depends on the shape
+        if axes is None or (not axes and proto.op_type.startswith("Reduce")):
+            # "all axes" forms stay opaque: their meaning depends on the shape (and, for a
+            # reduction's empty list, on noop_with_empty_axes, which the vocabulary does not carry)
+            return None
         if out_rank:
             rank = None if rank is None else rank + len(axes)
         normalised = [_axis(a, rank) for a in axes]
@@ -625,6 +630,7 @@ def _normalise_flatten(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given
 _NORMALISE = {
     "Softmax": _normalise_axis,
     "LayerNormalization": _normalise_axis,
+    "RMSNormalization": _normalise_axis,
     "Concat": _normalise_axis,
     "Flatten": _normalise_flatten,
     "Split": _normalise_split,

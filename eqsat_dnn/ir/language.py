@@ -235,6 +235,21 @@ OPS: dict[str, OpSpec] = {
                shape="pool", description="average pooling", input_shapes=("image",)),
         OpSpec("GlobalAveragePool", ("X",), shape="global_pool", description="mean over spatial axes",
                input_shapes=("image",)),
+        # -- fused normalization and rotary embedding (issue 16): constructors that rules build from the
+        # decompositions exporters write (rules/normalization.egg, rules/rotary.egg)
+        _unary("Sin", "sine"),
+        _unary("Cos", "cosine"),
+        OpSpec("RMSNormalization", ("X", "scale"),
+               (Attr("axis", "i64", -1, domain="norm_axis"), Attr("epsilon", "f64", 1e-5, domain=(1e-5, 1e-3, 0.1)),
+                Attr("stash_type", "i64", 1, domain=(1,))),
+               description="x / sqrt(mean(x^2 over axis..) + epsilon) * scale (opset 23)", ranks=_RANKED,
+               input_shapes=(None, "trailing"), since=23),
+        OpSpec("RotaryEmbedding", ("X", "cos_cache", "sin_cache", "position_ids?"),
+               (Attr("interleaved", "i64", 0, domain=(0,)), Attr("num_heads", "i64", 0, domain=(0,)),
+                Attr("rotary_embedding_dim", "i64", 0, domain=(0,))),
+               description="rotary position embedding of (batch, heads, sequence, head) by half-width "
+                           "(batch, sequence, head / 2) caches, halves rotated (opset 23)",
+               input_shapes=("rotary_input", "rotary_cache", "like_previous"), since=23),
     ]
 }
 """The vocabulary. ``Constant`` nodes become weights at import, so they need no constructor."""

@@ -269,11 +269,22 @@ def _like_previous(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> 
     return _trailing(s, b, known, attrs)
 
 
+def _rotary_input(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...]:
+    """(batch, heads, sequence, head): RotaryEmbedding's 4-D input, its head size even."""
+    return (s.dim(), s.dim(), s.dim(), 2 * s.dim())
+
+
+def _rotary_cache(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """(batch, sequence, head / 2): a cos or sin cache for the 4-D input before, without position ids."""
+    first = known[0]
+    return (first[0], first[2], first[3] // 2) if len(first) == 4 and first[3] % 2 == 0 else None
+
+
 SHAPES: dict[str, Callable[[Sampler, "InstanceBuilder", list, dict], tuple[int, ...] | None]] = {
     "perm_rank": _perm_rank, "reshape_source": _reshape_source, "image": _image, "unit_dim": _unit_dim,
     "broadcast": _broadcast, "matmul_rhs": _matmul_rhs, "gemm_b": _gemm_b, "gemm_c": _gemm_c,
     "conv_kernel": _conv_kernel, "conv_bias": _conv_bias, "channel": _channel, "trailing": _trailing,
-    "like_previous": _like_previous,
+    "like_previous": _like_previous, "rotary_input": _rotary_input, "rotary_cache": _rotary_cache,
 }
 """Shape domains of op inputs (:attr:`OpSpec.input_shapes`): ``(sampler, builder, shapes of the
 inputs before, attribute values already known) -> shape`` (None: no suggestion). A first
