@@ -58,6 +58,18 @@ def itemsize(t: TensorType | None) -> int:
         return 4
 
 
+PER_ELEMENT_FLOPS = {
+    # a transcendental function or a normalization's statistics, as a few multiply-adds each
+    "Softmax": 8.0, "LayerNormalization": 8.0, "BatchNormalization": 8.0, "Gelu": 8.0, "Erf": 8.0, "Tanh": 8.0,
+    "Sigmoid": 8.0, "Exp": 8.0, "Sin": 8.0, "Cos": 8.0,
+    # the square, its sum, the scaling by 1 / rms and by the weight
+    "RMSNormalization": 4.0,
+    # x * cos and rotate_half(x) * sin, summed (the caches are read, not computed)
+    "RotaryEmbedding": 3.0,
+}
+"""FLOPs per output element of ops whose work is proportional to their output."""
+
+
 def flops(op: str, attrs: dict[str, Any], inputs: list[TensorType | None], output: TensorType | None) -> float:
     """Floating-point operations of one node (multiply-add counts two)."""
     out = numel(output)
@@ -75,8 +87,8 @@ def flops(op: str, attrs: dict[str, Any], inputs: list[TensorType | None], outpu
         return 2.0 * out * per_output
     if op in ("MaxPool", "AveragePool"):
         return float(out * math.prod(attrs.get("kernel_shape", [1])))
-    if op in ("Softmax", "LayerNormalization", "BatchNormalization", "Gelu", "Erf", "Tanh", "Sigmoid", "Exp"):
-        return 8.0 * out
+    if op in PER_ELEMENT_FLOPS:
+        return PER_ELEMENT_FLOPS[op] * out
     if op in ("ReduceMean", "ReduceSum", "GlobalAveragePool"):
         return float(numel(inputs[0]) if inputs else out)
     spec = OPS.get(op)
@@ -101,5 +113,5 @@ def split_output_types(node: Node, inputs: list[TensorType | None], output: Tens
     return [output]
 
 
-__all__ = ["BATCH_DIM", "SYMBOLIC_DIM", "bytes_moved", "dim_size", "dims", "flops", "itemsize", "numel",
+__all__ = ["BATCH_DIM", "PER_ELEMENT_FLOPS", "SYMBOLIC_DIM", "bytes_moved", "dim_size", "dims", "flops", "itemsize", "numel",
            "split_output_types"]

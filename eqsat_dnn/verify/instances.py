@@ -138,9 +138,47 @@ class InstanceBuilder:
         self.counter += 1
         return self.onnx.fresh(f"_t{self.counter}")
 
+    def derive(self, term: Any, depth: int = 0) -> Any:
+        """The value of a condition's primitive expression from what is built and drawn so far:
+        ``(shape x)`` of a built tensor, variables already drawn or themselves derived
+        (:attr:`Facts.derived`). Raises ``Pending`` where something is still unknown."""
+        if depth > 16:
+            raise Pending  # a cycle of derivations (d = 2 h, h = d / 2)
+        if is_var(term):
+            var = self.canon(str(term))
+            if var in self.attrs:
+                return self.attrs[var]
+            if var in self.d.facts.derived:
+                return self.derive(self.d.facts.derived[var], depth + 1)
+            raise Pending
+        if isinstance(term, list) and len(term) == 2 and str(term[0]) == "shape" and is_var(term[1]):
+            var = self.canon(str(term[1]))
+            if var not in self.tensor_vars:
+                raise Pending
+            return list(self.shapes[self.tensor_vars[var]])
+        if isinstance(term, list):
+            if not term or not isinstance(term[0], Sym) or is_constructor_term(term):
+                raise Unsupported(f"cannot derive {to_source(term)}")
+            return primitive(str(term[0]), [self.derive(t, depth + 1) for t in term[1:]])
+        return term
+
+    def _derived_shape(self, var: str) -> tuple[int, ...] | None:
+        for template in self.d.facts.templates.get(var, []):
+            try:
+                shape = self.derive(template)
+            except (Pending, Reject, Unsupported, TypeError, ValueError, ZeroDivisionError):
+                continue
+            if isinstance(shape, list) and all(isinstance(d, int) and d > 0 for d in shape):
+                return tuple(shape)
+        return None
+
     def new_shape(self, suggestion: Callable[[], tuple[int, ...] | None] | None,
                   var: str | None = None) -> tuple[int, ...]:
         facts = self.d.facts
+        if var is not None and self.s.chance(0.9):
+            derived = self._derived_shape(var)
+            if derived is not None:
+                return derived
         if var is not None and self.s.chance(0.7):
             if facts.shapes.get(var):
                 return tuple(int(d) for d in self.s.pick(facts.shapes[var]))
@@ -315,6 +353,13 @@ class InstanceBuilder:
                 inputs.append(self.tensor(arg, lambda i=i, s=shapes_so_far: suggest_shape(self, spec, i, s, known),
                                           positive=i in spec.positive))
         in_shapes = [self.shapes.get(v) if v else None for v in inputs]
+        for arg in args[n_tensor:]:
+            var = self.canon(str(arg)) if is_var(arg) else None
+            if var in self.d.facts.derived and var not in self.attrs and self.s.chance(0.9):
+                try:  # a condition computes it from the inputs' shapes: take that value
+                    self.attrs[var] = self.derive(self.d.facts.derived[var])
+                except (Pending, Reject, Unsupported, TypeError, ValueError, ZeroDivisionError):
+                    pass
         if spec.sampler is not None and in_shapes[0]:
             given = dict(known)
             for attr, arg in zip(spec.attrs, args[n_tensor:]):

@@ -91,6 +91,13 @@ class Facts:
     """``(= (shape a) s) (= (shape b) s)``: a -> [b], b -> [a]."""
     dtypes: list[int] = field(default_factory=list)
     """``(= (dtype v) n)``."""
+    derived: dict[str, Any] = field(default_factory=dict)
+    """``(= v expr)`` with ``expr`` a primitive expression (``(vec-get (shape x) 3)``, ``(/ d 2)``,
+    ``(vec-of h)``): v -> expr, the first one stated; the instance computes v from it once the
+    tensors it reads are built, instead of drawing it (see ``InstanceBuilder.derive``)."""
+    templates: dict[str, list[Any]] = field(default_factory=dict)
+    """``(= (shape v) expr)`` with ``expr`` an expression over other values (a rotary cache's
+    ``(vec-of (vec-get sx 0) (vec-get sx 2) h)``): v -> those expressions."""
     shape_vars: dict[str, list[str]] = field(default_factory=dict)
     """``(= (shape v) s)``: s -> [v] (s may be an attribute variable, e.g. a reshape target)."""
     scalars: dict[str, list[str]] = field(default_factory=dict)
@@ -100,6 +107,18 @@ class Facts:
     bounds: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     """Such a tensor -> the comparisons the query makes its value pass (``(> eps 0.0)``:
     ``(">", 0.0)``), which the drawn value respects."""
+
+
+_NOT_DERIVED = frozenset({"scalar", "dtype"})
+"""Functions whose value an instance cannot compute before egglog does (drawn or built instead)."""
+
+
+def _literal(term: Any) -> bool:
+    try:
+        primitive_value(term)
+    except (Reject, Unsupported, Pending):
+        return False
+    return True
 
 
 def _condition_facts(facts: list) -> Facts:
@@ -129,6 +148,11 @@ def _condition_facts(facts: list) -> Facts:
                     w = shape_of(b)
                     if w is not None:
                         found.same.setdefault(v, []).append(w)
+            if (is_var(a) and isinstance(b, list) and b and isinstance(b[0], Sym) and not is_constructor_term(b)
+                    and str(b[0]) not in _NOT_DERIVED):
+                found.derived.setdefault(str(a), b)
+            if v is not None and isinstance(b, list) and b and str(b[0]) == "vec-of" and not _literal(b):
+                found.templates.setdefault(v, []).append(b)
             if isinstance(a, list) and len(a) == 2 and a[0] == "vec-length" and isinstance(b, int):
                 v = shape_of(a[1])
                 if v is not None:

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper
 from eqsat_dnn.cost.fusion import CONV_ACTIVATIONS, FusionSite
 from eqsat_dnn.cost.shapes import dims
 from eqsat_dnn.ir.graph import Node, TensorType
-from eqsat_dnn.ir.language import OPAQUE, OPS
+from eqsat_dnn.ir.language import OPAQUE, OPS, OpSpec
 
 VOCAB_OPSET = 20
 
@@ -41,7 +41,7 @@ _INT_INPUT_OK = frozenset({
 _WEIGHT_SLOTS = {
     "Gemm": {1, 2}, "Conv": {1, 2}, "ConvTranspose": {1, 2}, "LayerNormalization": {1, 2},
     "BatchNormalization": {1, 2, 3, 4}, "InstanceNormalization": {1, 2}, "Gather": {0},
-    "PRelu": {1}, "SkipLayerNormalization": {2, 3, 4},
+    "PRelu": {1}, "SkipLayerNormalization": {2, 3, 4}, "RMSNormalization": {1}, "RotaryEmbedding": {1, 2},
 }
 """Inputs that are initializers in real models (onnxruntime may prepack them)."""
 
@@ -196,13 +196,21 @@ def node_spec(node: Node, inputs: list[TensorType | None], opset: int | None = N
             (weights if k in slots else feeds)[name] = t
     outs = [f"out{k}" for k in range(_n_outputs(node, inputs))]
     extra: list[onnx.TensorProto] = []
-    chosen = opset or (OPAQUE_OPSETS[0] if node.op == OPAQUE else VOCAB_OPSET)
+    spec = OPS.get(node.op)
+    chosen = opset or (OPAQUE_OPSETS[0] if node.op == OPAQUE else _vocabulary_opset(spec))
+    domains = ((spec.domain, spec.since),) if spec is not None and spec.domain else ()
     proto = _node_protos(node, names, outs, chosen, extra)
     positive = frozenset({"in4"}) if op == "BatchNormalization" else (
         frozenset(f"in{k}" for k in range(len(inputs))) if op in ("Div", "Mod") else frozenset())
     layout = op in ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
-    return Spec([proto], feeds, weights, outs, extra, opset=chosen, positive=positive, layout=layout,
-                opsets=OPAQUE_OPSETS if node.op == OPAQUE and opset is None else ())
+    return Spec([proto], feeds, weights, outs, extra, domains=domains, opset=chosen, positive=positive,
+                layout=layout, opsets=OPAQUE_OPSETS if node.op == OPAQUE and opset is None else ())
+
+
+def _vocabulary_opset(spec: OpSpec | None) -> int:
+    """The standard opset a probe of a vocabulary op is written in: :data:`VOCAB_OPSET`, or the
+    op's own first version where it is newer (opset 23's RMSNormalization, RotaryEmbedding)."""
+    return max(VOCAB_OPSET, spec.since) if spec is not None and not spec.domain else VOCAB_OPSET
 
 
 def producer_spec(role: str, main: TensorType, twin: bool = False) -> Spec:
@@ -234,7 +242,7 @@ def pair_spec(role: str, node: Node, inputs: list[TensorType | None]) -> Spec:
     tail = node_spec(node, inputs, replace={main: "p", 1 - main: "p2"} if twin else {main: "p"})
     return Spec(producer.nodes + tail.nodes, {**producer.inputs, **tail.inputs},
                 {**producer.weights, **tail.weights}, tail.outputs, producer.extra + tail.extra,
-                opset=tail.opset, positive=tail.positive, layout=True, opsets=tail.opsets)
+                domains=tail.domains, opset=tail.opset, positive=tail.positive, layout=True, opsets=tail.opsets)
 
 
 def gemm_path_spec(node: Node, inputs: list[TensorType | None]) -> Spec:
@@ -245,7 +253,7 @@ def gemm_path_spec(node: Node, inputs: list[TensorType | None]) -> Spec:
     bias = TensorType(inputs[0].dtype, (n,))
     add = helper.make_node("Add", [spec.outputs[0], "bias"], ["y"], name="bias")
     return Spec(spec.nodes + [add], spec.inputs, {**spec.weights, "bias": bias}, ["y"], spec.extra,
-                opset=spec.opset)
+                domains=spec.domains, opset=spec.opset)
 
 
 def gelu_spec(approximate: str, t: TensorType | None) -> Spec:
@@ -265,7 +273,8 @@ def fusion_spec(site: FusionSite, avoided: bool) -> Spec:
     _check_types([a, b, *ln_types])
     add = helper.make_node("Sum" if avoided else "Add", ["a", "b"], ["s"], name="parts")
     ln = node_spec(site.ops[1], list(ln_types), replace={0: "s"})
-    return Spec([add] + ln.nodes, {"a": a, "b": b}, ln.weights, ln.outputs, ln.extra, opset=ln.opset)
+    return Spec([add] + ln.nodes, {"a": a, "b": b}, ln.weights, ln.outputs, ln.extra, domains=ln.domains,
+                opset=ln.opset)
 
 
 def skip_layernorm_probe(shape: tuple[int, ...] = (1, 128, 768)) -> FusionSite:
