@@ -61,7 +61,7 @@ def itemsize(t: TensorType | None) -> int:
 PER_ELEMENT_FLOPS = {
     # a transcendental function or a normalization's statistics, as a few multiply-adds each
     "Softmax": 8.0, "LayerNormalization": 8.0, "BatchNormalization": 8.0, "Gelu": 8.0, "Erf": 8.0, "Tanh": 8.0,
-    "Sigmoid": 8.0, "Exp": 8.0, "Sin": 8.0, "Cos": 8.0,
+    "Sigmoid": 8.0, "Exp": 8.0, "Sin": 8.0, "Cos": 8.0, "QuickGelu": 9.0,
     # the square, its sum, the scaling by 1 / rms and by the weight
     "RMSNormalization": 4.0,
     # x * cos and rotate_half(x) * sin, summed (the caches are read, not computed)

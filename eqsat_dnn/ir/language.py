@@ -250,6 +250,8 @@ OPS: dict[str, OpSpec] = {
                description="rotary position embedding of (batch, heads, sequence, head) by half-width "
                            "(batch, sequence, head / 2) caches, halves rotated (opset 23)",
                input_shapes=("rotary_input", "rotary_cache", "like_previous"), since=23),
+        OpSpec("QuickGelu", ("X",), (Attr("alpha", "f64", 1.702, domain=(1.0, 1.702, 0.5)),), elementwise=True,
+               description="x * sigmoid(alpha * x), onnxruntime's kernel (SiLU/Swish is alpha = 1)", domain=CONTRIB),
     ]
 }
 """The vocabulary. ``Constant`` nodes become weights at import, so they need no constructor."""
