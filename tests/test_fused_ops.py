@@ -1,0 +1,107 @@
+"""Fused normalization, rotary embedding and GELU-family ops (issue 16): their rules verify, a
+tiny LLaMA-style block gets RMSNormalization and RotaryEmbedding with equal outputs and an
+opset-23 model onnxruntime loads, and ``Target.ONNX`` never yields onnxruntime's own ops."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from eqsat_dnn.eqsat.rules import library_dir, parse_rule_file
+from eqsat_dnn.ir.language import CONTRIB, OPS, Target
+from eqsat_dnn.pipeline import optimize
+from eqsat_dnn.verify import check_rules
+
+FAMILIES = ("normalization", "rotary", "gelu")
+F = TensorProto.FLOAT
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_verifies(family):
+    results = check_rules(parse_rule_file(library_dir() / f"{family}.egg"), trials=3, jobs=1)
+    assert results
+    bad = {r.rule.name: (r.status, r.note, r.counterexample) for r in results if r.status != "verified"}
+    assert not bad
+
+
+def _const(name: str, value, dtype=np.float32) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def llama_block(heads: int = 2, seq: int = 8, head: int = 16) -> onnx.ModelProto:
+    """HF LlamaRMSNorm, a projection, apply_rotary_pos_emb on its heads and a SiLU, as the
+    dynamo exporter writes them (opset 20)."""
+    hidden = heads * head
+    rng = np.random.default_rng(0)
+    half = head // 2
+    freqs = np.outer(np.arange(seq), 1.0 / 10000 ** (np.arange(half) / half))[None].astype(np.float32)
+    nodes = [
+        helper.make_node("Pow", ["x", "two"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq", "last"], ["ms"], keepdims=1, noop_with_empty_axes=0),
+        helper.make_node("Add", ["ms", "eps"], ["mse"]),
+        helper.make_node("Sqrt", ["mse"], ["rms"]),
+        helper.make_node("Reciprocal", ["rms"], ["inv"]),
+        helper.make_node("Mul", ["x", "inv"], ["xn"]),
+        helper.make_node("Mul", ["g", "xn"], ["h"]),
+        helper.make_node("MatMul", ["h", "wq"], ["q2"]),
+        helper.make_node("Reshape", ["q2", "qshape"], ["q3"]),
+        helper.make_node("Transpose", ["q3"], ["q"], perm=[0, 2, 1, 3]),
+        helper.make_node("Concat", ["f", "f"], ["ff"], axis=-1),
+        helper.make_node("Cos", ["ff"], ["cos"]),
+        helper.make_node("Sin", ["ff"], ["sin"]),
+        helper.make_node("Unsqueeze", ["cos", "one"], ["cu"]),
+        helper.make_node("Unsqueeze", ["sin", "one"], ["su"]),
+        helper.make_node("Mul", ["q", "cu"], ["qc"]),
+        helper.make_node("Slice", ["q", "zero", "mid", "three", "one"], ["q1"]),
+        helper.make_node("Slice", ["q", "mid", "big", "three", "one"], ["q2h"]),
+        helper.make_node("Neg", ["q2h"], ["nq2"]),
+        helper.make_node("Concat", ["nq2", "q1"], ["rot"], axis=-1),
+        helper.make_node("Mul", ["rot", "su"], ["qs"]),
+        helper.make_node("Add", ["qc", "qs"], ["y"]),
+        helper.make_node("Sigmoid", ["h"], ["sg"]),
+        helper.make_node("Mul", ["h", "sg"], ["z"]),
+    ]
+    ints = {"last": [-1], "one": [1], "zero": [0], "mid": [half], "big": [2 ** 62], "three": [3],
+            "qshape": [1, seq, heads, head]}
+    inits = [_const("two", 2.0), _const("eps", 1e-6), _const("g", rng.standard_normal(hidden) + 1),
+             _const("wq", rng.standard_normal((hidden, hidden)) / hidden ** 0.5), _const("f", freqs)]
+    inits += [_const(k, v, np.int64) for k, v in ints.items()]
+    graph = helper.make_graph(nodes, "llama_block", [helper.make_tensor_value_info("x", F, [1, seq, hidden])],
+                              [helper.make_tensor_value_info("y", F, [1, heads, seq, head]),
+                               helper.make_tensor_value_info("z", F, [1, seq, hidden])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})
+
+
+def _ops(model: onnx.ModelProto) -> dict[str, str]:
+    return {n.op_type: n.domain for n in model.graph.node}
+
+
+def test_llama_block_gets_fused_ops_in_opset_23():
+    model = llama_block()
+    optimized, report = optimize(model, rules=[str(library_dir() / f"{f}.egg") for f in FAMILIES])
+    ops = _ops(optimized)
+    assert "RMSNormalization" in ops and "RotaryEmbedding" in ops and ops.get("QuickGelu") == CONTRIB
+    assert "Reciprocal" not in ops and "Neg" not in ops
+    imports = {imp.domain: imp.version for imp in optimized.opset_import}
+    assert imports[""] == 23 and imports[CONTRIB] == 1
+    onnx.checker.check_model(optimized, full_check=True)
+    x = np.random.default_rng(1).standard_normal((1, 8, 32)).astype(np.float32)
+    for got, want in zip(_run(optimized, x), _run(model, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert report.check is not None and report.check.ok
+
+
+def test_onnx_target_never_yields_contrib_ops():
+    model = llama_block()
+    optimized, _ = optimize(model, rules=[str(library_dir() / f"{f}.egg") for f in FAMILIES], target=Target.ONNX)
+    assert all(domain in ("", "ai.onnx") for domain in _ops(optimized).values())
+    assert "RMSNormalization" in _ops(optimized)  # a standard (opset 23) op is still chosen
+    assert all(not OPS[op].domain or Target.ONNXRUNTIME.admits(op) for op in ("QuickGelu", "RMSNormalization"))
