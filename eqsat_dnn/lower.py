@@ -18,16 +18,26 @@ The lowered node is still an ``Add`` to the rules and the cost models, written a
 
 A cost model without a penalty for a site (the GPU rooflines: CUDA's fused kernel is the
 fast one) leaves the graph as it is. The graph in is not changed.
+
+:func:`to_standard` writes the ops of another operator set that have a standard form
+(:attr:`eqsat_dnn.ir.language.OpSpec.standard_form`) in standard ONNX ops, for
+:attr:`~eqsat_dnn.ir.language.Target.ONNX`: ``QuickGelu(x, alpha)`` as ``x * Sigmoid(x)`` (``x *
+alpha`` inside where alpha is not 1), operands in the order onnxruntime's ``QuickGeluFusion``
+matches, so onnxruntime still runs one kernel and any runtime can run the model. Extraction
+may then choose the fused op for either target; without it, it may reassociate the products of
+a SwiGLU (``(u * sigmoid(g)) * g``), which no runtime fuses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from onnx import helper
+import numpy as np
+from onnx import helper, numpy_helper
 
 from eqsat_dnn.cost import CostModel, fusion_penalties
-from eqsat_dnn.ir.graph import Graph, Node
+from eqsat_dnn.io.onnx_out import fresh_name
+from eqsat_dnn.ir.graph import Graph, Node, TensorType
 
 
 def avoid_slow_fusions(graph: Graph, model: CostModel) -> tuple[Graph, int]:
@@ -46,4 +56,38 @@ def _as_sum(add: Node) -> Node:
     return dataclasses.replace(add, inputs=list(add.inputs), outputs=list(add.outputs), proto=proto)
 
 
-__all__ = ["avoid_slow_fusions"]
+def to_standard(graph: Graph) -> tuple[Graph, int]:
+    """``graph`` with its ops that have a standard form written in standard ONNX ops (see the
+    module docstring), and how many were."""
+    if not any(node.op == "QuickGelu" for node in graph.nodes):
+        return graph, 0
+    taken = set(graph.types) | set(graph.weights) | set(graph.inputs) | {
+        o for node in graph.nodes for o in [*node.inputs, *node.outputs] if o}
+    nodes: list[Node] = []
+    types, weights = dict(graph.types), dict(graph.weights)
+    count = 0
+    for node in graph.nodes:
+        if node.op != "QuickGelu":
+            nodes.append(node)
+            continue
+        count += 1
+        x, y = node.inputs[0], node.outputs[0]
+        t = graph.types.get(x)
+        source = x
+        alpha = float(node.attrs.get("alpha", 1.702))
+        if alpha != 1.0:
+            factor = fresh_name(f"{y}_alpha", taken)
+            dtype = helper.tensor_dtype_to_np_dtype(t.dtype) if t is not None and t.dtype else np.float32
+            weights[factor] = numpy_helper.from_array(np.array(alpha, dtype=dtype), factor)
+            types[factor] = TensorType(t.dtype if t is not None else 1, ())
+            source = fresh_name(f"{y}_scaled", taken)
+            nodes.append(Node("Mul", [x, factor], [source], name=source))
+        gate = fresh_name(f"{y}_sigmoid", taken)
+        nodes.append(Node("Sigmoid", [source], [gate], name=gate))
+        nodes.append(Node("Mul", [x, gate], [y], name=node.name))
+        if t is not None:
+            types[source] = types[gate] = t
+    return dataclasses.replace(graph, nodes=nodes, types=types, weights=weights), count
+
+
+__all__ = ["avoid_slow_fusions", "to_standard"]

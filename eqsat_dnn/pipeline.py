@@ -27,7 +27,7 @@ from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
 from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json, validate
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.ir.language import Target
-from eqsat_dnn.lower import avoid_slow_fusions
+from eqsat_dnn.lower import avoid_slow_fusions, to_standard
 from eqsat_dnn.repair import Repair, repair
 from eqsat_dnn.io.onnx_in import load_model, read_model
 from eqsat_dnn.io.onnx_out import OpsetError, check_model, to_onnx
@@ -234,6 +234,8 @@ def optimize(
         t = time.perf_counter()
         # every site the cost model charges is rewritten, so the lowered program pays no excess
         lowered, sites = avoid_slow_fusions(program_graph, cost_model)
+        if target is Target.ONNX:
+            lowered, _ = to_standard(lowered)
         try:
             lowered.lint()
         except ValueError as exc:  # as for a program onnx's checker rejects: the repair leaves it out

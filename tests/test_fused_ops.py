@@ -11,7 +11,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from eqsat_dnn.eqsat.rules import library_dir, parse_rule_file
+from eqsat_dnn.io.onnx_in import load_model
+from eqsat_dnn.io.onnx_out import to_onnx
+from eqsat_dnn.ir.graph import Node
 from eqsat_dnn.ir.language import CONTRIB, OPS, Target
+from eqsat_dnn.lower import to_standard
 from eqsat_dnn.pipeline import optimize
 from eqsat_dnn.verify import check_rules
 
@@ -104,4 +108,23 @@ def test_onnx_target_never_yields_contrib_ops():
     optimized, _ = optimize(model, rules=[str(library_dir() / f"{f}.egg") for f in FAMILIES], target=Target.ONNX)
     assert all(domain in ("", "ai.onnx") for domain in _ops(optimized).values())
     assert "RMSNormalization" in _ops(optimized)  # a standard (opset 23) op is still chosen
-    assert all(not OPS[op].domain or Target.ONNXRUNTIME.admits(op) for op in ("QuickGelu", "RMSNormalization"))
+    assert "Sigmoid" in _ops(optimized)  # QuickGelu, chosen, written in standard ops
+
+
+def test_quick_gelu_is_written_in_standard_ops_in_the_order_onnxruntime_fuses():
+    """lower.to_standard: x * Sigmoid(x * alpha); onnxruntime makes it one QuickGelu again."""
+    x = helper.make_tensor_value_info("x", F, [2, 8])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Sigmoid", ["r"], ["s"]),
+             helper.make_node("Mul", ["r", "s"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "silu", [x], [helper.make_tensor_value_info("y", F, [2, 8])]),
+                              opset_imports=[helper.make_opsetid("", 20)])
+    graph = load_model(model)
+    graph.nodes[1:] = [Node("QuickGelu", ["r"], ["y"], {"alpha": 1.5})]
+    lowered, count = to_standard(graph)
+    assert count == 1 and [n.op for n in lowered.nodes] == ["Relu", "Mul", "Sigmoid", "Mul"]
+    written = to_onnx(lowered)
+    data = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    r = np.maximum(data, 0)
+    (y,) = ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": data})
+    np.testing.assert_allclose(y, r / (1 + np.exp(-1.5 * r)), rtol=1e-5, atol=1e-6)
+    assert Target.ONNX.admits("QuickGelu") and OPS["QuickGelu"].domain == CONTRIB

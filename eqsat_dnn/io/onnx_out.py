@@ -96,7 +96,8 @@ _HELD = "eqsat_dnn.held"
 """A private operator set that hides ops from the version converter while it raises the rest."""
 
 
-def _fresh(base: str, taken: set[str]) -> str:
+def fresh_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_k`` with the first ``k`` that is not in ``taken`` (added to it)."""
     name, k = base, 0
     while name in taken:
         k += 1
@@ -115,7 +116,7 @@ def _node_proto(node: Node, opset: int, taken: set[str], extra: list[onnx.Tensor
             if out:
                 proto.output[k] = out
             elif proto.output[k]:
-                proto.output[k] = _fresh(f"{proto.name or proto.op_type}_unused{k}", taken)
+                proto.output[k] = fresh_name(f"{proto.name or proto.op_type}_unused{k}", taken)
         return proto
     spec = OPS[node.op]
     inputs = list(node.inputs)
@@ -127,7 +128,7 @@ def _node_proto(node: Node, opset: int, taken: set[str], extra: list[onnx.Tensor
             continue
         value = node.attrs.get(attr.name)
         if attr.from_input is not None and opset >= attr.input_since:
-            tensor_name = _fresh(f"{node.name or node.op}_{attr.name}", taken)
+            tensor_name = fresh_name(f"{node.name or node.op}_{attr.name}", taken)
             extra.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), tensor_name))
             while len(inputs) < attr.from_input:
                 inputs.append("")
@@ -136,7 +137,7 @@ def _node_proto(node: Node, opset: int, taken: set[str], extra: list[onnx.Tensor
         if value is None or _is_default(value, attr.default):
             continue
         attributes[attr.name] = value
-    outputs = [o or _fresh(f"{node.name or node.op}_unused{k}", taken) for k, o in enumerate(node.outputs)]
+    outputs = [o or fresh_name(f"{node.name or node.op}_unused{k}", taken) for k, o in enumerate(node.outputs)]
     proto = helper.make_node(node.written_op, inputs, outputs, name=node.name or None, domain=spec.domain or None,
                              **{k: v for k, v in attributes.items() if v != []})
     # make_node cannot tell the type of an empty list; the spec can

@@ -56,9 +56,10 @@ class Target(str, Enum):
     """Standard ONNX only: any runtime that implements the model's opset can run the output."""
 
     def admits(self, op: str) -> bool:
-        """Whether a program for this target may hold vocabulary op ``op``."""
+        """Whether a program for this target may hold vocabulary op ``op`` (an op of another operator
+        set with a standard form may: export writes it so for this target)."""
         spec = OPS.get(op)
-        return spec is None or not spec.domain or self is Target.ONNXRUNTIME
+        return spec is None or not spec.domain or self is Target.ONNXRUNTIME or spec.standard_form
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,10 @@ class OpSpec:
     since: int = 1
     """The first version of :attr:`domain`'s operator set with this op as declared; export raises
     the model's opset to it where the op is chosen (:func:`eqsat_dnn.io.onnx_out.to_onnx`)."""
+    standard_form: bool = False
+    """An op of another operator set that :func:`eqsat_dnn.lower.to_standard` writes as standard ONNX
+    ops for :attr:`Target.ONNX` (QuickGelu as Sigmoid and Mul, in the order onnxruntime fuses back):
+    extraction may choose it for either target, which keeps it from reassociating the formula."""
     sampler: str | None = None
     """A hook of the rule checker (:data:`eqsat_dnn.verify.sampling.HOOKS`) that draws attributes
     that constrain each other together, once the inputs are drawn (Slice's starts, ends, axes
@@ -251,7 +256,8 @@ OPS: dict[str, OpSpec] = {
                            "(batch, sequence, head / 2) caches, halves rotated (opset 23)",
                input_shapes=("rotary_input", "rotary_cache", "like_previous"), since=23),
         OpSpec("QuickGelu", ("X",), (Attr("alpha", "f64", 1.702, domain=(1.0, 1.702, 0.5)),), elementwise=True,
-               description="x * sigmoid(alpha * x), onnxruntime's kernel (SiLU/Swish is alpha = 1)", domain=CONTRIB),
+               description="x * sigmoid(alpha * x), onnxruntime's kernel (SiLU/Swish is alpha = 1)", domain=CONTRIB,
+               standard_form=True),
     ]
 }
 """The vocabulary. ``Constant`` nodes become weights at import, so they need no constructor."""
