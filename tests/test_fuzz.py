@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from eqsat_dnn import Limits, optimize
-from eqsat_dnn.ir.language import OPS
+from eqsat_dnn.ir.language import CONTRIB, OPS
 from eqsat_dnn.runtime.check import EDGE_SETS, InputSet, compare_outputs, edge_inputs
 
 EXAMPLES = 125
@@ -205,9 +205,11 @@ class _Builder:
     def model(self) -> onnx.ModelProto:
         outputs = [helper.make_tensor_value_info(v.name, TensorProto.FLOAT, list(v.shape)) for v in self.outputs]
         graph = helper.make_graph(self.nodes, "fuzz", self.inputs, outputs, self.weights)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
-                                  producer_name="eqsat-dnn-fuzz")
-        model.ir_version = 8 if self.opset <= 17 else 9
+        imports = [helper.make_opsetid("", self.opset)]
+        if any(n.domain == CONTRIB for n in self.nodes):
+            imports.append(helper.make_opsetid(CONTRIB, 1))
+        model = helper.make_model(graph, opset_imports=imports, producer_name="eqsat-dnn-fuzz")
+        model.ir_version = 8 if self.opset <= 17 else 9 if self.opset <= 21 else 10
         return model
 
 
@@ -249,6 +251,26 @@ def _gelu(b, local):
         return None
     x = b.pick(local)
     return [b.node("Gelu", [x.name], x.shape, approximate=b.choose.element(["none", "tanh"]))]
+
+
+def _fused(b, local):
+    """Sin, Cos, onnxruntime's QuickGelu, and from opset 23 RMSNormalization and RotaryEmbedding
+    (on a fresh 4-D input: few grown values are 4-D with an even last dim)."""
+    c = b.choose
+    ops = ["Sin", "Cos", "QuickGelu"] + (["RMSNormalization", "RotaryEmbedding"] * 2 if b.opset >= 23 else [])
+    op = c.element(ops)
+    if op == "RotaryEmbedding":
+        x = b.input((c.integer(1, 2), c.integer(1, 3), c.integer(1, 4), 2 * c.integer(1, 3)))
+        cache = (x.shape[0], x.shape[2], x.shape[3] // 2)
+        return [x, b.node(op, [x.name, b.weight(cache).name, b.weight(cache).name], x.shape)]
+    x = b.pick(local, lambda v: op != "RMSNormalization" or isinstance(v.shape[-1], int))
+    if x is None:
+        return None
+    if op == "RMSNormalization":
+        return [b.node(op, [x.name, b.weight(x.shape[-1:]).name], x.shape, axis=-1, epsilon=c.element([1e-5, 1e-3]))]
+    if op == "QuickGelu":
+        return [b.node(op, [x.name], x.shape, domain=CONTRIB, alpha=c.element([1.0, 1.702]), bounded=x.bounded)]
+    return [b.node(op, [x.name], x.shape, bounded=True)]
 
 
 def _second_operand(b: _Builder, local: list[_Value], x: _Value, positive: bool) -> _Value:
@@ -627,15 +649,16 @@ _APPLY: dict[str, Callable[[_Builder, list[_Value]], list[_Value] | None]] = {
     "activation": _activation, "exp": _exp, "sqrt": _sqrt_or_reciprocal, "gelu": _gelu, "binary": _binary,
     "pow": _pow, "matmul": _matmul, "gemm": _gemm, "transpose": _transpose, "reshape": _reshape,
     "flatten": _flatten, "concat": _concat, "split": _split, "slice": _slice, "squeeze": _squeeze_unsqueeze,
-    "reduce": _reduce, "softmax": _softmax, "layernorm": _layer_norm, "batchnorm": _batch_norm,
+    "reduce": _reduce, "softmax": _softmax, "layernorm": _layer_norm, "batchnorm": _batch_norm, "fused": _fused,
     "conv": _conv, "pool": _pool, "pad": _pad, "cast": _cast_round_trip,
 }
 _DENSE_OPS = ["activation", "activation", "exp", "sqrt", "gelu", "binary", "binary", "binary", "pow",
               "matmul", "matmul", "matmul", "gemm", "transpose", "transpose", "reshape", "reshape", "flatten",
-              "concat", "split", "slice", "squeeze", "reduce", "softmax", "layernorm", "batchnorm", "pad", "cast"]
+              "concat", "split", "slice", "squeeze", "reduce", "softmax", "layernorm", "batchnorm", "pad", "cast",
+              "fused", "fused"]
 _CONV_OPS = ["conv", "conv", "conv", "batchnorm", "activation", "activation", "binary", "binary", "pool",
              "pool", "concat", "split", "slice", "transpose", "reshape", "flatten", "pad", "exp", "sqrt"]
-OPSETS = [13, 17, 18, 20]
+OPSETS = [13, 17, 18, 20, 23]
 
 
 def build_model(choose: _Chooser, subgraphs: int = SUBGRAPHS) -> onnx.ModelProto:

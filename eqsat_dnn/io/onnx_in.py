@@ -371,7 +371,7 @@ class _Importer:
                 return None
         spec = OPS.get(ALIASES.get(proto.op_type, proto.op_type) if len(proto.input) == 2 else proto.op_type)
         attrs = None
-        if spec is not None and proto.domain in ("", "ai.onnx"):
+        if spec is not None and proto.domain in ((spec.domain,) if spec.domain else ("", "ai.onnx")):
             attrs = self._vocabulary_attrs(proto, spec)
         name = proto.name or f"{proto.op_type}_{index}"
         if attrs is None:
