@@ -128,3 +128,17 @@ def test_quick_gelu_is_written_in_standard_ops_in_the_order_onnxruntime_fuses():
     (y,) = ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": data})
     np.testing.assert_allclose(y, r / (1 + np.exp(-1.5 * r)), rtol=1e-5, atol=1e-6)
     assert Target.ONNX.admits("QuickGelu") and OPS["QuickGelu"].domain == CONTRIB
+
+
+def test_gelu_from_an_opset_17_erf_form_raises_the_opset_to_20():
+    """Gelu is an opset-20 op (OpSpec.since): chosen in an opset-17 model, export raises the opset."""
+    nodes = [helper.make_node("Div", ["x", "root2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["x", "half"], ["h"]),
+             helper.make_node("Mul", ["h", "a"], ["y"])]
+    inits = [_const("root2", np.sqrt(2.0)), _const("one", 1.0), _const("half", 0.5)]
+    graph = helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", F, [4, 64])],
+                              [helper.make_tensor_value_info("y", F, [4, 64])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    optimized, report = optimize(model, rules=[str(library_dir() / "gelu.egg")])
+    assert "Gelu" in _ops(optimized) and report.check.ok
+    assert {imp.domain: imp.version for imp in optimized.opset_import}[""] == 20

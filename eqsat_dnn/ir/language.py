@@ -176,7 +176,7 @@ OPS: dict[str, OpSpec] = {
         OpSpec("Cast", ("X",), (Attr("to", "i64", domain=(1, 11)), Attr("saturate", "i64", 1, domain=(1,))),
                elementwise=True, description="element type conversion (the output's dtype is `to`)"),
         OpSpec("Gelu", ("X",), (Attr("approximate", "String", "none", domain=("none", "tanh")),), elementwise=True,
-               description="Gaussian error linear unit (opset 20)"),
+               description="Gaussian error linear unit (opset 20)", since=20),
         OpSpec("MatMul", ("A", "B"), shape="matmul", description="numpy-style matrix product", ranks=_RANKED,
                input_shapes=(None, "matmul_rhs")),
         OpSpec("Gemm", ("A", "B", "C?"),
