@@ -8,6 +8,7 @@ import pytest
 
 from eqsat_dnn import load_model
 from eqsat_dnn.cost import CPU_PROFILE, GPU_PROFILES, RooflineCostModel
+from eqsat_dnn.eqsat.rules import default_rules
 from eqsat_dnn.lower import avoid_slow_fusions
 from eqsat_dnn.io.onnx_out import to_onnx
 from eqsat_dnn.pipeline import optimize
@@ -69,7 +70,10 @@ def test_lora_layer_after_extraction_has_no_skip_layernorm_left(tmp_path):
     from eqsat_dnn.models import zoo
 
     model = zoo.build("lora_layer", seq=32, hidden=128, heads=4, intermediate=256, rank=4)
-    optimized, report = optimize(model, cost_model=RooflineCostModel(CPU_PROFILE), extract_time_limit=3)
+    # without the gelu family: with its Gelu the extracted program writes both residual Adds as
+    # Add(bias, Add(x, y)), which onnxruntime leaves alone, so no site is left to find
+    rules = [rule for rule in default_rules() if rule.family != "gelu"]
+    optimized, report = optimize(model, rules=rules, cost_model=RooflineCostModel(CPU_PROFILE), extract_time_limit=3)
     assert report.lowered >= 1 and report.check.ok
     assert "SkipLayerNormalization" in ort_ops(model, tmp_path)
     assert "SkipLayerNormalization" not in ort_ops(optimized, tmp_path)
