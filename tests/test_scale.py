@@ -108,7 +108,8 @@ def test_a_model_with_external_data_goes_through_the_command_line(tmp_path, monk
     expected = create_session(source, optimize=False).run(None, feeds)
     (work / "in.onnx.data").rename(work / "moved.data")  # the output does not read the input's data
     got = create_session(out, optimize=False).run(None, feeds)
-    np.testing.assert_array_equal(got[0], expected[0])
+    # the RMS norms become RMSNormalization (rules/normalization.egg): equal within rounding
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=1e-5)
 
 
 def test_weights_stay_in_their_files(tmp_path):
