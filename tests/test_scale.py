@@ -120,7 +120,8 @@ def test_weights_stay_in_their_files(tmp_path):
     eager = load_model(source)  # what other callers (the partitioner) get: the weights read
     assert all(not is_reference(t) and t.HasField("raw_data") for t in eager.weights.values() if len(t.dims) >= 2)
     optimized, _ = optimize(str(source), extractor="greedy", check=1)
-    assert all(is_reference(t) for t in optimized.graph.initializer if len(t.dims) >= 2)
+    # the source's weights; export's new ones (the rotary caches Cos(f), Sin(f)) are small and inline
+    assert all(is_reference(t) for t in optimized.graph.initializer if len(t.dims) >= 2 and t.name in graph.weights)
 
 
 def test_folded_weights_are_written_to_scratch_and_saved(tmp_path):
@@ -154,7 +155,7 @@ def test_a_large_model_with_inline_weights_is_read_without_them(tmp_path, monkey
     assert main(["optimize", str(source), str(tmp_path / "out.onnx"), "--quiet", "--extractor", "greedy"]) == 0
     assert not (tmp_path / "out.onnx.data").exists()
     expected, got = _run_both(source, tmp_path / "out.onnx", _ids())
-    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=1e-5)  # fused RMS norms round differently
 
 
 def test_a_weight_without_data_is_refused_in_one_line(tmp_path):
