@@ -68,7 +68,7 @@ def test_attribute_domains_are_drawn_from():
     built = _instances('(rewrite (Gelu x m) (Gelu x m) :name "probe")')
     assert {i.attributes["m"] for i in built} == {"none", "tanh"}
     built = _instances('(rewrite (Cast x t s) (Cast x t s) :name "probe")')
-    assert {i.attributes["t"] for i in built} == {TensorProto.FLOAT, TensorProto.DOUBLE}
+    assert {i.attributes["t"] for i in built} == {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.BOOL, TensorProto.INT64}
     assert {i.attributes["s"] for i in built} == {1}
 
 

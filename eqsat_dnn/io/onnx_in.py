@@ -38,6 +38,7 @@ _DROPPED_ATTRS = {
     # the reductions' flag for an empty axes list, which import leaves opaque (see _normalise_axes)
     "ReduceMean": {"noop_with_empty_axes"},
     "ReduceSum": {"noop_with_empty_axes"},
+    "ReduceMax": {"noop_with_empty_axes"},
 }
 """ONNX attributes that import folds into the normalised form (or checks)."""
 
@@ -369,6 +370,12 @@ class _Importer:
                 self.weights[proto.output[0]] = tensor
                 self.types[proto.output[0]] = TensorType(tensor.data_type, tuple(tensor.dims))
                 return None
+        if proto.op_type == "Shape" and proto.domain in ("", "ai.onnx") and len(proto.output) == 1:
+            tensor = self._static_shape(proto)
+            if tensor is not None:  # a shape known at import is a constant: what reads it may fold
+                self.weights[proto.output[0]] = tensor
+                self.types[proto.output[0]] = TensorType(tensor.data_type, tuple(tensor.dims))
+                return None
         spec = OPS.get(ALIASES.get(proto.op_type, proto.op_type) if len(proto.input) == 2 else proto.op_type)
         attrs = None
         if spec is not None and proto.domain in ((spec.domain,) if spec.domain else ("", "ai.onnx")):
@@ -383,6 +390,18 @@ class _Importer:
             inputs.append("")
         outputs = list(proto.output[:1]) if spec.name != "Split" else list(proto.output)
         return Node(op=spec.name, inputs=inputs, outputs=outputs, attrs=attrs, name=name, proto=proto)
+
+    def _static_shape(self, proto: onnx.NodeProto) -> onnx.TensorProto | None:
+        """The value of a ``Shape`` node whose input's dims are all known (its ``start``/``end``
+        clamp as Python's slices do)."""
+        shape = self._shape(proto.input[0]) if proto.input else None
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            return None
+        given = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
+        if set(given) - {"start", "end"}:
+            return None
+        dims = list(shape)[given.get("start", 0):given.get("end", len(shape))]
+        return numpy_helper.from_array(np.array(dims, dtype=np.int64), proto.output[0])
 
     def _constant_value(self, proto: onnx.NodeProto) -> onnx.TensorProto | None:
         if len(proto.attribute) != 1:
@@ -430,7 +449,7 @@ class _Importer:
         # extra outputs (LayerNormalization's mean, BatchNormalization's running stats) must be unused
         if spec.name != "Split" and any(o and o in self.consumed for o in proto.output[1:]):
             return None
-        if not spec.variadic and len(proto.input) > len(spec.inputs) and spec.name not in _INPUT_ATTR_OPS:
+        if not spec.variadic and not _arity_fits(proto, spec):
             return None
         rank = self._rank(proto.input[0]) if proto.input and proto.input[0] else None
         attrs: dict[str, Any] = {}
@@ -446,6 +465,8 @@ class _Importer:
         if attr.from_input is not None and self.opset >= attr.input_since:
             if len(proto.input) > attr.from_input and proto.input[attr.from_input]:
                 value = self._const_ints(proto.input[attr.from_input])
+                if value is not None and attr.sort == "i64":  # a one-element tensor (CumSum's axis)
+                    return int(value[0]) if len(value) == 1 else _MISSING
                 return _MISSING if value is None else value
             value = None
         elif attr.name in given:
@@ -469,7 +490,21 @@ class _Importer:
 
 
 _MISSING = object()
-_INPUT_ATTR_OPS = {"Reshape", "Split", "Slice", "Squeeze", "Unsqueeze", "ReduceMean", "ReduceSum", "Pad"}
+
+
+_CHECKED_INPUTS = {"Pad": 4}
+"""Inputs past the spec's that an op's normaliser reads (Pad's fill value and axes, which must
+be the default zero and absent)."""
+
+
+def _arity_fits(proto: onnx.NodeProto, spec: OpSpec) -> bool:
+    """Whether the node has every input the spec requires and none it does not know: a
+    two-operand Max is vocabulary, a one- or three-operand one stays opaque."""
+    required = sum(1 for name in spec.inputs if not name.endswith("?"))
+    known = max([len(spec.inputs), _CHECKED_INPUTS.get(spec.name, 0)]
+                + [a.from_input + 1 for a in spec.attrs if a.from_input is not None])
+    present = [i for i in proto.input[:len(spec.inputs)] if i]
+    return len(present) >= required and len(proto.input) <= known
 
 
 def _keep(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict, rank: int | None) -> dict | None:
@@ -640,6 +675,10 @@ _NORMALISE = {
     "Unsqueeze": _normalise_axes(True),
     "ReduceMean": _normalise_axes(False),
     "ReduceSum": _normalise_axes(False),
+    "ReduceMax": _normalise_axes(False),
+    "Gather": _normalise_axis,
+    "GatherElements": _normalise_axis,
+    "CumSum": _normalise_axis,
     "Reshape": _normalise_reshape,
     "Conv": _normalise_conv,
     "MaxPool": _normalise_pool,

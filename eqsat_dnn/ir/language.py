@@ -62,6 +62,22 @@ class Target(str, Enum):
         return spec is None or not spec.domain or self is Target.ONNXRUNTIME or spec.standard_form
 
 
+BOOL = 9
+"""ONNX's element type of masks: what comparisons and logical ops output."""
+
+
+class Values(str, Enum):
+    """What the rule checker feeds a tensor input of an op (:attr:`OpSpec.input_values`)."""
+
+    FLOAT = "float"
+    """Random normal values of the instance's float type (or positive ones: :attr:`OpSpec.positive`)."""
+    BOOL = "bool"
+    """A random mask (a comparison's or a logical op's operand)."""
+    INDEX = "index"
+    """int64 indices valid along every axis of the op's first input (from 0 to below its
+    smallest dim), whatever axis the op's attributes pick (Gather's, GatherND's)."""
+
+
 @dataclass(frozen=True)
 class Attr:
     """One attribute of an op, as an egglog argument.
@@ -121,6 +137,11 @@ class OpSpec:
     """An op of another operator set that :func:`eqsat_dnn.lower.to_standard` writes as standard ONNX
     ops for :attr:`Target.ONNX` (QuickGelu as Sigmoid and Mul, in the order onnxruntime fuses back):
     extraction may choose it for either target, which keeps it from reassociating the formula."""
+    input_values: tuple[Values, ...] = ()
+    """Per tensor input, what the rule checker feeds it (past the end: :attr:`Values.FLOAT`)."""
+    output_dtype: int | None = None
+    """The output's ONNX element type where the op fixes it (:data:`BOOL` for comparisons);
+    None: the first input's (Cast's is its ``to``)."""
     sampler: str | None = None
     """A hook of the rule checker (:data:`eqsat_dnn.verify.sampling.HOOKS`) that draws attributes
     that constrain each other together, once the inputs are drawn (Slice's starts, ends, axes
@@ -144,6 +165,23 @@ def _unary(name: str, description: str, positive: bool = False) -> OpSpec:
 def _binary(name: str, description: str, positive: tuple[int, ...] = ()) -> OpSpec:
     return OpSpec(name, ("A", "B"), shape="broadcast", elementwise=True, description=description,
                   input_shapes=(None, "broadcast"), positive=positive)
+
+
+def _compare(name: str, description: str) -> OpSpec:
+    return OpSpec(name, ("A", "B"), shape="broadcast", elementwise=True, description=description,
+                  input_shapes=(None, "broadcast"), output_dtype=BOOL)
+
+
+def _logical(name: str, description: str) -> OpSpec:
+    return OpSpec(name, ("A", "B"), shape="broadcast", elementwise=True, description=description,
+                  input_shapes=(None, "broadcast"), input_values=(Values.BOOL, Values.BOOL))
+
+
+def _reduce(name: str, description: str, since: int) -> OpSpec:
+    """A reduction over constant axes (an input from opset ``since`` on)."""
+    return OpSpec(name, ("X",), (Attr("axes", "IVec", from_input=1, input_since=since, domain="axes_subset"),
+                                 Attr("keepdims", "i64", 1, domain=(0, 1))),
+                  shape="none", description=description)
 
 
 _RANKED = (1, 4)
@@ -173,7 +211,7 @@ OPS: dict[str, OpSpec] = {
         _unary("Exp", "e ** x"),
         _unary("Reciprocal", "1 / x", positive=True),
         OpSpec("Identity", ("X",), description="the input itself (removed by the rules)"),
-        OpSpec("Cast", ("X",), (Attr("to", "i64", domain=(1, 11)), Attr("saturate", "i64", 1, domain=(1,))),
+        OpSpec("Cast", ("X",), (Attr("to", "i64", domain=(1, 11, 1, 11, BOOL, 7)), Attr("saturate", "i64", 1, domain=(1,))),
                elementwise=True, description="element type conversion (the output's dtype is `to`)"),
         OpSpec("Gelu", ("X",), (Attr("approximate", "String", "none", domain=("none", "tanh")),), elementwise=True,
                description="Gaussian error linear unit (opset 20)", since=20),
@@ -226,12 +264,8 @@ OPS: dict[str, OpSpec] = {
                shape="none", description="drop size-1 axes", ranks=_RANKED, input_shapes=("unit_dim",)),
         OpSpec("Unsqueeze", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13, domain="new_axes"),),
                shape="none", description="insert size-1 axes"),
-        OpSpec("ReduceMean", ("X",), (Attr("axes", "IVec", from_input=1, input_since=18, domain="axes_subset"),
-                                      Attr("keepdims", "i64", 1, domain=(0, 1))),
-               shape="none", description="mean over axes"),
-        OpSpec("ReduceSum", ("X",), (Attr("axes", "IVec", from_input=1, input_since=13, domain="axes_subset"),
-                                     Attr("keepdims", "i64", 1, domain=(0, 1))),
-               shape="none", description="sum over axes"),
+        _reduce("ReduceMean", "mean over axes", since=18),
+        _reduce("ReduceSum", "sum over axes", since=13),
         OpSpec("MaxPool", ("X",),
                _POOL_ATTRS + (Attr("dilations", "IVec", "ones", domain="pool_dilations"), _CEIL_MODE),
                shape="pool", description="max pooling", input_shapes=("image",)),
@@ -258,6 +292,40 @@ OPS: dict[str, OpSpec] = {
         OpSpec("QuickGelu", ("X",), (Attr("alpha", "f64", 1.702, domain=(1.0, 1.702, 0.5)),), elementwise=True,
                description="x * sigmoid(alpha * x), onnxruntime's kernel (SiLU/Swish is alpha = 1)", domain=CONTRIB,
                standard_form=True),
+        # what transformer exports compute masks, positions and embeddings with
+        _binary("Max", "element-wise maximum of two operands"),
+        _binary("Min", "element-wise minimum of two operands"),
+        _unary("Abs", "|x|"),
+        _unary("Log", "natural logarithm", positive=True),
+        _unary("Softplus", "log(1 + e ** x)"),
+        _compare("Equal", "a == b (bool)"),
+        _compare("Less", "a < b (bool)"),
+        _compare("Greater", "a > b (bool)"),
+        _compare("LessOrEqual", "a <= b (bool)"),
+        _compare("GreaterOrEqual", "a >= b (bool)"),
+        _logical("And", "logical and of two masks"),
+        _logical("Or", "logical or of two masks"),
+        OpSpec("Not", ("X",), elementwise=True, description="logical not of a mask", input_values=(Values.BOOL,)),
+        _reduce("ReduceMax", "maximum over axes", since=18),
+        OpSpec("Gather", ("data", "indices"), (Attr("axis", "i64", 0, domain="axis"),), shape="gather",
+               description="take entries along an axis (embedding lookups)", ranks=_RANKED,
+               input_values=(Values.FLOAT, Values.INDEX)),
+        OpSpec("GatherElements", ("data", "indices"), (Attr("axis", "i64", 0, domain="axis"),), shape="indices",
+               description="take one entry along an axis per index", ranks=_RANKED,
+               input_shapes=(None, "like_first"), input_values=(Values.FLOAT, Values.INDEX)),
+        OpSpec("GatherND", ("data", "indices"), (Attr("batch_dims", "i64", 0, domain=(0,)),), shape="none",
+               description="take slices at index tuples (the last axis of indices)", ranks=_RANKED,
+               input_shapes=(None, "nd_indices"), input_values=(Values.FLOAT, Values.INDEX)),
+        OpSpec("CumSum", ("x",), (Attr("axis", "i64", from_input=1, domain="axis"),
+                                  Attr("exclusive", "i64", 0, domain=(0, 1)), Attr("reverse", "i64", 0, domain=(0, 1))),
+               description="running sum along an axis", ranks=_RANKED),
+        OpSpec("Trilu", ("input",), (Attr("k", "i64", 0, from_input=1, input_since=14, domain=(0, 0, 1, -1)),
+                                     Attr("upper", "i64", 1, domain=(0, 1))),
+               description="the upper (or lower) triangle of the last two axes (causal masks)", ranks=(2, 4),
+               since=14),
+        OpSpec("Range", ("start", "limit", "delta"), shape="none", since=11,
+               description="start, start + delta, ... below limit (position ids)",
+               input_shapes=("scalar", "scalar", "scalar")),
     ]
 }
 """The vocabulary. ``Constant`` nodes become weights at import, so they need no constructor."""
@@ -429,6 +497,8 @@ def _pattern(spec: OpSpec) -> str:
 def _dtype_rules(spec: OpSpec) -> list[str]:
     if spec.name == "Cast":
         return [_rule(_pattern(spec), "(set (dtype e) a_to)")]
+    if spec.output_dtype is not None:
+        return [_rule(_pattern(spec), f"(set (dtype e) {spec.output_dtype})")]
     source = "(= l (TCons x0 rest))" if spec.variadic else ""
     return [_rule(f"{_pattern(spec)} {source} (= d (dtype x0))", "(set (dtype e) d)")]
 
@@ -523,6 +593,16 @@ def shape_rules(spec: OpSpec) -> list[str]:
             dims = [f"(+ (vec-get s {i}) (+ (vec-get a_pads {i}) (vec-get a_pads {i + rank})))" for i in range(rank)]
             rules.append(_rule(f"{pat} (= s (shape x0)) {_rank_is('s', rank)} {_rank_is('a_pads', 2 * rank)}",
                                f"(set (shape e) {_vec(dims)})"))
+    elif kind == "gather":
+        # data's dims before the axis, then the indices' dims, then data's after the axis
+        for rank in range(1, MAX_RANK + 1):
+            for axis in range(rank):
+                before = _vec([f"(vec-get s {i})" for i in range(axis)])
+                after = _vec([f"(vec-get s {i})" for i in range(axis + 1, rank)])
+                rules.append(_rule(f"{pat} (= a_axis {axis}) (= s (shape x0)) {_rank_is('s', rank)} (= si (shape x1))",
+                                   f"(set (shape e) (vec-append {before} (vec-append si {after})))"))
+    elif kind == "indices":
+        rules.append(_rule(f"{pat} (= s (shape x1))", "(set (shape e) s)"))
     elif kind == "global_pool":
         rules.append(_rule(f"{pat} (= s (shape x0)) {_rank_is('s', 4)}",
                            "(set (shape e) (vec-of (vec-get s 0) (vec-get s 1) 1 1))"))

@@ -14,7 +14,7 @@ from onnx import TensorProto
 
 from eqsat_dnn.eqsat.rules import Rule
 from eqsat_dnn.errors import InputError, RuleError
-from eqsat_dnn.verify.instances import TOLERANCES, Instance, dtype_name, make_instance, np_dtype, positive_values
+from eqsat_dnn.verify.instances import TOLERANCES, Instance, make_instance
 from eqsat_dnn.verify.oracle import Check, NoKernel, compare, counterexample, run_graph
 from eqsat_dnn.verify.patterns import Direction, Reject, Unsupported, directions
 from eqsat_dnn.verify.planner import Planner
@@ -55,8 +55,7 @@ def check_instance(runner: RuleRunner, inst: Instance, rng: np.random.Generator)
     if not checks:
         outcome.note = planner.note or "fired without changing the e-graph"
         return outcome
-    feeds = {v: rng.standard_normal(inst.shapes[v]).astype(np_dtype(inst.dtype)) for v in inst.graph.inputs}
-    feeds.update({v: positive_values(feeds[v]) for v in inst.positive})
+    feeds = inst.feeds(rng)
     original_outputs = list(inst.graph.outputs)
     try:
         values = run_graph(planner.graph(checks), feeds)
@@ -173,8 +172,7 @@ def _check_direction(direction: Direction, trials: int, seed: int, attempts: int
             outcome = Outcome(fired=True, failure=Counterexample(
                 message=f"egglog fails while running the rule: {exc}",
                 lhs=" ".join(inst.terms[r] for r in inst.roots), rhs="(none: the run failed)",
-                inputs={v: f"{dtype_name(inst.dtype)}{list(inst.shapes[v])}" for v in [*inst.graph.inputs,
-                                                                                         *inst.weights]},
+                inputs=inst.type_names(),
                 attributes=dict(inst.attributes), symbolic=inst.symbolic))
         if outcome.float32_only:
             float32_only = True

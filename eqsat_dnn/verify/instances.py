@@ -10,7 +10,7 @@ inputs' dims declared symbolic to the e-graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 from eqsat_dnn.io.onnx_out import to_onnx
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
-from eqsat_dnn.ir.language import OPS, lit
+from eqsat_dnn.ir.language import OPS, Values, lit
 from eqsat_dnn.models.builder import ModelBuilder, make_model
 from eqsat_dnn.verify.patterns import (UNSET, Direction, Pending, Reject, Unsupported, convert, freeze,
                                        is_constructor_term, is_var, primitive)
@@ -35,12 +35,29 @@ TOLERANCES = {TensorProto.DOUBLE: (1e-10, 1e-12), TensorProto.FLOAT: (1e-4, 1e-6
 ``atol + rtol * scale``."""
 
 
+EXACT_TYPES = {Values.BOOL: TensorProto.BOOL, Values.INDEX: TensorProto.INT64}
+"""The element types of inputs that are not the instance's float type (masks, indices); their
+values and the outputs of that type are compared exactly."""
+
+
 def np_dtype(dtype: int) -> type:
     return np.float64 if dtype == TensorProto.DOUBLE else np.float32
 
 
 def dtype_name(dtype: int) -> str:
     return "float64" if dtype == TensorProto.DOUBLE else "float32"
+
+
+def random_values(rng: np.random.Generator, shape: tuple[int, ...], dtype: int, values: Values,
+                  bound: int = 1, positive: bool = False) -> np.ndarray:
+    """Random values for an input or weight: normal floats of ``dtype`` (positive ones where an op
+    needs them), a mask, or int64 indices from 0 to below ``bound``."""
+    if values is Values.BOOL:
+        return rng.random(shape) < 0.5
+    if values is Values.INDEX:
+        return rng.integers(0, max(bound, 1), size=shape, dtype=np.int64)
+    drawn = rng.standard_normal(shape).astype(np_dtype(dtype))
+    return positive_values(drawn) if positive else drawn
 
 
 def positive_values(values: np.ndarray) -> np.ndarray:
@@ -67,6 +84,24 @@ class Instance:
     symbolic: bool
     positive: frozenset[str] = frozenset()
     """Graph inputs to feed positive values (see :func:`positive_values`)."""
+    values: dict[str, Values] = field(default_factory=dict)
+    """Graph inputs fed something other than floats (masks, indices)."""
+    index_bounds: dict[str, int] = field(default_factory=dict)
+    """Index inputs -> the bound their values stay below (the smallest dim they index)."""
+
+    def feeds(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Random values for every graph input (see :func:`random_values`)."""
+        return {v: random_values(rng, self.shapes[v], self.dtype, self.values.get(v, Values.FLOAT),
+                                 self.index_bounds.get(v, 1), v in self.positive) for v in self.graph.inputs}
+
+    def type_names(self) -> dict[str, str]:
+        """Every input and weight as ``float32[2, 3]``, ``bool[4]``, ..."""
+        return {v: f"{_TYPE_NAMES.get(self.graph.types[v].dtype, dtype_name(self.dtype))}{list(self.shapes[v])}"
+                for v in [*self.graph.inputs, *self.weights]}
+
+
+_TYPE_NAMES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.BOOL: "bool",
+               TensorProto.INT64: "int64"}
 
 
 class InstanceBuilder:
@@ -95,6 +130,10 @@ class InstanceBuilder:
         each other)."""
         self.positive: set[str] = set()
         """Inputs that feed an op declared positive there: fed positive values only."""
+        self.values: dict[str, Values] = {}
+        """Inputs and weights that hold masks or indices (see :attr:`OpSpec.input_values`)."""
+        self.index_bounds: dict[str, int] = {}
+        """Index inputs and weights -> the smallest dim of the tensors they index."""
         self.scalar_tensor: dict[str, str] = {}
         """A tensor variable (canonical) or leaf term's source that the query reads with
         ``(scalar t)`` -> its key in :attr:`Facts.scalars`: built as a one-element initializer."""
@@ -128,8 +167,10 @@ class InstanceBuilder:
         self.expanding.discard(var)
         return value
 
-    def fresh_input(self, name: str, shape: tuple[int, ...]) -> str:
-        name = self.onnx.input(name, tuple(int(d) for d in shape), self.dtype)
+    def fresh_input(self, name: str, shape: tuple[int, ...], values: Values = Values.FLOAT) -> str:
+        name = self.onnx.input(name, tuple(int(d) for d in shape), EXACT_TYPES.get(values, self.dtype))
+        if values is not Values.FLOAT:
+            self.values[name] = values
         self.inputs.append(name)
         self.terms[name] = name
         return name
@@ -201,14 +242,18 @@ class InstanceBuilder:
 
     # -- terms ------------------------------------------------------------------
 
-    def tensor(self, term: Any, suggestion=None, positive: bool = False) -> str:
-        """The value of a term in a ``T`` position (``positive``: an op needs positive values there)."""
-        value = self._tensor(term, suggestion, positive)
+    def tensor(self, term: Any, suggestion=None, positive: bool = False, values: Values = Values.FLOAT,
+               bound: int = 5) -> str:
+        """The value of a term in a ``T`` position (``positive``: an op needs positive values there;
+        ``values``: what it holds, indices below ``bound``)."""
+        value = self._tensor(term, suggestion, positive, values)
         if positive and value in self.inputs:
             self.positive.add(value)
+        if self.values.get(value) is Values.INDEX:
+            self.index_bounds[value] = min(self.index_bounds.get(value, max(bound, 1)), max(bound, 1))
         return value
 
-    def _tensor(self, term: Any, suggestion, positive: bool) -> str:
+    def _tensor(self, term: Any, suggestion, positive: bool, values: Values = Values.FLOAT) -> str:
         if is_var(term):
             var = self.canon(str(term))
             if var in self.tensor_vars:
@@ -220,7 +265,10 @@ class InstanceBuilder:
             if var in self.scalar_tensor:
                 value = self.scalar_weight(self.scalar_tensor[var], var)
             else:
-                value = self.fresh_input(var, self.new_shape(suggestion, var))
+                # a condition on the variable's type (a mask's, an index's) wins over the op's default
+                wanted = self.d.facts.var_dtypes.get(var)
+                values = next((k for k, t in EXACT_TYPES.items() if t == wanted), values)
+                value = self.fresh_input(var, self.new_shape(suggestion, var), values)
             self.tensor_vars[var] = value
             return value
         if not is_constructor_term(term):
@@ -240,19 +288,23 @@ class InstanceBuilder:
             if name in self.shapes:
                 return name
             if head == "Input":
-                return self.fresh_input(name, self.new_shape(suggestion))
+                return self.fresh_input(name, self.new_shape(suggestion), values)
             if to_source(term) in self.scalar_tensor:
                 return self.scalar_weight(self.scalar_tensor[to_source(term)], name)
-            values = self.onnx.normal(self.new_shape(suggestion), dtype=np_dtype(self.dtype))
-            if positive:
-                values = positive_values(values)
-            self.weights[name] = values
+            shape = self.new_shape(suggestion)
+            if values is Values.FLOAT:
+                data = self.onnx.normal(shape, dtype=np_dtype(self.dtype))
+                data = positive_values(data) if positive else data
+            else:  # indices below the smallest dim anything here has: every index weight is valid
+                data = random_values(self.s.rng, shape, self.dtype, values, min(self.s.pool))
+                self.values[name] = values
+            self.weights[name] = data
             self.terms[name] = f"(Weight {lit(name, 'String')})"
-            return self.onnx.const(values, name)
+            return self.onnx.const(data, name)
         if head == "Absent":
             return ""
         if head in OPS:
-            return self.op(term)
+            return self.op(term, values)
         raise Unsupported(f"cannot build ({head} ...) in a tensor position")
 
     def scalar_weight(self, key: str, name: str) -> str:
@@ -278,27 +330,27 @@ class InstanceBuilder:
         """A value for the scalar tensor ``key`` that passes the query's comparisons on it."""
         return scalar_value(self.s, self.d.facts.bounds.get(key, []))
 
-    def tensor_list(self, term: Any, suggestion=None) -> list[str]:
-        """The values of a term in a ``TL`` position."""
+    def tensor_list(self, term: Any, suggestion=None, values: Values = Values.FLOAT) -> list[str]:
+        """The values of a term in a ``TL`` position (holding ``values``)."""
         if is_var(term):
             var = self.canon(str(term))
             if var in self.list_vars:
                 return self.list_vars[var]
-            values = self.bound(var, lambda term: self.tensor_list(term, suggestion))
-            if values is None:
+            items = self.bound(var, lambda term: self.tensor_list(term, suggestion, values))
+            if items is None:
                 count = int(self.s.rng.integers(1, 4))
-                values = []
+                items = []
                 for k in range(count):
-                    first = self.shapes[values[0]] if values else None
-                    values.append(self.fresh_input(f"{var}{k}", self.new_shape(
-                        (lambda f=first: f) if first is not None and self.s.chance(0.8) else suggestion)))
-            self.list_vars[var] = values
-            return values
+                    first = self.shapes[items[0]] if items else None
+                    items.append(self.fresh_input(f"{var}{k}", self.new_shape(
+                        (lambda f=first: f) if first is not None and self.s.chance(0.8) else suggestion), values))
+            self.list_vars[var] = items
+            return items
         if is_constructor_term(term) and term[0] == "TNil":
             return []
         if is_constructor_term(term) and term[0] == "TCons" and len(term) == 3:
-            head = self.tensor(term[1], suggestion)
-            return [head] + self.tensor_list(term[2], lambda h=head: self.shapes.get(h))
+            head = self.tensor(term[1], suggestion, values=values)
+            return [head] + self.tensor_list(term[2], lambda h=head: self.shapes.get(h), values)
         raise Unsupported(f"cannot build a tensor list from {to_source(term)}")
 
     def literal_attr(self, arg: Any, sort: str) -> Any:
@@ -335,8 +387,11 @@ class InstanceBuilder:
             return self.attrs[var]
         return expr
 
-    def op(self, term: list) -> str:
+    def op(self, term: list, values: Values = Values.FLOAT) -> str:
+        """The output of an op term; ``values``: what the consumer wants it to hold (a mask, ...),
+        which inputs that pass their element type through (a transpose's) are built to hold too."""
         spec = OPS[str(term[0])]
+        passes_type = spec.output_dtype is None and spec.name != "Cast"
         signature = spec.signature()
         args = term[1:]
         if len(args) != len(signature):
@@ -345,13 +400,18 @@ class InstanceBuilder:
         known = {a.name: self.literal_attr(arg, a.sort) for a, arg in zip(spec.attrs, args[n_tensor:])}
         known = {k: v for k, v in known.items() if v is not UNSET}
         if spec.variadic:
-            inputs = self.tensor_list(args[0], lambda: suggest_shape(self, spec, 0, [], known))
+            inputs = self.tensor_list(args[0], lambda: suggest_shape(self, spec, 0, [], known),
+                                      values if passes_type else Values.FLOAT)
         else:
             inputs = []
             for i, arg in enumerate(args[:n_tensor]):
                 shapes_so_far = [self.shapes.get(v) if v else None for v in inputs]
+                kind = spec.input_values[i] if i < len(spec.input_values) else (
+                    values if passes_type else Values.FLOAT)
+                first = shapes_so_far[0] if shapes_so_far else None
                 inputs.append(self.tensor(arg, lambda i=i, s=shapes_so_far: suggest_shape(self, spec, i, s, known),
-                                          positive=i in spec.positive))
+                                          positive=i in spec.positive, values=kind,
+                                          bound=min(first) if first else 1))
         in_shapes = [self.shapes.get(v) if v else None for v in inputs]
         for arg in args[n_tensor:]:
             var = self.canon(str(arg)) if is_var(arg) else None
@@ -420,8 +480,8 @@ class InstanceBuilder:
     def graph(self, symbolic: dict[str, tuple] | None = None, outputs: list[str] | None = None) -> Graph:
         outputs = outputs if outputs is not None else [o for n in self.nodes for o in n.outputs if o]
         declared = symbolic or {}
-        types = {v: TensorType(self.dtype, declared.get(v, self.shapes[v])) for v in self.inputs}
-        types.update({w: TensorType(self.dtype, self.shapes[w]) for w in self.weights})
+        types = {v: TensorType(self.onnx.dtypes[v], declared.get(v, self.shapes[v])) for v in self.inputs}
+        types.update({w: TensorType(self.onnx.dtypes[w], self.shapes[w]) for w in self.weights})
         weights = {t.name: t for t in self.onnx.initializers}
         model = skeleton(self.inputs, types, outputs, self.dtype)
         return Graph(list(self.nodes), list(self.inputs), list(outputs), types, weights, model)
@@ -437,7 +497,8 @@ class InstanceBuilder:
                 t = info.type.tensor_type
                 if not t.HasField("shape") or not all(d.HasField("dim_value") for d in t.shape.dim):
                     raise Reject
-                if t.elem_type not in TOLERANCES:  # a Cast may change float32 <-> float64, nothing else
+                if t.elem_type not in TOLERANCES and t.elem_type not in EXACT_TYPES.values():
+                    # a Cast may change float32 <-> float64, nothing else; masks and indices are exact
                     raise Reject
                 return tuple(d.dim_value for d in t.shape.dim)
         raise Reject
@@ -447,7 +508,7 @@ def skeleton(inputs: list[str], types: dict[str, TensorType], outputs: list[str]
              opset: int = OPSET) -> onnx.ModelProto:
     """The model an instance's :class:`Graph` carries: typed inputs and untyped outputs (a Cast
     inside the instance may give one another float type), no nodes (the Graph holds them)."""
-    typed = [helper.make_tensor_value_info(v, dtype, list(types[v].shape)) for v in inputs]
+    typed = [helper.make_tensor_value_info(v, types[v].dtype or dtype, list(types[v].shape)) for v in inputs]
     untyped = [helper.make_empty_tensor_value_info(o) for o in outputs]
     return make_model("rule_instance", [], typed, untyped, opset=opset, ir_version=9, producer="eqsat-dnn")
 
@@ -485,4 +546,4 @@ def make_instance(direction: Direction, rng: np.random.Generator, dtype: int, sm
             types[info.name] = TensorType(t.elem_type, shape)
     graph = replace(graph, types=types)
     return Instance(graph, dict(builder.weights), dict(builder.shapes), dtype, dict(builder.attrs), dict(builder.terms),
-                    roots, symbolic, frozenset(builder.positive))
+                    roots, symbolic, frozenset(builder.positive), dict(builder.values), dict(builder.index_bounds))

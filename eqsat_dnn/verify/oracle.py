@@ -11,7 +11,7 @@ import onnx
 
 from eqsat_dnn.io.onnx_out import to_onnx
 from eqsat_dnn.ir.graph import Graph
-from eqsat_dnn.verify.instances import Instance, dtype_name
+from eqsat_dnn.verify.instances import Instance
 from eqsat_dnn.runtime.sessions import create_session
 from eqsat_dnn.verify.results import Counterexample
 
@@ -65,6 +65,9 @@ def compare(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[str
         return f"dtypes differ: {x.dtype} on the left, {y.dtype} on the right", math.inf, 0.0
     if x.size == 0:
         return "", 0.0, 0.0
+    if not np.issubdtype(x.dtype, np.floating):  # masks and indices: equal or wrong
+        wrong = int(np.count_nonzero(x != y))
+        return (f"values differ: {wrong} of {x.size} elements" if wrong else "", float(bool(wrong)), 1.0)
     nan_x, nan_y = np.isnan(x), np.isnan(y)
     if not np.array_equal(nan_x, nan_y):
         return "NaN on one side only", math.inf, 0.0
@@ -93,7 +96,6 @@ def summarize(array: np.ndarray) -> Any:
 
 def counterexample(inst: Instance, check: Check, feeds: dict, values: dict, message: str,
                    err: float | None = None, scale: float | None = None) -> Counterexample:
-    dtype = dtype_name(inst.dtype)
     shown: dict[str, Any] = {name: summarize(array) for name, array in {**feeds, **inst.weights}.items()}
     if check.reference in values:
         shown["lhs"] = summarize(values[check.reference])
@@ -103,7 +105,7 @@ def counterexample(inst: Instance, check: Check, feeds: dict, values: dict, mess
         message=message,
         lhs=check.lhs,
         rhs=check.rhs,
-        inputs={v: f"{dtype}{list(inst.shapes[v])}" for v in [*inst.graph.inputs, *inst.weights]},
+        inputs=inst.type_names(),
         attributes=dict(inst.attributes),
         max_abs_error=None if err is None or not math.isfinite(err) else err,
         scale=scale,

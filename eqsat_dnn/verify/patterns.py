@@ -98,6 +98,8 @@ class Facts:
     templates: dict[str, list[Any]] = field(default_factory=dict)
     """``(= (shape v) expr)`` with ``expr`` an expression over other values (a rotary cache's
     ``(vec-of (vec-get sx 0) (vec-get sx 2) h)``): v -> those expressions."""
+    var_dtypes: dict[str, int] = field(default_factory=dict)
+    """``(= (dtype v) n)``: v -> n (a mask or index variable becomes an input of that type)."""
     shape_vars: dict[str, list[str]] = field(default_factory=dict)
     """``(= (shape v) s)``: s -> [v] (s may be an attribute variable, e.g. a reshape target)."""
     scalars: dict[str, list[str]] = field(default_factory=dict)
@@ -160,6 +162,7 @@ def _condition_facts(facts: list) -> Facts:
             if isinstance(a, list) and len(a) == 2 and a[0] == "dtype" and is_var(a[1]) and isinstance(b, int):
                 if b not in found.dtypes:
                     found.dtypes.append(b)
+                found.var_dtypes.setdefault(str(a[1]), b)
     for group in by_var.values():
         for v in group:
             found.same.setdefault(v, []).extend(w for w in group if w != v)

@@ -280,11 +280,29 @@ def _rotary_cache(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> t
     return (first[0], first[2], first[3] // 2) if len(first) == 4 and first[3] % 2 == 0 else None
 
 
+def _like_first(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """The first input's shape (GatherElements' indices)."""
+    return known[0]
+
+
+def _nd_indices(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """GatherND's index tuples: a few leading dims, then a tuple length up to the first input's rank."""
+    if not known[0]:
+        return None
+    return s.shape(s.rank(0, 2)) + (int(s.rng.integers(1, len(known[0]) + 1)),)
+
+
+def _scalar(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...]:
+    """A 0-d tensor (Range's start, limit and delta)."""
+    return ()
+
+
 SHAPES: dict[str, Callable[[Sampler, "InstanceBuilder", list, dict], tuple[int, ...] | None]] = {
     "perm_rank": _perm_rank, "reshape_source": _reshape_source, "image": _image, "unit_dim": _unit_dim,
     "broadcast": _broadcast, "matmul_rhs": _matmul_rhs, "gemm_b": _gemm_b, "gemm_c": _gemm_c,
     "conv_kernel": _conv_kernel, "conv_bias": _conv_bias, "channel": _channel, "trailing": _trailing,
     "like_previous": _like_previous, "rotary_input": _rotary_input, "rotary_cache": _rotary_cache,
+    "like_first": _like_first, "nd_indices": _nd_indices, "scalar": _scalar,
 }
 """Shape domains of op inputs (:attr:`OpSpec.input_shapes`): ``(sampler, builder, shapes of the
 inputs before, attribute values already known) -> shape`` (None: no suggestion). A first
