@@ -83,9 +83,13 @@ def _check(args: argparse.Namespace) -> int:
                 error = f"[red]{cx.max_abs_error / max(cx.scale or 0.0, 1e-300):.1e}[/]"
             else:
                 error = f"{r.max_error:.1e}" if r.checked and cx is None else "-"
-            table.add_row(escape(r.rule.name), escape(r.rule.family), f"[{colour[r.status]}]{r.status}[/]",
-                          str(r.fired), error)
+            status = f"[{colour[r.status]}]{r.status}[/]" + (" (finite only)" if r.finite_only else "")
+            table.add_row(escape(r.rule.name), escape(r.rule.family), status, str(r.fired), error)
         console.print(table)
+        for r in results:
+            if r.finite_only:  # as its tag says: shown, not counted against it
+                console.print(f"finite only {escape(r.rule.name)}: {escape(r.edge.message)} "
+                              f"({escape(r.edge.lhs)} vs {escape(r.edge.rhs)})", soft_wrap=True)
         for r in failed + untested:
             where = f"{Path(r.rule.file).name}:{r.rule.line}"
             console.print(f"[{colour[r.status]}]{r.status}[/] {escape(r.rule.name)} ({where})"

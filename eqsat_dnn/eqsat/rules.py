@@ -40,6 +40,11 @@ class Arithmetic(Enum):
     """In IEEE float, for every input, infinities and NaN included: the rewrite moves, selects
     or reorders data, or applies the same operations to the same operands (a dot product's
     summation order is the kernel's own either way)."""
+    FINITE = "finite"
+    """In IEEE float for finite inputs only: the rewrite is exact on numbers but not on
+    infinities or NaN (``not (a < b)`` is ``a >= b`` unless one is NaN). ``--exact`` leaves such
+    rules out; the rule checker tries them on non-finite inputs too and reports them as
+    finite-only where only those break them."""
     REAL = "real"
     """In real arithmetic only: reassociation, distribution, folding factors into weights,
     reciprocals, and zero-padded kernels (``inf * 0`` is NaN). Results may round differently,
@@ -64,7 +69,7 @@ class Rule:
     simplifications that cannot grow the e-graph without end). A file says
     ``;; schedule: fixpoint`` on a line of its own."""
     arithmetic: Arithmetic = Arithmetic.REAL
-    """Where the rule holds: a file says ``;; float: exact`` (or ``real``) in its header for the
+    """Where the rule holds: a file says ``;; float: exact`` (or ``finite``, ``real``) in its header for the
     family, a rule says it in its own comment block to differ; unsaid means ``real``."""
 
     @property

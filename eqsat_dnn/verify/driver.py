@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from onnx import TensorProto
 
-from eqsat_dnn.eqsat.rules import Rule
+from eqsat_dnn.eqsat.rules import Arithmetic, Rule
 from eqsat_dnn.errors import InputError, RuleError
-from eqsat_dnn.verify.instances import TOLERANCES, Instance, make_instance
+from eqsat_dnn.verify.instances import TOLERANCES, Instance, edge_feeds, make_instance
 from eqsat_dnn.verify.oracle import Check, NoKernel, compare, counterexample, run_graph
 from eqsat_dnn.verify.patterns import Direction, Reject, Unsupported, directions
 from eqsat_dnn.verify.planner import Planner
@@ -43,6 +43,13 @@ class Outcome:
     skip: bool = False
     float32_only: bool = False
     note: str = ""
+    edge: Counterexample | None = None
+    """Where the rule holds on this instance's finite inputs but not on non-finite ones."""
+
+
+EDGE_TESTED = (Arithmetic.EXACT, Arithmetic.FINITE)
+"""Rules the checker also runs on infinities and NaN: an ``exact`` rule must hold there (else it
+fails), a ``finite`` one is reported finite-only where it does not."""
 
 
 def check_instance(runner: RuleRunner, inst: Instance, rng: np.random.Generator) -> Outcome:
@@ -99,6 +106,11 @@ def check_instance(runner: RuleRunner, inst: Instance, rng: np.random.Generator)
             continue  # empty tensors agree vacuously: no evidence either way
         outcome.checks += 1
         outcome.max_error = max(outcome.max_error, err / max(scale, 1e-300) if scale else err)
+    if runner.d.rule.arithmetic in EDGE_TESTED:
+        outcome.edge = _edge_failure(inst, planner, checks, feeds, rng)
+        if outcome.edge is not None and runner.d.rule.arithmetic is Arithmetic.EXACT:
+            outcome.failure, outcome.checks = outcome.edge, 0
+            return outcome
     # the shape analysis must agree with what the new terms compute (else shape conditions lie);
     # classes holding an original value got their shape from ONNX at import, not from the analysis
     for value, cls in planner.value_class.items():
@@ -114,6 +126,25 @@ def check_instance(runner: RuleRunner, inst: Instance, rng: np.random.Generator)
             outcome.checks = 0
             return outcome
     return outcome
+
+
+def _edge_failure(inst: Instance, planner: Planner, checks: list[Check], feeds: dict[str, np.ndarray],
+                  rng: np.random.Generator) -> Counterexample | None:
+    """The same programs on inputs with infinities and NaN (:func:`edge_feeds`): a
+    counterexample where the two sides then differ (non-finite positions compared exactly)."""
+    edged = edge_feeds(feeds, rng)
+    try:
+        values = run_graph(planner.graph(checks), edged)
+    except Exception:  # the runtime refuses these values: nothing learnt
+        return None
+    values.update(edged)
+    values.update(inst.weights)
+    rtol, atol = TOLERANCES[inst.dtype]
+    for check in checks:
+        problem, err, scale = compare(np.asarray(values[check.reference]), np.asarray(values[check.other]), rtol, atol)
+        if problem:
+            return counterexample(inst, check, edged, values, f"on non-finite inputs: {problem}", err, scale)
+    return None
 
 
 def _check_direction(direction: Direction, trials: int, seed: int, attempts: int,
@@ -184,6 +215,9 @@ def _check_direction(direction: Direction, trials: int, seed: int, attempts: int
                 result.counterexample = outcome.failure
             continue
         result.fired += 1
+        if outcome.edge is not None and result.edge is None:
+            outcome.edge.direction = direction.label
+            result.edge = outcome.edge
         if outcome.failure is not None:
             outcome.failure.direction = direction.label
             result.counterexample = outcome.failure
@@ -206,6 +240,8 @@ def _check_direction(direction: Direction, trials: int, seed: int, attempts: int
                 notes.insert(0, f"never fired in {result.attempts} instances")
     if float32_only:
         notes.append("float32 only (the runtime lacks float64 kernels)")
+    if result.finite_only:
+        notes.append(f"finite only, as tagged: {result.edge.message}")
     result.note = "; ".join(filter(None, [result.note] + notes))
     result.seconds = time.perf_counter() - start
     return result
@@ -250,7 +286,8 @@ def check_rule(rule: Rule, trials: int = DEFAULT_TRIALS, seed: int = 0, attempts
             rule, status, fired=sum(p.fired for p in parts), checked=sum(p.checked for p in parts),
             attempts=sum(p.attempts for p in parts), comparisons=sum(p.comparisons for p in parts),
             max_error=max(p.max_error for p in parts),
-            counterexample=failed[0].counterexample if failed else None, note="; ".join(notes))
+            counterexample=failed[0].counterexample if failed else None, note="; ".join(notes),
+            edge=next((p.edge for p in parts if p.edge is not None), None))
     result.seconds = time.perf_counter() - start
     return result
 

@@ -66,6 +66,26 @@ def positive_values(values: np.ndarray) -> np.ndarray:
     return np.abs(values) + values.dtype.type(0.5)
 
 
+EDGE_VALUES = (np.inf, -np.inf, np.nan)
+
+
+def edge_feeds(feeds: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``feeds`` with infinities and NaN in their float inputs: scattered entries, or a whole
+    last-axis row of ``-inf`` (an attention score row that a mask hides entirely)."""
+    edged = dict(feeds)
+    for name, x in feeds.items():
+        if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+            continue
+        y = x.copy()
+        if y.ndim and rng.random() < 0.3:
+            y[tuple(int(rng.integers(d)) for d in y.shape[:-1])] = -np.inf
+        else:
+            hit = rng.random(y.shape) < 0.3
+            y[hit] = np.asarray(EDGE_VALUES, dtype=y.dtype)[rng.integers(len(EDGE_VALUES), size=int(hit.sum()))]
+        edged[name] = y
+    return edged
+
+
 @dataclass
 class Instance:
     """One instantiated left-hand side, ready for the e-graph and for onnxruntime."""

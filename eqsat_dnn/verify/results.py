@@ -72,6 +72,14 @@ class RuleCheck:
     seconds: float = 0.0
     counterexample: Counterexample | None = None
     note: str = ""
+    edge: Counterexample | None = None
+    """For a rule tagged ``finite`` that holds on every finite instance: an instance with
+    infinities or NaN in its inputs on which it does not (the rule is finite-only, as tagged)."""
+
+    @property
+    def finite_only(self) -> bool:
+        """Whether the rule held on finite inputs and broke only on non-finite ones."""
+        return self.status is RuleStatus.VERIFIED and self.edge is not None
 
     @property
     def ok(self) -> bool:
@@ -90,6 +98,7 @@ class RuleCheck:
             "comparisons": self.comparisons, "max_error": self.max_error,
             "seconds": round(self.seconds, 3), "note": self.note,
             "counterexample": self.counterexample.to_dict() if self.counterexample else None,
+            "finite_only": self.finite_only, "edge": self.edge.to_dict() if self.edge else None,
         }
 
 
