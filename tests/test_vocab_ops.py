@@ -16,7 +16,7 @@ from eqsat_dnn.io.onnx_out import to_onnx
 from eqsat_dnn.ir.language import BOOL, OPS
 
 NEW_OPS = {"Gather", "GatherElements", "GatherND", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
-           "And", "Or", "Not", "Max", "Min", "Abs", "Log", "Softplus", "CumSum", "ReduceMax", "Trilu", "Range"}
+           "ConstantOfShape", "And", "Or", "Not", "Max", "Min", "Abs", "Log", "Softplus", "CumSum", "ReduceMax", "Trilu", "Range"}
 
 
 def _const(name: str, value) -> onnx.TensorProto:
@@ -32,6 +32,7 @@ def _model() -> onnx.ModelProto:
         _const("axis1", np.int64(1)), _const("axes2", np.array([2], np.int64)),
         _const("idx", rng.integers(0, 4, (2, 5, 4)).astype(np.int64)),
         _const("nd", np.array([[0, 1], [1, 4]], np.int64)), _const("half", np.float32(0.5)),
+        _const("len5", np.array([5], np.int64)),
     ]
     n = helper.make_node
     nodes = [
@@ -51,12 +52,19 @@ def _model() -> onnx.ModelProto:
         n("GatherElements", ["x", "idx"], ["ge_el"], axis=2), n("GatherND", ["x", "nd"], ["gnd"]),
         n("Reshape", ["sp", "xs"], ["sp_same"]), n("Transpose", ["sp_same"], ["sp_t"], perm=[0, 1, 2]),
         n("MatMul", ["tri", "sp_t"], ["tri_sp"]),
+        # position ids as exports write them: a running sum of ones, less one (constant: folded)
+        n("ConstantOfShape", ["len5"], ["ones5"], value=numpy_helper.from_array(np.array([1], np.int64))),
+        n("CumSum", ["ones5", "zero"], ["count"]), n("Sub", ["count", "one"], ["pos"]),
+        # a fill read by a computed tensor: kept as a node, not made a large initializer
+        n("ConstantOfShape", ["xs"], ["fill"], value=numpy_helper.from_array(np.array([-2.5], np.float32))),
+        n("Max", ["x", "fill"], ["clipped"]),
     ]
     # MatMul of [5, 5] and [2, 5, 4] broadcasts: a causal running sum written with a triangle
     outputs = [("rm", TensorProto.FLOAT, [2, 5, 1]), ("early", TensorProto.BOOL, [5]),
                ("both", TensorProto.BOOL, [2, 5, 4]), ("either", TensorProto.BOOL, [2, 5, 4]),
                ("eq", TensorProto.BOOL, [2, 5]), ("ge_el", TensorProto.FLOAT, [2, 5, 4]),
-               ("gnd", TensorProto.FLOAT, [2, 4]), ("tri_sp", TensorProto.FLOAT, [2, 5, 4])]
+               ("gnd", TensorProto.FLOAT, [2, 4]), ("tri_sp", TensorProto.FLOAT, [2, 5, 4]),
+               ("pos", TensorProto.INT64, [5]), ("clipped", TensorProto.FLOAT, [2, 5, 4])]
     graph = helper.make_graph(
         nodes, "vocab",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 5]),
@@ -97,6 +105,8 @@ def test_export_writes_them_back_and_folds_constant_subgraphs():
     onnx.checker.check_model(exported, full_check=True)
     ops = {node.op_type for node in exported.graph.node}
     assert not {"Range", "Trilu", "Shape"} & ops  # constant subgraphs folded
+    assert [n.op_type for n in exported.graph.node].count("ConstantOfShape") == 1  # the fill, not the ones
+    assert numpy_helper.to_array(next(w for w in exported.graph.initializer if w.name == "pos")).tolist() == [0, 1, 2, 3, 4]
     assert {"Gather", "CumSum", "ReduceMax", "GatherND", "GatherElements", "And", "Or", "Not"} <= ops
     rng = np.random.default_rng(1)
     feeds = {"ids": rng.integers(0, 10, (2, 5)).astype(np.int64),

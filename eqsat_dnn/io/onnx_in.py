@@ -662,6 +662,20 @@ def _normalise_flatten(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given
     return attrs
 
 
+def _normalise_constant_of_shape(imp: _Importer, proto: onnx.NodeProto, attrs: dict, given: dict,
+                                 rank: int | None) -> dict | None:
+    """ONNX's one-element ``value`` tensor as a number and its element type (float32 0 by default)."""
+    if attrs["shape"] is None or "dtype" in given:
+        return None
+    tensor = attrs["value"]
+    if isinstance(tensor, onnx.TensorProto):
+        array = numpy_helper.to_array(tensor)
+        if array.size != 1 or array.dtype.kind not in "biuf" or float(array.item()) != array.item():
+            return None  # a number a float cannot hold exactly stays opaque
+        attrs["value"], attrs["dtype"] = float(array.item()), tensor.data_type
+    return attrs
+
+
 _NORMALISE = {
     "Softmax": _normalise_axis,
     "LayerNormalization": _normalise_axis,
@@ -679,6 +693,7 @@ _NORMALISE = {
     "Gather": _normalise_axis,
     "GatherElements": _normalise_axis,
     "CumSum": _normalise_axis,
+    "ConstantOfShape": _normalise_constant_of_shape,
     "Reshape": _normalise_reshape,
     "Conv": _normalise_conv,
     "MaxPool": _normalise_pool,

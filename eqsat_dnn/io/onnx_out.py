@@ -137,6 +137,8 @@ def _node_proto(node: Node, opset: int, taken: set[str], extra: list[onnx.Tensor
         if value is None or _is_default(value, attr.default):
             continue
         attributes[attr.name] = value
+    if node.op in _WRITE:
+        attributes = _WRITE[node.op](node.attrs)
     outputs = [o or fresh_name(f"{node.name or node.op}_unused{k}", taken) for k, o in enumerate(node.outputs)]
     proto = helper.make_node(node.written_op, inputs, outputs, name=node.name or None, domain=spec.domain or None,
                              **{k: v for k, v in attributes.items() if v != []})
@@ -144,6 +146,17 @@ def _node_proto(node: Node, opset: int, taken: set[str], extra: list[onnx.Tensor
     proto.attribute.extend(helper.make_attribute(k, [], attr_type=onnx.AttributeProto.INTS)
                            for k, v in attributes.items() if v == [])
     return proto
+
+
+def _constant_of_shape_attrs(attrs: dict) -> dict:
+    """ConstantOfShape's value and element type, as ONNX's one-element ``value`` tensor."""
+    dtype = helper.tensor_dtype_to_np_dtype(int(attrs["dtype"]))
+    return {"value": numpy_helper.from_array(np.array([attrs["value"]], dtype=dtype), "value")}
+
+
+_WRITE = {"ConstantOfShape": _constant_of_shape_attrs}
+"""Ops whose ONNX attributes are not their e-graph attributes one for one: their writers (the
+inverse of :mod:`eqsat_dnn.io.onnx_in`'s normalisers)."""
 
 
 def _is_default(value, default) -> bool:
@@ -157,9 +170,9 @@ def _is_default(value, default) -> bool:
 def fold_weight_expressions(graph: Graph, values: bool = True) -> Graph:
     """Evaluate every vocabulary node whose inputs are all constant; its outputs become weights.
 
-    Constant opaque nodes (ConstantOfShape, ...) are evaluated where a folded node reads them
-    and otherwise left as they are: folding them alone would only trade a small node for a
-    large initializer. ``values=False`` evaluates nothing: the outputs become data-less stubs
+    Constant opaque nodes, and nodes that read no tensor at all (ConstantOfShape), are evaluated
+    where a folded node reads them and otherwise left as they are: folding them alone would only
+    trade a small node for a large initializer. ``values=False`` evaluates nothing: the outputs become data-less stubs
     of their inferred types (the same nodes fold; where a type is unknown, none does)."""
     weights = dict(graph.weights)
     foldable: list[Node] = []
@@ -177,13 +190,13 @@ def fold_weight_expressions(graph: Graph, values: bool = True) -> Graph:
     while True:  # an opaque constant read by a node that stays, stays itself
         staying_nodes = [n for n in graph.nodes if id(n) not in folded]
         needed = ({i for n in staying_nodes for i in n.inputs + n.implicit_inputs} | set(graph.outputs)) - set(weights)
-        staying = {id(n) for n in foldable if id(n) in folded and n.op == OPAQUE
+        staying = {id(n) for n in foldable if id(n) in folded and (n.op == OPAQUE or not any(n.inputs))
                    and any(o in needed for o in n.outputs)}
         if not staying:
             break
         folded -= staying
     kept = [n for n in graph.nodes if id(n) not in folded]
-    wanted = [o for n in foldable if n.op != OPAQUE for o in n.outputs if o and o in needed]
+    wanted = [o for n in foldable if n.op != OPAQUE and id(n) in folded for o in n.outputs if o and o in needed]
     if not wanted:
         return Graph(kept, graph.inputs, graph.outputs, graph.types, weights, graph.model)
     if not values:

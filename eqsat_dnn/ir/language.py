@@ -141,7 +141,9 @@ class OpSpec:
     """Per tensor input, what the rule checker feeds it (past the end: :attr:`Values.FLOAT`)."""
     output_dtype: int | None = None
     """The output's ONNX element type where the op fixes it (:data:`BOOL` for comparisons);
-    None: the first input's (Cast's is its ``to``)."""
+    None: the first input's, or :attr:`dtype_attr`'s."""
+    dtype_attr: str | None = None
+    """The attribute that gives the output's element type (Cast's ``to``)."""
     sampler: str | None = None
     """A hook of the rule checker (:data:`eqsat_dnn.verify.sampling.HOOKS`) that draws attributes
     that constrain each other together, once the inputs are drawn (Slice's starts, ends, axes
@@ -212,7 +214,7 @@ OPS: dict[str, OpSpec] = {
         _unary("Reciprocal", "1 / x", positive=True),
         OpSpec("Identity", ("X",), description="the input itself (removed by the rules)"),
         OpSpec("Cast", ("X",), (Attr("to", "i64", domain=(1, 11, 1, 11, BOOL, 7)), Attr("saturate", "i64", 1, domain=(1,))),
-               elementwise=True, description="element type conversion (the output's dtype is `to`)"),
+               elementwise=True, dtype_attr="to", description="element type conversion (the output's dtype is `to`)"),
         OpSpec("Gelu", ("X",), (Attr("approximate", "String", "none", domain=("none", "tanh")),), elementwise=True,
                description="Gaussian error linear unit (opset 20)", since=20),
         OpSpec("MatMul", ("A", "B"), shape="matmul", description="numpy-style matrix product", ranks=_RANKED,
@@ -323,6 +325,11 @@ OPS: dict[str, OpSpec] = {
                                      Attr("upper", "i64", 1, domain=(0, 1))),
                description="the upper (or lower) triangle of the last two axes (causal masks)", ranks=(2, 4),
                since=14),
+        OpSpec("ConstantOfShape", (), (Attr("shape", "IVec", from_input=0, input_since=9, domain="any_shape"),
+                                       Attr("value", "f64", 0.0, domain=(0.0, 1.0, -math.inf, 0.5)),
+                                       Attr("dtype", "i64", 1, domain="float_type")),
+               shape="reshape", dtype_attr="dtype",
+               description="a tensor of one value (its element type: dtype; ONNX's value attribute holds both)"),
         OpSpec("Range", ("start", "limit", "delta"), shape="none", since=11,
                description="start, start + delta, ... below limit (position ids)",
                input_shapes=("scalar", "scalar", "scalar")),
@@ -495,8 +502,8 @@ def _pattern(spec: OpSpec) -> str:
 
 
 def _dtype_rules(spec: OpSpec) -> list[str]:
-    if spec.name == "Cast":
-        return [_rule(_pattern(spec), "(set (dtype e) a_to)")]
+    if spec.dtype_attr is not None:
+        return [_rule(_pattern(spec), f"(set (dtype e) a_{spec.dtype_attr})")]
     if spec.output_dtype is not None:
         return [_rule(_pattern(spec), f"(set (dtype e) {spec.output_dtype})")]
     source = "(= l (TCons x0 rest))" if spec.variadic else ""

@@ -411,7 +411,7 @@ class InstanceBuilder:
         """The output of an op term; ``values``: what the consumer wants it to hold (a mask, ...),
         which inputs that pass their element type through (a transpose's) are built to hold too."""
         spec = OPS[str(term[0])]
-        passes_type = spec.output_dtype is None and spec.name != "Cast"
+        passes_type = spec.output_dtype is None and spec.dtype_attr is None
         signature = spec.signature()
         args = term[1:]
         if len(args) != len(signature):
@@ -440,7 +440,7 @@ class InstanceBuilder:
                     self.attrs[var] = self.derive(self.d.facts.derived[var])
                 except (Pending, Reject, Unsupported, TypeError, ValueError, ZeroDivisionError):
                     pass
-        if spec.sampler is not None and in_shapes[0]:
+        if spec.sampler is not None and in_shapes and in_shapes[0]:
             given = dict(known)
             for attr, arg in zip(spec.attrs, args[n_tensor:]):
                 if is_var(arg) and self.canon(str(arg)) in self.attrs:

@@ -584,13 +584,23 @@ def _pad_widths(c: Context) -> Any:
     return [int(c.s.rng.integers(0, 3)) for _ in range(2 * r)]
 
 
+def _any_shape(c: Context) -> Any:
+    """A shape of the sampler's dims (what ConstantOfShape builds)."""
+    return list(c.s.shape(c.s.rank(1, 4)))
+
+
+def _float_type(c: Context) -> Any:
+    """The instance's float type (an element type attribute: ConstantOfShape's)."""
+    return c.b.dtype
+
+
 DOMAINS: dict[str, Callable[[Context], Any]] = {
     "axis": _axis, "axis_or_end": _axis_or_end, "perm": _perm, "reshape_target": _reshape_target,
     "allowzero": _allowzero, "norm_axis": _norm_axis, "split_sizes": _split_sizes, "split_index": _split_index,
     "planned": _planned, "unit_axes": _unit_axes, "new_axes": _new_axes, "axes_subset": _axes_subset,
     "gemm_transB": _gemm_trans_b, "steps_2d": _steps_2d, "conv_pads": _conv_pads, "conv_group": _conv_group,
     "pool_kernel": _pool_kernel, "pool_pads": _pool_pads, "pool_dilations": _pool_dilations,
-    "mostly_zero": _mostly_zero, "pad_widths": _pad_widths,
+    "mostly_zero": _mostly_zero, "pad_widths": _pad_widths, "any_shape": _any_shape, "float_type": _float_type,
 }
 """Shape-dependent attribute domains (:attr:`Attr.domain`). Each falls back to any value of
 the sort (or the ONNX default) where the input shapes do not fit the op: such an instance
