@@ -21,6 +21,27 @@ def _private_cost_cache(tmp_path_factory):
     yield
 
 
+def rule_instances(text: str, kind: str = "rewrite", dtype: int = onnx.TensorProto.DOUBLE, seed: int = 0,
+                   trials: int = 60) -> list:
+    """The rule checker's instances of one rule's left-hand side, from ``trials`` seeded streams
+    (those ONNX rejects left out)."""
+    import numpy as np
+
+    from eqsat_dnn.eqsat.rules import Rule
+    from eqsat_dnn.verify.instances import make_instance
+    from eqsat_dnn.verify.patterns import Reject, directions
+
+    rule = Rule(name="probe", family="probe", kind=kind, text=text, description="", file="probe.egg", line=1)
+    (direction,) = directions(rule)
+    built = []
+    for stream in range(trials):
+        try:
+            built.append(make_instance(direction, np.random.default_rng([seed, stream]), dtype))
+        except Reject:
+            continue
+    return built
+
+
 def light_model(name: str) -> Path:
     path = LIGHT_DIR / f"light_{name}.onnx"
     if not path.exists():

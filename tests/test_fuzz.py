@@ -645,17 +645,146 @@ def _cast_round_trip(b, local):
     return [b.node("Cast", [first.name], x.shape, to=TensorProto.FLOAT, positive=x.positive, bounded=x.bounded)]
 
 
+def _int_weight(b: _Builder, values) -> str:
+    """An int64 initializer of any shape (a 0-d one for a scalar)."""
+    name = b.fresh("c")
+    b.weights.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+    return name
+
+
+def _float_scalar(b: _Builder, value: float) -> str:
+    name = b.fresh("f")
+    b.weights.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+    return name
+
+
+def _mask(b, local):
+    """A comparison (maybe negated, maybe combined with a second one) cast back to float."""
+    c = b.choose
+    x = b.pick(local)
+    y = _second_operand(b, local, x, positive=False)
+    shape = _broadcast(x.shape, y.shape)
+    if shape is None:
+        return None
+    ops = ["Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"]
+    made = [b.node(c.element(ops), [x.name, y.name], shape)]
+    if c.chance(50):
+        made.append(b.node("Not", [made[-1].name], shape))
+    if c.chance(50):
+        first, other = made[-1], b.node(c.element(ops), [y.name, x.name], shape)
+        made += [other, b.node(c.element(["And", "Or"]), [first.name, other.name], shape)]
+    # only the float result joins the operands of later steps (the masks are not floats)
+    return [b.node("Cast", [made[-1].name], shape, to=TensorProto.FLOAT, bounded=True)]
+
+
+def _max_min(b, local):
+    c = b.choose
+    op = c.element(["Max", "Min"])
+    x = b.pick(local)
+    y = _second_operand(b, local, x, positive=False)
+    shape = _broadcast(x.shape, y.shape)
+    if shape is None:
+        return None
+    positive = (x.positive or y.positive) if op == "Max" else (x.positive and y.positive)
+    return [b.node(op, [x.name, y.name], shape, positive=positive, bounded=x.bounded and y.bounded)]
+
+
+def _abs_log_softplus(b, local):
+    op = b.choose.element(["Abs", "Softplus", "Log"])
+    x = b.pick(local, (lambda v: v.positive) if op == "Log" else (lambda v: True))
+    if x is None:
+        return None
+    return [b.node(op, [x.name], x.shape, positive=op == "Abs" and x.positive,
+                   bounded=x.bounded and op != "Log" or (op == "Log" and x.bounded))]
+
+
+def _gather(b, local):
+    """Gather, GatherElements or GatherND of a value, at constant in-range indices."""
+    c = b.choose
+    x = b.pick(local, lambda v: v.static and len(v.shape) >= 1)
+    if x is None:
+        return None
+    op = c.element(["Gather", "GatherElements", "GatherND"])
+    rank = len(x.shape)
+    axis = c.integer(0, rank - 1)
+    if op == "Gather":
+        idx = b.rng.integers(-x.shape[axis], x.shape[axis], size=(c.integer(1, 3),) * c.integer(0, 2))
+        shape = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
+        return [b.node(op, [x.name, _int_weight(b, idx)], shape, axis=axis, positive=x.positive, bounded=x.bounded)]
+    if op == "GatherElements":
+        idx_shape = tuple(d if i != axis else c.integer(1, d) for i, d in enumerate(x.shape))
+        idx = b.rng.integers(-x.shape[axis], x.shape[axis], size=idx_shape)
+        return [b.node(op, [x.name, _int_weight(b, idx)], idx_shape, axis=axis, positive=x.positive,
+                       bounded=x.bounded)]
+    k = c.integer(1, rank)
+    rows = c.integer(1, 3)
+    idx = np.stack([b.rng.integers(0, d, size=rows) for d in x.shape[:k]], axis=-1)
+    return [b.node(op, [x.name, _int_weight(b, idx)], (rows,) + tuple(x.shape[k:]), positive=x.positive,
+                   bounded=x.bounded)]
+
+
+def _cumsum_or_reduce_max(b, local):
+    c = b.choose
+    x = b.pick(local, lambda v: len(v.shape) >= 1)
+    if x is None:
+        return None
+    axis = c.integer(0, len(x.shape) - 1)
+    if c.chance(50):
+        return [b.node("CumSum", [x.name, _int_weight(b, axis)], x.shape, exclusive=c.integer(0, 1),
+                       reverse=c.integer(0, 1), positive=False)]
+    keep = c.integer(0, 1)
+    shape = tuple(d for i, d in enumerate(x.shape) if i != axis or keep)
+    shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape)) if keep else shape
+    attrs = {"keepdims": keep} if b.opset >= 18 else {"keepdims": keep, "axes": [axis]}
+    inputs = [x.name, b.ints([axis])] if b.opset >= 18 else [x.name]
+    return [b.node("ReduceMax", inputs, shape, positive=x.positive, bounded=x.bounded, **attrs)]
+
+
+def _trilu(b, local):
+    c = b.choose
+    x = b.pick(local, lambda v: len(v.shape) >= 2)
+    if x is None or b.opset < 14:
+        return None
+    inputs = [x.name] + ([_int_weight(b, c.integer(-1, 1))] if c.chance(50) else [])
+    return [b.node("Trilu", inputs, x.shape, upper=c.integer(0, 1), bounded=x.bounded)]
+
+
+def _positions_and_fills(b, local):
+    """Constant subgraphs as exports write them: positions from a Range added to the last axis,
+    or a fill of one value (ConstantOfShape, from a Shape where the dims are static) as a floor."""
+    c = b.choose
+    x = b.pick(local, lambda v: len(v.shape) >= 1 and isinstance(v.shape[-1], int))
+    if x is None:
+        return None
+    if c.chance(50):
+        d = x.shape[-1]
+        r = b.node("Range", [_float_scalar(b, 0.0), _float_scalar(b, float(d)), _float_scalar(b, 1.0)], (d,))
+        scaled = b.node("Mul", [r.name, _float_scalar(b, 0.25)], (d,))
+        return [r, scaled, b.node("Add", [x.name, scaled.name], x.shape)]
+    if x.static and c.chance(50):
+        dims = b.node("Shape", [x.name], (len(x.shape),))
+        dims_name = dims.name
+    else:
+        dims_name = _int_weight(b, [d if isinstance(d, int) else 1 for d in x.shape])
+    value = numpy_helper.from_array(np.asarray([c.element([-1.0, 0.0, 0.5])], np.float32), "value")
+    fill = b.node("ConstantOfShape", [dims_name], tuple(d if isinstance(d, int) else 1 for d in x.shape), value=value)
+    return [fill, b.node("Max", [x.name, fill.name], x.shape, positive=x.positive, bounded=x.bounded)]
+
+
 _APPLY: dict[str, Callable[[_Builder, list[_Value]], list[_Value] | None]] = {
     "activation": _activation, "exp": _exp, "sqrt": _sqrt_or_reciprocal, "gelu": _gelu, "binary": _binary,
     "pow": _pow, "matmul": _matmul, "gemm": _gemm, "transpose": _transpose, "reshape": _reshape,
     "flatten": _flatten, "concat": _concat, "split": _split, "slice": _slice, "squeeze": _squeeze_unsqueeze,
     "reduce": _reduce, "softmax": _softmax, "layernorm": _layer_norm, "batchnorm": _batch_norm, "fused": _fused,
-    "conv": _conv, "pool": _pool, "pad": _pad, "cast": _cast_round_trip,
+    "conv": _conv, "pool": _pool, "pad": _pad, "cast": _cast_round_trip, "mask": _mask, "maxmin": _max_min,
+    "abslog": _abs_log_softplus, "gather": _gather, "cumsum": _cumsum_or_reduce_max, "trilu": _trilu,
+    "positions": _positions_and_fills,
 }
 _DENSE_OPS = ["activation", "activation", "exp", "sqrt", "gelu", "binary", "binary", "binary", "pow",
               "matmul", "matmul", "matmul", "gemm", "transpose", "transpose", "reshape", "reshape", "flatten",
               "concat", "split", "slice", "squeeze", "reduce", "softmax", "layernorm", "batchnorm", "pad", "cast",
-              "fused", "fused"]
+              # appended, so that recorded decision lists keep their meaning
+              "fused", "fused", "mask", "maxmin", "abslog", "gather", "cumsum", "trilu", "positions"]
 _CONV_OPS = ["conv", "conv", "conv", "batchnorm", "activation", "activation", "binary", "binary", "pool",
              "pool", "concat", "split", "slice", "transpose", "reshape", "flatten", "pad", "exp", "sqrt"]
 OPSETS = [13, 17, 18, 20, 23]

@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 from eqsat_dnn.eqsat.rules import Arithmetic, Rule, library_dir, parse_rule_file
 from eqsat_dnn.ir.language import Values
 from eqsat_dnn.verify import check_rule
-from eqsat_dnn.verify.instances import edge_feeds, make_instance
-from eqsat_dnn.verify.patterns import Reject, directions
+from eqsat_dnn.verify.instances import edge_feeds
+from tests.conftest import rule_instances
 
 NOT_LESS = '(rewrite (Not (Less a b)) (GreaterOrEqual a b) :name "not-less-probe")'
 
@@ -25,16 +25,8 @@ def _rule(tmp_path: Path, text: str, tag: str) -> Rule:
     return rule
 
 
-def _instances(text: str, trials: int = 40):
-    rule = Rule(name="probe", family="probe", kind="rewrite", text=text, description="", file="probe.egg", line=1)
-    (direction,) = directions(rule)
-    built = []
-    for stream in range(trials):
-        try:
-            built.append(make_instance(direction, np.random.default_rng([2, stream]), TensorProto.FLOAT))
-        except Reject:
-            continue
-    return built
+def _instances(text: str):
+    return rule_instances(text, dtype=TensorProto.FLOAT, seed=2, trials=40)
 
 
 def test_masks_and_indices_are_drawn_as_the_ops_declare_them():

@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from eqsat_dnn.eqsat.rules import Rule
 from eqsat_dnn.ir.language import OPS, OpSpec
-from eqsat_dnn.verify.instances import make_instance
-from eqsat_dnn.verify.patterns import Reject, directions
 from eqsat_dnn.verify.sampling import DOMAINS, HOOKS, SHAPES
 from eqsat_dnn.ir.sexpr import Str, Sym, parse_all, parse_sexp, parse_term, to_source
+from tests.conftest import rule_instances
 
 
 def test_parse_term_is_one_hashable_expression():
@@ -46,15 +44,7 @@ def test_every_declared_domain_exists():
 
 
 def _instances(text: str, trials: int = 60):
-    rule = Rule(name="probe", family="probe", kind="rewrite", text=text, description="", file="probe.egg", line=1)
-    (direction,) = directions(rule)
-    built = []
-    for stream in range(trials):
-        try:
-            built.append(make_instance(direction, np.random.default_rng([0, stream]), TensorProto.DOUBLE))
-        except Reject:
-            continue
-    return built
+    return rule_instances(text, trials=trials)
 
 
 def test_a_new_elementwise_op_needs_no_checker_change(monkeypatch):

@@ -11,8 +11,7 @@ from onnx import TensorProto
 
 from eqsat_dnn.eqsat.rules import Rule, parse_rule_file
 from eqsat_dnn.verify import check_rule
-from eqsat_dnn.verify.instances import make_instance
-from eqsat_dnn.verify.patterns import Reject, directions
+from tests.conftest import rule_instances
 
 # a product scaled by a one-element constant is Gemm's alpha (the constant's value as an attribute)
 ALPHA = ('(rule ((= e (Mul (MatMul a b) c)) (= s (scalar c)) (= (vec-length (shape a)) 2) '
@@ -28,16 +27,8 @@ def _rule(tmp_path: Path, text: str) -> Rule:
     return rule
 
 
-def _instances(text: str, dtype: int = TensorProto.FLOAT, trials: int = 40):
-    rule = Rule(name="probe", family="probe", kind="rule", text=text, description="", file="probe.egg", line=1)
-    (direction,) = directions(rule)
-    built = []
-    for stream in range(trials):
-        try:
-            built.append(make_instance(direction, np.random.default_rng([1, stream]), dtype))
-        except Reject:
-            continue
-    return built
+def _instances(text: str, dtype: int = TensorProto.FLOAT):
+    return rule_instances(text, kind="rule", dtype=dtype, seed=1, trials=40)
 
 
 def test_a_scalar_tensor_is_a_one_element_constant_passing_the_conditions():
