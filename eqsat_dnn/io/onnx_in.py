@@ -122,7 +122,7 @@ def load_model(
         try:
             model = shapes_only(model, None if base_dir is None else str(base_dir))
         except (OSError, ValueError, onnx.checker.ValidationError) as exc:
-            raise InputError(f"cannot read external data: {_first_line(exc)}") from None
+            raise InputError(f"cannot read external data: {first_line(exc, 300)}") from None
     _check_opsets(model)
     # overrides first: they may give a rank-unknown input the shape the checker demands
     _override_input_shapes(model, input_shapes or {})
