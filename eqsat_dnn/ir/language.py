@@ -8,7 +8,7 @@ generated), and which of its ONNX inputs are really constant attributes
 export, the cost model and the rule checker all read this table; the rule checker
 (:mod:`eqsat_dnn.verify.sampling`) draws random instances of an op from what its spec declares
 (the rank of its first input, a shape domain per input, a value domain per attribute, inputs
-that must be positive), so a new op whose attributes and inputs fit those domains needs no
+that must be positive, inputs that hold masks or indices), so a new op whose attributes and inputs fit those domains needs no
 change to the checker.
 
 Conventions inside the e-graph:
