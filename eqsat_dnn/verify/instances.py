@@ -67,6 +67,7 @@ def positive_values(values: np.ndarray) -> np.ndarray:
 
 
 EDGE_VALUES = (np.inf, -np.inf, np.nan)
+"""What :func:`edge_feeds` scatters into float inputs."""
 
 
 def edge_feeds(feeds: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
