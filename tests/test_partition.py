@@ -294,7 +294,8 @@ def test_bert_structure_ilp_is_fast():
 
 def test_real_exports_replicate_only_what_has_no_rule(plans):
     bert = plans["bert-dynamo-ilp-4"][1]
-    assert set(bert.replicate_only) == {"GatherElements", "GatherND"}
+    # the GatherElements of the token type ids reads constants only: a vocabulary op, it folds
+    assert set(bert.replicate_only) == {"GatherND"}
     assert {"MatMul", "Softmax", "LayerNormalization", "Gather", "Where"}.isdisjoint(bert.replicate_only)
 
 
