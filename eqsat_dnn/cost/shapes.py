@@ -85,6 +85,8 @@ def flops(op: str, attrs: dict[str, Any], inputs: list[TensorType | None], outpu
         w = dims(inputs[1]) if len(inputs) > 1 else []
         per_output = math.prod(w[1:]) if len(w) > 1 else 1
         return 2.0 * out * per_output
+    if op in ATTENTION_OPS:
+        return attention_flops(op, attrs, inputs)
     if op in ("MaxPool", "AveragePool"):
         return float(out * math.prod(attrs.get("kernel_shape", [1])))
     if op in PER_ELEMENT_FLOPS:
@@ -95,6 +97,35 @@ def flops(op: str, attrs: dict[str, Any], inputs: list[TensorType | None], outpu
     if spec is not None and spec.elementwise:
         return float(out)
     return 0.0
+
+
+ATTENTION_OPS = ("Attention", "MultiHeadAttention")
+"""The fused attention kernels: their work is the unfused core's, not their operands' sizes."""
+
+SOFTMAX_FLOPS = PER_ELEMENT_FLOPS["Softmax"]
+"""FLOPs per element of a softmax (max, subtract, exp, sum, divide), as :func:`flops` prices it."""
+
+
+def attention_flops(op: str, attrs: dict[str, Any], inputs: list[TensorType | None]) -> float:
+    """FLOPs of a fused attention: Q K^T and P V (``2 * B * Hq * S * T * (D + Dv)``) plus scale, mask
+    and softmax over the ``B * Hq * S * T`` scores, which the kernel never writes out.
+
+    ``Attention`` reads 4-D [B, H, S, D] operands (K/V may have fewer heads: the work follows the
+    query heads); ``MultiHeadAttention`` 3-D [B, S, H * D] ones with ``num_heads``."""
+    if len(inputs) < 3 or any(t is None for t in inputs[:3]):
+        return 0.0
+    q, k, v = (dims(t) for t in inputs[:3])
+    if op == "Attention" and len(q) == 4 and len(k) == 4 and len(v) == 4:
+        batch, heads, s, d = q
+        t, dv = k[2], v[3]
+    elif op == "MultiHeadAttention" and len(q) == 3 and len(k) == 3 and len(v) == 3:
+        batch, s, t = q[0], q[1], k[1]
+        heads = int(attrs.get("num_heads") or 1)
+        d, dv = q[2] // heads, v[2] // heads
+    else:
+        return 0.0
+    scores = float(batch * heads * s * t)
+    return 2.0 * scores * (d + dv) + (SOFTMAX_FLOPS + 2.0) * scores
 
 
 def bytes_moved(inputs: list[TensorType | None], output: TensorType | None) -> float:
@@ -113,5 +144,6 @@ def split_output_types(node: Node, inputs: list[TensorType | None], output: Tens
     return [output]
 
 
-__all__ = ["BATCH_DIM", "PER_ELEMENT_FLOPS", "SYMBOLIC_DIM", "bytes_moved", "dim_size", "dims", "flops", "itemsize", "numel",
+__all__ = ["ATTENTION_OPS", "BATCH_DIM", "PER_ELEMENT_FLOPS", "SOFTMAX_FLOPS", "SYMBOLIC_DIM", "attention_flops", "bytes_moved",
+           "dim_size", "dims", "flops", "itemsize", "numel",
            "split_output_types"]

@@ -144,6 +144,9 @@ class OpSpec:
     None: the first input's, or :attr:`dtype_attr`'s."""
     dtype_attr: str | None = None
     """The attribute that gives the output's element type (Cast's ``to``)."""
+    dtype_input: int = 0
+    """The tensor input whose element type the output has where no other field fixes it
+    (``Where``: 1, its first input is the boolean condition)."""
     sampler: str | None = None
     """A hook of the rule checker (:data:`eqsat_dnn.verify.sampling.HOOKS`) that draws attributes
     that constrain each other together, once the inputs are drawn (Slice's starts, ends, axes
@@ -195,6 +198,28 @@ _POOL_ATTRS = (
     Attr("pads", "IVec", "zeros", domain="pool_pads"),
 )
 _CEIL_MODE = Attr("ceil_mode", "i64", 0, domain="mostly_zero")
+
+_ATTENTION_OPS = [
+    OpSpec("Where", ("condition", "X", "Y"), shape="broadcast3", dtype_input=1,
+           description="X where the condition holds, else Y (all three broadcast)",
+           input_shapes=(None, "broadcast", "broadcast"), input_values=(Values.BOOL,)),
+    OpSpec("IsNaN", ("X",), elementwise=True, output_dtype=BOOL, description="whether each element is NaN"),
+    OpSpec("Expand", ("input",), (Attr("shape", "IVec", from_input=1, input_since=8, domain="expand_target"),),
+           shape="expand", description="broadcast to a constant shape (numpy rules, both ways)"),
+    # onnxruntime's fused attention: Q, K, V as [B, S, H*D], one head count; inputs 3 and 4 (the
+    # projection bias, the key padding mask) are never written by the rules, so always (Absent)
+    OpSpec("MultiHeadAttention", ("query", "key", "value", "bias?", "key_padding_mask?", "attention_bias?"),
+           (Attr("num_heads", "i64", domain="planned"), Attr("scale", "f64", domain="planned")),
+           shape="mha", domain=CONTRIB, sampler="attention",
+           description="softmax(scale * Q K^T + attention_bias) V per head, heads packed in the last axis",
+           input_shapes=("mha_query", "mha_kv", "mha_kv", "absent", "absent", "mha_bias")),
+    # ONNX's own (opset 23), in its 4-D form [B, H, S, D]: K and V may have fewer heads (GQA)
+    OpSpec("Attention", ("Q", "K", "V", "attn_mask?"), (Attr("scale", "f64", domain="planned"),),
+           shape="attention", since=23, sampler="attention",
+           description="softmax(scale * Q K^T + attn_mask) V, K/V heads shared by groups of Q heads",
+           input_shapes=("attention_query", "attention_kv", "attention_kv", "attention_mask")),
+]
+"""Attention as one kernel, and the ops exporters spell its masks and grouped heads with."""
 
 OPS: dict[str, OpSpec] = {
     spec.name: spec
@@ -333,6 +358,7 @@ OPS: dict[str, OpSpec] = {
         OpSpec("Range", ("start", "limit", "delta"), shape="none", since=11,
                description="start, start + delta, ... below limit (position ids)",
                input_shapes=("scalar", "scalar", "scalar")),
+        *_ATTENTION_OPS,
     ]
 }
 """The vocabulary. ``Constant`` nodes become weights at import, so they need no constructor."""
@@ -507,7 +533,7 @@ def _dtype_rules(spec: OpSpec) -> list[str]:
     if spec.output_dtype is not None:
         return [_rule(_pattern(spec), f"(set (dtype e) {spec.output_dtype})")]
     source = "(= l (TCons x0 rest))" if spec.variadic else ""
-    return [_rule(f"{_pattern(spec)} {source} (= d (dtype x0))", "(set (dtype e) d)")]
+    return [_rule(f"{_pattern(spec)} {source} (= d (dtype x{spec.dtype_input}))", "(set (dtype e) d)")]
 
 
 def _vec(items: list[str]) -> str:
@@ -542,6 +568,24 @@ def shape_rules(spec: OpSpec) -> list[str]:
     elif kind == "broadcast":
         rules.append(_rule(f"{pat} (= sa (shape x0)) (= sb (shape x1))", "(bshape-demand sa sb)"))
         rules.append(_rule(f"{pat} (= sa (shape x0)) (= sb (shape x1)) (= s (bshape sa sb))", "(set (shape e) s)"))
+    elif kind == "broadcast3":
+        rules.append(_rule(f"{pat} (= sa (shape x0)) (= sb (shape x1))", "(bshape-demand sa sb)"))
+        rules.append(_rule(f"{pat} (= sa (shape x0)) (= sb (shape x1)) (= sab (bshape sa sb)) (= sc (shape x2))",
+                           "(bshape-demand sab sc)"))
+        rules.append(_rule(f"{pat} (= sa (shape x0)) (= sb (shape x1)) (= sab (bshape sa sb)) (= sc (shape x2)) "
+                           "(= s (bshape sab sc))", "(set (shape e) s)"))
+    elif kind == "expand":
+        # a static target only: its 1s keep the input's dims, which bshape resolves
+        rules.append(_rule(f"{pat} (= s (shape x0)) (vec-not-contains a_shape -1)", "(bshape-demand s a_shape)"))
+        rules.append(_rule(f"{pat} (= s (shape x0)) (= r (bshape s a_shape))", "(set (shape e) r)"))
+    elif kind == "mha":
+        # [B, S, H * Dv]: the query's rows, the value's width
+        rules.append(_rule(f"{pat} (= sq (shape x0)) (= sv (shape x2)) {_rank_is('sq', 3)} {_rank_is('sv', 3)}",
+                           "(set (shape e) (vec-set sq 2 (vec-get sv 2)))"))
+    elif kind == "attention":
+        # [B, H, S, Dv]: the query's heads and rows, the value's head size
+        rules.append(_rule(f"{pat} (= sq (shape x0)) (= sv (shape x2)) {_rank_is('sq', 4)} {_rank_is('sv', 4)}",
+                           "(set (shape e) (vec-set sq 3 (vec-get sv 3)))"))
     elif kind == "matmul":
         for rank in range(2, MAX_RANK + 1):
             same_batch = " ".join(f"(= (vec-get sa {i}) (vec-get sb {i}))" for i in range(rank - 2))

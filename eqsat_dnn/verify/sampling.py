@@ -297,12 +297,69 @@ def _scalar(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[i
     return ()
 
 
+def _mha_query(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...]:
+    """[B, S, H * D] with a few heads of a small size, so that head counts have divisors to draw."""
+    return (s.dim(), s.dim(), s.pick([1, 2, 3]) * s.pick([1, 2, 4]))
+
+
+def _mha_kv(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """K (then V, the same shape) for the 3-D query: [B, T, H * D], T free."""
+    if len(known[0]) != 3:
+        return None
+    if len(known) > 1 and known[1] is not None:
+        return known[1]
+    return (known[0][0], s.dim(), known[0][2])
+
+
+def _absent(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> None:
+    """An optional input the rules never give (it stays ``(Absent)``)."""
+    return None
+
+
+def _score_bias(s: Sampler, query: tuple[int, ...], heads: int, rows: int, keys: int) -> tuple[int, ...]:
+    """An additive mask [B or 1, H or 1, S, T] over the scores, as exporters write it."""
+    return (query[0] if s.chance(0.3) else 1, heads if s.chance(0.3) else 1, rows, keys)
+
+
+def _mha_bias(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """MultiHeadAttention's attention_bias: one head (the count is drawn after the inputs)."""
+    if len(known[0]) != 3 or len(known) < 2 or known[1] is None or len(known[1]) != 3:
+        return None
+    return _score_bias(s, known[0], 1, known[0][1], known[1][1])
+
+
+def _attention_query(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...]:
+    """[B, H, S, D]."""
+    return (s.dim(), s.pick([1, 2, 4, 6]), s.dim(), s.dim())
+
+
+def _attention_kv(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """K as [B, Hkv, T, D] with Hkv dividing the query's heads (GQA), then V as [B, Hkv, T, Dv]."""
+    q = known[0]
+    if len(q) != 4:
+        return None
+    if len(known) > 1 and known[1] is not None and len(known[1]) == 4:
+        return tuple(known[1][:3]) + (s.dim(),)
+    kv_heads = s.pick([h for h in range(1, q[1] + 1) if q[1] % h == 0])
+    return (q[0], kv_heads, s.dim(), q[3])
+
+
+def _attention_mask(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """An additive mask over the 4-D scores."""
+    if len(known[0]) != 4 or len(known) < 2 or known[1] is None or len(known[1]) != 4:
+        return None
+    return _score_bias(s, known[0], known[0][1], known[0][2], known[1][2])
+
+
 SHAPES: dict[str, Callable[[Sampler, "InstanceBuilder", list, dict], tuple[int, ...] | None]] = {
     "perm_rank": _perm_rank, "reshape_source": _reshape_source, "image": _image, "unit_dim": _unit_dim,
     "broadcast": _broadcast, "matmul_rhs": _matmul_rhs, "gemm_b": _gemm_b, "gemm_c": _gemm_c,
     "conv_kernel": _conv_kernel, "conv_bias": _conv_bias, "channel": _channel, "trailing": _trailing,
     "like_previous": _like_previous, "rotary_input": _rotary_input, "rotary_cache": _rotary_cache,
     "like_first": _like_first, "nd_indices": _nd_indices, "scalar": _scalar,
+    "mha_query": _mha_query, "mha_kv": _mha_kv, "absent": _absent,
+    "mha_bias": _mha_bias, "attention_query": _attention_query, "attention_kv": _attention_kv,
+    "attention_mask": _attention_mask,
 }
 """Shape domains of op inputs (:attr:`OpSpec.input_shapes`): ``(sampler, builder, shapes of the
 inputs before, attribute values already known) -> shape`` (None: no suggestion). A first
@@ -594,6 +651,17 @@ def _float_type(c: Context) -> Any:
     return c.b.dtype
 
 
+def _expand_target(c: Context) -> Any:
+    """A shape the first input broadcasts to: its size-1 dims grown (or kept), sometimes a leading
+    dim added; mostly the dims of the input, as Expand is used (a repeat along new axes)."""
+    if c.x is None:
+        return c.generic()
+    target = [c.s.dim() if d == 1 and c.s.chance(0.6) else d for d in c.x]
+    if c.s.chance(0.2):
+        target = [c.s.dim()] + target
+    return target
+
+
 DOMAINS: dict[str, Callable[[Context], Any]] = {
     "axis": _axis, "axis_or_end": _axis_or_end, "perm": _perm, "reshape_target": _reshape_target,
     "allowzero": _allowzero, "norm_axis": _norm_axis, "split_sizes": _split_sizes, "split_index": _split_index,
@@ -601,11 +669,21 @@ DOMAINS: dict[str, Callable[[Context], Any]] = {
     "gemm_transB": _gemm_trans_b, "steps_2d": _steps_2d, "conv_pads": _conv_pads, "conv_group": _conv_group,
     "pool_kernel": _pool_kernel, "pool_pads": _pool_pads, "pool_dilations": _pool_dilations,
     "mostly_zero": _mostly_zero, "pad_widths": _pad_widths, "any_shape": _any_shape, "float_type": _float_type,
+    "expand_target": _expand_target,
 }
 """Shape-dependent attribute domains (:attr:`Attr.domain`). Each falls back to any value of
 the sort (or the ONNX default) where the input shapes do not fit the op: such an instance
 is invalid, and ONNX shape inference rejects it."""
 
-HOOKS: dict[str, Callable[[Sampler, tuple[int, ...], dict[str, Any]], dict[str, Any]]] = {"slice": plan_slice}
+def plan_attention(s: Sampler, x: tuple[int, ...], given: dict[str, Any]) -> dict[str, Any]:
+    """A fused attention's scale and (3-D query [B, S, H * D]) head count dividing H * D."""
+    plan: dict[str, Any] = {"scale": given.get("scale", s.pick([0.125, 0.5, 1.0, 0.35]))}
+    if len(x) == 3:
+        plan["num_heads"] = given.get("num_heads", s.pick([h for h in range(1, x[2] + 1) if x[2] % h == 0]))
+    return plan
+
+
+HOOKS: dict[str, Callable[[Sampler, tuple[int, ...], dict[str, Any]], dict[str, Any]]] = {
+    "slice": plan_slice, "attention": plan_attention}
 """Op hooks (:attr:`OpSpec.sampler`): ``(sampler, first input's shape, attribute values the rule
 fixes) -> attribute values`` drawn together, which the ``"planned"`` domain hands out."""

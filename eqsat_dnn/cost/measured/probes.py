@@ -106,7 +106,8 @@ class Spec:
         )
         opsets = [helper.make_opsetid("", self.opset)] + [helper.make_opsetid(d, v) for d, v in self.domains]
         model = helper.make_model(graph, opset_imports=opsets, producer_name="eqsat-dnn-cost")
-        model.ir_version = 9 if self.opset <= 20 else 10
+        # opset 23 (Attention) needs IR version 11
+        model.ir_version = 9 if self.opset <= 20 else (10 if self.opset <= 22 else 11)
         feeds = {name: _random(t.dtype, dims(t), rng, name in self.positive) for name, t in self.inputs.items()}
         return model, feeds
 
