@@ -250,7 +250,11 @@ class InstanceBuilder:
             if facts.ranks.get(var):
                 rank = self.s.pick(facts.ranks[var])
                 suggested = suggestion() if suggestion is not None else None
-                return suggested if suggested is not None and len(suggested) == rank else self.s.shape(rank)
+                if suggested is not None and len(suggested) == rank:
+                    return suggested
+                # inputs a rule ranks alike often play alike parts (attention's Q, K and V)
+                alike = [self.shapes[v] for v in self.inputs if len(self.shapes[v]) == rank]
+                return self.s.pick(alike) if alike and self.s.chance(0.5) else self.s.shape(rank)
         mode = self.s.mode
         suggested = suggestion() if suggestion is not None and mode != "free" else None
         if mode == "same":

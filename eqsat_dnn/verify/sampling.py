@@ -485,6 +485,9 @@ def _reshape_target(c: Context) -> Any:
     others = sorted({shape for shape in b.shapes.values() if numel(shape) == n and shape != x},
                     key=lambda t: (len(t), t))
     choice = int(s.rng.integers(4))
+    heads = _head_split(b, x) if len(x) == 3 and s.chance(0.6) else None
+    if heads is not None:
+        return heads  # no -1 or 0 in it: the attention rules read its dims
     if choice == 0:
         target = list(x)  # a no-op reshape
     elif choice == 1 and others:
@@ -500,6 +503,17 @@ def _reshape_target(c: Context) -> Any:
         if i < len(x) and i < len(target) and target[i] == x[i]:
             target[i] = 0
     return target
+
+
+def _head_split(b: InstanceBuilder, x: tuple[int, ...]) -> list[int] | None:
+    """[B, S, H * D] split into heads [B, S, H, D] (attention's head split), with the head count of
+    a head split the instance already has where it fits, so that Q, K and V split alike."""
+    batch, rows, width = x
+    for shape in b.shapes.values():
+        if len(shape) == 4 and shape[0] == batch and shape[2] * shape[3] == width:
+            return [batch, rows, shape[2], shape[3]]
+    divisors = [h for h in range(2, width) if width % h == 0]
+    return [batch, rows, divisors[0], width // divisors[0]] if divisors else None
 
 
 def _allowzero(c: Context) -> Any:
