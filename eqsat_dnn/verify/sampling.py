@@ -488,6 +488,8 @@ def _reshape_target(c: Context) -> Any:
     heads = _head_split(b, x) if len(x) == 3 and s.chance(0.6) else None
     if heads is not None:
         return heads  # no -1 or 0 in it: the attention rules read its dims
+    if len(x) == 5 and s.chance(0.5):
+        return [x[0], x[1] * x[2], x[3], x[4]]  # GQA's repeated heads merged
     if choice == 0:
         target = list(x)  # a no-op reshape
     elif choice == 1 and others:
@@ -665,11 +667,24 @@ def _float_type(c: Context) -> Any:
     return c.b.dtype
 
 
+def _kv_repeats(b: InstanceBuilder, x: tuple[int, ...]) -> list[int] | None:
+    """GQA's repeat of K/V heads [B, Hkv, 1, T, D] -> [B, Hkv, n, T, D], n the query heads of a
+    4-D attention query of the instance over Hkv (n = 1 where none fits)."""
+    if len(x) != 5 or x[2] != 1:
+        return None
+    groups = [shape[1] // x[1] for shape in b.shapes.values()
+              if len(shape) == 4 and shape[0] == x[0] and shape[3] == x[4] and shape[1] % x[1] == 0]
+    return [x[0], x[1], groups[0] if groups else 1, x[3], x[4]]
+
+
 def _expand_target(c: Context) -> Any:
     """A shape the first input broadcasts to: its size-1 dims grown (or kept), sometimes a leading
     dim added; mostly the dims of the input, as Expand is used (a repeat along new axes)."""
     if c.x is None:
         return c.generic()
+    repeats = _kv_repeats(c.b, c.x)
+    if repeats is not None and c.s.chance(0.6):
+        return repeats
     target = [c.s.dim() if d == 1 and c.s.chance(0.6) else d for d in c.x]
     if c.s.chance(0.2):
         target = [c.s.dim()] + target
