@@ -208,8 +208,9 @@ class TensorEGraph:
     def snapshot(self, cost_model: CostModel | None = None, target: Target = Target.ONNXRUNTIME) -> Snapshot:
         """Read the e-graph out, each e-node priced by ``cost_model`` (zero when ``None``).
 
-        E-nodes of ops ``target`` does not run are left out, except in an e-class that has no
-        other e-node (an input model's own onnxruntime kernel that no rule decomposes)."""
+        E-nodes of ops ``target`` does not run are left out, with the e-nodes only they feed,
+        except where the program needs them (an input model's own onnxruntime kernel that no
+        rule decomposes)."""
         functions = self.egraph.freeze().functions  # each access of .functions rebuilds every table
         eg = self.egraph
         constructors = {name: sig for name, sig in _constructor_signatures().items() if name in functions}
@@ -271,8 +272,8 @@ class TensorEGraph:
                 # a multi-output node is one kernel: each output e-node carries its share
                 cost = cost_model.node_cost(node, inputs, types.get(cls)) / outputs
             nodes[node_id] = ENode(node_info.op, tuple(children), cls, cost)
-        _leave_out_foreign(nodes, target)
         roots = [class_of_global[g] for g in self.roots()]
+        _leave_out_foreign(nodes, target, roots)
         return Snapshot(EGraph(nodes=nodes, roots=roots), info, types, names, constant)
 
     def _class_types(self, functions: dict) -> dict[str, TensorType]:
@@ -378,7 +379,12 @@ def _decode(eg: bindings.EGraph, value: Any, sort: str) -> Any:
     raise ValueError(f"cannot decode sort {sort}")
 
 
-def _leave_out_foreign(nodes: dict[str, ENode], target: Target) -> None:
+def _leave_out_foreign(nodes: dict[str, ENode], target: Target, roots: list[str]) -> None:
+    """Drop the e-nodes of ops ``target`` does not run, and the e-nodes that only they feed.
+
+    A foreign e-node alone in its e-class goes too where that leaves every root computable (a
+    fused kernel a rule built: its consumers have other forms); where it does not, the input
+    model's own kernel is needed and such e-nodes stay. One nobody reads stays, harmlessly."""
     foreign = [node_id for node_id, node in nodes.items() if not target.admits(node.op)]
     if not foreign:
         return
@@ -389,6 +395,21 @@ def _leave_out_foreign(nodes: dict[str, ENode], target: Target) -> None:
         if members[nodes[node_id].eclass] > 1:
             members[nodes[node_id].eclass] -= 1
             del nodes[node_id]
+    read = {child for node in nodes.values() for child in node.children}
+    alone = {node_id for node_id in foreign if node_id in nodes and nodes[node_id].eclass in read}
+    if not alone:
+        return
+    kept = {node_id: node for node_id, node in nodes.items() if node_id not in alone}
+    while True:  # an e-class left empty empties the e-nodes that read it, up to a fixpoint
+        present = {node.eclass for node in kept.values()}
+        orphans = [node_id for node_id, node in kept.items() if any(c not in present for c in node.children)]
+        if not orphans:
+            break
+        for node_id in orphans:
+            del kept[node_id]
+    if all(root in present for root in roots):
+        nodes.clear()
+        nodes.update(kept)
 
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
