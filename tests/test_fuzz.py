@@ -136,6 +136,8 @@ class _Builder:
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[_Value] = []
         self.counter = 0
+        self.domains: set[str] = set()
+        """Operator sets besides the standard one that nodes use (com.microsoft's kernels)."""
 
     def fresh(self, base: str) -> str:
         self.counter += 1
@@ -205,11 +207,10 @@ class _Builder:
     def model(self) -> onnx.ModelProto:
         outputs = [helper.make_tensor_value_info(v.name, TensorProto.FLOAT, list(v.shape)) for v in self.outputs]
         graph = helper.make_graph(self.nodes, "fuzz", self.inputs, outputs, self.weights)
-        imports = [helper.make_opsetid("", self.opset)]
-        if any(n.domain == CONTRIB for n in self.nodes):
-            imports.append(helper.make_opsetid(CONTRIB, 1))
+        domains = set(self.domains) | {n.domain for n in self.nodes if n.domain}
+        imports = [helper.make_opsetid("", self.opset)] + [helper.make_opsetid(d, 1) for d in sorted(domains)]
         model = helper.make_model(graph, opset_imports=imports, producer_name="eqsat-dnn-fuzz")
-        model.ir_version = 8 if self.opset <= 17 else 9 if self.opset <= 21 else 10
+        model.ir_version = 8 if self.opset <= 17 else 9 if self.opset <= 20 else 10 if self.opset <= 22 else 11
         return model
 
 
@@ -771,6 +772,57 @@ def _positions_and_fills(b, local):
     return [fill, b.node("Max", [x.name, fill.name], x.shape, positive=x.positive, bounded=x.bounded)]
 
 
+def _nan_guard(b, local):
+    """SDPA's guard around a softmax: Where(IsNaN(p), 0, p)."""
+    x = b.pick(local, lambda v: len(v.shape) >= 1)
+    if x is None:
+        return None
+    p = b.node("Softmax", [x.name], x.shape, axis=-1, bounded=True) if b.choose.chance(70) else x
+    nan = b.node("IsNaN", [p.name], p.shape)
+    zero = b.fresh("zero")
+    b.weights.append(numpy_helper.from_array(np.array(0.0, np.float32), zero))
+    return [b.node("Where", [nan.name, zero, p.name], p.shape, positive=p.positive, bounded=p.bounded)]
+
+
+def _expand(b, local):
+    """A broadcast to a new leading axis (symbolic dims kept by a 1 in the target)."""
+    x = b.pick(local, lambda v: len(v.shape) <= 3)
+    if x is None:
+        return None
+    k = b.choose.integer(1, 3)
+    target = [k] + [d if isinstance(d, int) else 1 for d in x.shape]
+    return [b.node("Expand", [x.name, b.ints(target)], (k,) + tuple(x.shape), positive=x.positive, bounded=x.bounded)]
+
+
+def _attention(b, local):
+    """Scaled dot-product attention of a static 4-D value with itself: spelt out (the motif the
+    attention rules fuse), or as onnxruntime's MultiHeadAttention over [B, S, H*D], or (opset 23)
+    ONNX's Attention."""
+    c = b.choose
+    x = b.pick(local, lambda v: len(v.shape) == 4 and v.static)
+    if x is None:
+        return None
+    batch, heads, rows, size = x.shape
+    form = c.element(["spelt", "mha"] + (["onnx"] if b.opset >= 23 else []))
+    if form == "onnx":
+        return [b.node("Attention", [x.name, x.name, x.name], x.shape, scale=0.5)]
+    if form == "mha":
+        packed = b.node("Reshape", [x.name, b.ints([batch, rows, heads * size])], (batch, rows, heads * size))
+        b.domains.add("com.microsoft")
+        node = b.node("MultiHeadAttention", [packed.name] * 3, packed.shape, num_heads=heads, scale=0.5)
+        b.nodes[-1].domain = "com.microsoft"
+        return [packed, node]
+    scale = b.fresh("scale")
+    b.weights.append(numpy_helper.from_array(np.array(size ** -0.5, np.float32), scale))
+    kt = b.node("Transpose", [x.name], (batch, heads, size, rows), perm=[0, 1, 3, 2])
+    scores = b.node("MatMul", [x.name, kt.name], (batch, heads, rows, rows))
+    scaled = b.node("Mul", [scores.name, scale], scores.shape)
+    mask = b.weight((1, 1, rows, rows))
+    probs = b.node("Softmax", [b.node("Add", [scaled.name, mask.name], scores.shape).name], scores.shape, axis=-1,
+                   bounded=True)
+    return [kt, scores, scaled, probs, b.node("MatMul", [probs.name, x.name], x.shape)]
+
+
 _APPLY: dict[str, Callable[[_Builder, list[_Value]], list[_Value] | None]] = {
     "activation": _activation, "exp": _exp, "sqrt": _sqrt_or_reciprocal, "gelu": _gelu, "binary": _binary,
     "pow": _pow, "matmul": _matmul, "gemm": _gemm, "transpose": _transpose, "reshape": _reshape,
@@ -779,12 +831,14 @@ _APPLY: dict[str, Callable[[_Builder, list[_Value]], list[_Value] | None]] = {
     "conv": _conv, "pool": _pool, "pad": _pad, "cast": _cast_round_trip, "mask": _mask, "maxmin": _max_min,
     "abslog": _abs_log_softplus, "gather": _gather, "cumsum": _cumsum_or_reduce_max, "trilu": _trilu,
     "positions": _positions_and_fills,
+    "nan_guard": _nan_guard, "expand": _expand, "attention": _attention,
 }
 _DENSE_OPS = ["activation", "activation", "exp", "sqrt", "gelu", "binary", "binary", "binary", "pow",
               "matmul", "matmul", "matmul", "gemm", "transpose", "transpose", "reshape", "reshape", "flatten",
               "concat", "split", "slice", "squeeze", "reduce", "softmax", "layernorm", "batchnorm", "pad", "cast",
               # appended, so that recorded decision lists keep their meaning
-              "fused", "fused", "mask", "maxmin", "abslog", "gather", "cumsum", "trilu", "positions"]
+              "fused", "fused", "mask", "maxmin", "abslog", "gather", "cumsum", "trilu", "positions",
+              "nan_guard", "expand", "attention", "attention"]
 _CONV_OPS = ["conv", "conv", "conv", "batchnorm", "activation", "activation", "binary", "binary", "pool",
              "pool", "concat", "split", "slice", "transpose", "reshape", "flatten", "pad", "exp", "sqrt"]
 OPSETS = [13, 17, 18, 20, 23]
