@@ -693,9 +693,13 @@ def _max_min(b, local):
 def _abs_log_softplus(b, local):
     op = b.choose.element(["Abs", "Softplus", "Log"])
     x = b.pick(local, (lambda v: v.positive) if op == "Log" else (lambda v: True))
-    if x is None:
-        return None
-    return [b.node(op, [x.name], x.shape, positive=op == "Abs" and x.positive,
+    made = []
+    if x is None:  # no positive value yet: |y| + 0.5 is one (else Log would seldom be generated)
+        y = b.pick(local)
+        made = [b.node("Abs", [y.name], y.shape)]
+        made.append(b.node("Add", [made[0].name, b.weight((), positive=True).name], y.shape, positive=True))
+        x = made[-1]
+    return made + [b.node(op, [x.name], x.shape, positive=op == "Abs" and x.positive,
                    bounded=x.bounded and op != "Log" or (op == "Log" and x.bounded))]
 
 
