@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from eqsat_dnn.extract.base import EGraph, ENode, Extraction, reachable_choices
+from eqsat_dnn.extract.base import EGraph, ENode, Extraction, known_program, reachable_choices
 from eqsat_dnn.extract.greedy import GreedyExtractor
 
 MAX_ROUNDS = 3
@@ -81,7 +81,8 @@ def repair(
     extractor, ``better`` says whether its program is worth more than the input program.
     Returns the extraction that passed, or ``None`` when the input program must be kept."""
     report = Repair()
-    protected = set(reachable_choices(egraph, initial).values())
+    known = known_program(egraph, initial)  # None where import could not spell the input program whole
+    protected = set(known[0].values()) if known else set()
     excluded: set[str] = set()
     program = failing.choices
     while report.rounds < MAX_ROUNDS and report.probes < MAX_PROBES:
@@ -91,7 +92,10 @@ def repair(
             break
         culprits = _bisect(egraph, program, initial, suspects, excluded, passes, report)
         excluded |= culprits
-        found = extract_again(without_nodes(egraph, excluded))
+        try:
+            found = extract_again(without_nodes(egraph, excluded))
+        except ValueError:  # nothing computes the outputs without them: the input program it is
+            break
         if not better(found):
             break
         if passes(found.choices):

@@ -18,7 +18,7 @@ from eqsat_dnn.eqsat.egraph import TensorEGraph
 from eqsat_dnn.eqsat.rules import select_rules
 from eqsat_dnn.eqsat.saturate import Limits, run_analysis, saturate
 from eqsat_dnn.eqsat.variants import base_name, variants
-from eqsat_dnn.ir.language import prelude
+from eqsat_dnn.ir.prelude import prelude
 
 
 def _model(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:

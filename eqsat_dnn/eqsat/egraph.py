@@ -27,7 +27,8 @@ from eqsat_dnn.cost import CostModel
 from eqsat_dnn.extract.base import EGraph, ENode, Extraction
 from eqsat_dnn.io.protos import is_stub, tensor_view
 from eqsat_dnn.ir.graph import Graph, Node, TensorType
-from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS, Target, Unknown, dims_prelude, lit, prelude
+from eqsat_dnn.ir.language import LEAVES, OPAQUE, OPS, Target, Unknown, lit
+from eqsat_dnn.ir.prelude import dims_prelude, prelude
 
 _TENSOR_SORTS = {"T", "TL"}
 
@@ -110,7 +111,7 @@ class TensorEGraph:
 
     def __init__(self, graph: Graph, symbolic: bool | None = None) -> None:
         """``symbolic``: whether to load the analysis of symbolic shapes (see
-        :func:`~eqsat_dnn.ir.language.dims_prelude`); by default, where ``graph`` has a shape
+        :func:`~eqsat_dnn.ir.prelude.dims_prelude`); by default, where ``graph`` has a shape
         with a dim that is not a size."""
         self.graph = graph
         self.egraph = bindings.EGraph()
