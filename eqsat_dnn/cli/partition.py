@@ -17,7 +17,8 @@ def add_parser(commands) -> None:
     part.add_argument("input", help="ONNX model (never modified)")
     part.add_argument("--mesh", metavar="N|AxB", help="mesh shape, 1-D or 2-D (default: the machine's)")
     part.add_argument("--machine", default="dgx-a100", metavar="NAME",
-                      help="preset: dgx-a100 (default), dgx-h100, a100-cluster, cpu")
+                      help="preset: dgx-a100 (default), dgx-h100, a100-cluster, cpu, cpu:measured (cpu with figures "
+                           "measured here over gloo, once, then cached)")
     part.add_argument("--mode", choices=["inference", "train"], default="inference")
     part.add_argument("--memory-gb", type=POSITIVE, metavar="G", help="memory per device (default: the machine's)")
     part.add_argument("-o", "--output", required=True, metavar="PLAN.json", help="where to write the plan")

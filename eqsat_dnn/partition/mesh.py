@@ -180,6 +180,9 @@ MACHINES: dict[str, Machine] = {m.name: m for m in [
 
 DEFAULT_MACHINE = "dgx-a100"
 
+MEASURED_MACHINE = "cpu:measured"
+"""The ``cpu`` preset with this machine's measured figures (:mod:`eqsat_dnn.partition.calibrate`)."""
+
 MAX_DEVICES = 1 << 16
 """The largest mesh (65,536 devices): beyond the largest clusters built, and the ILP's size grows with it."""
 
@@ -198,12 +201,22 @@ def parse_mesh_shape(text: str) -> tuple[int, ...]:
 
 def get_mesh(shape: str | tuple[int, ...] | None = None, machine: str = DEFAULT_MACHINE,
              memory_gb: float | None = None) -> DeviceMesh:
-    """A mesh of a preset machine: ``get_mesh("2x4", "a100-cluster", memory_gb=16)``."""
-    preset = MACHINES.get(machine)
-    if preset is None:
-        raise InputError(f"unknown machine {machine!r} (choose from {', '.join(MACHINES)})")
+    """A mesh of a preset machine: ``get_mesh("2x4", "a100-cluster", memory_gb=16)``. ``cpu:measured``
+    is the ``cpu`` preset with figures measured on this machine for as many processes as the mesh has
+    devices (:mod:`eqsat_dnn.partition.calibrate`: measured once, then cached)."""
     if isinstance(shape, str):
         shape = parse_mesh_shape(shape)
+    if machine == MEASURED_MACHINE:
+        from eqsat_dnn.partition.calibrate import calibrated_machine
+        from eqsat_dnn.partition.processes import check_run_size
+
+        devices = math.prod(shape or MACHINES["cpu"].default_shape)
+        check_run_size(devices)  # measured on one process per device
+        preset = calibrated_machine(devices)
+    else:
+        preset = MACHINES.get(machine)
+    if preset is None:
+        raise InputError(f"unknown machine {machine!r} (choose from {', '.join(MACHINES)}, {MEASURED_MACHINE})")
     if shape is not None and (len(shape) not in (1, 2) or any(int(s) < 1 for s in shape)
                               or not 2 <= math.prod(shape) <= MAX_DEVICES):
         raise InputError(f"bad mesh {shape}: 1-D or 2-D with at least 2 devices, at most {MAX_DEVICES:,}")
@@ -216,5 +229,5 @@ def with_memory(mesh: DeviceMesh, memory_bytes: float) -> DeviceMesh:
     return replace(mesh, memory_bytes=float(memory_bytes))
 
 
-__all__ = ["DEFAULT_MACHINE", "DeviceMesh", "GIB", "Link", "MACHINES", "MAX_DEVICES", "Machine", "MeshAxis",
+__all__ = ["DEFAULT_MACHINE", "MEASURED_MACHINE", "DeviceMesh", "GIB", "Link", "MACHINES", "MAX_DEVICES", "Machine", "MeshAxis",
            "get_mesh", "parse_mesh_shape", "with_memory"]

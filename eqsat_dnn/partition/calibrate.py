@@ -1,0 +1,204 @@
+"""The ``cpu:measured`` machine: the ``cpu`` preset's figures measured on this machine.
+
+The ``cpu`` preset's figures are nominal (a gloo link of 30 us and 3 GB/s, 20 us per collective, a
+60 GFLOP/s 12 GB/s core); a plan's predicted step time then ranks plans only as well as those
+figures fit. :func:`calibrated_machine` measures them the way a training run
+(:mod:`eqsat_dnn.partition.train`) meets them: it starts as many gloo processes as the mesh has devices
+(:func:`~eqsat_dnn.partition.processes.run_ranks`), each at one torch thread as training runs them, and
+
+* times all-reduce, all-gather, reduce-scatter and all-to-all at a few message sizes (the median of
+  ``repeats`` calls after a warm-up; the slowest rank's time, since a collective ends when its last
+  rank does) and fits the alpha-beta formulas of :mod:`eqsat_dnn.partition.collectives` to them
+  (:func:`fit_link`): a fixed cost per collective, a latency per link step and a bandwidth;
+* times, on all processes at once (they share the cores as in training), a float32 matmul, an
+  element-wise add over operands larger than the caches and a tiny op, for the compute profile's
+  peak FLOP/s, memory bandwidth and per-op overhead.
+
+The fitted figures are cached (``partition-machine.json`` in the measured cost model's cache
+directory, :func:`~eqsat_dnn.cost.measured.cache.cache_dir`), keyed by torch version, process
+count and backend: a configuration is measured once. ``get_mesh(shape, "cpu:measured")`` and
+``eqsat-dnn partition --machine cpu:measured`` use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from eqsat_dnn.cost import DeviceProfile
+from eqsat_dnn.partition.mesh import MEASURED_MACHINE as MEASURED
+from eqsat_dnn.partition.mesh import Link, Machine
+
+METHOD = 1
+"""Version of the measuring method; part of the cache key (a changed method measures again)."""
+
+SIZES = (4 << 10, 64 << 10, 512 << 10, 2 << 20)
+"""Message sizes timed, bytes (the ``S`` of the collective formulas)."""
+
+FACTORS = {"all_reduce": 2.0, "all_gather": 1.0, "reduce_scatter": 1.0, "all_to_all": 1.0}
+"""Each collective's multiple of the ring's ``(n-1)`` steps (as :func:`~eqsat_dnn.partition.collectives.step_seconds`)."""
+
+
+@dataclass(frozen=True)
+class LinkFit:
+    """Fitted collective figures: ``t = overhead + f (n-1) alpha + f (n-1)/n S / bandwidth``."""
+
+    overhead: float
+    """Seconds per collective, whatever its size and the axis."""
+    alpha: float
+    """Seconds per ring step."""
+    bandwidth: float
+    """Bytes per second one process sends."""
+
+
+def fit_link(samples: list[tuple[str, int, int, float]]) -> LinkFit:
+    """Fit :class:`LinkFit` to ``(kind, processes n, bytes S, seconds)`` samples by non-negative least
+    squares on the formula's three terms, each sample weighted by ``1 / seconds`` (relative errors: the
+    small messages, which the latency terms explain, count as much as the large ones). A term the data
+    cannot support comes out zero rather than negative; a zero beta term is an infinite bandwidth,
+    reported as 1e15 B/s."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    if len(samples) < 3:
+        raise ValueError("fit_link needs at least 3 samples")
+    rows, target = [], []
+    for kind, n, size, seconds in samples:
+        f = FACTORS[kind]
+        w = 1.0 / max(seconds, 1e-12)
+        rows.append([w, w * f * (n - 1), w * f * (n - 1) / n * size * 1e-9])  # beta in s/GB: a scaled column
+        target.append(w * seconds)
+    (overhead, alpha, beta_ns), _ = nnls(np.array(rows), np.array(target))
+    return LinkFit(float(overhead), float(alpha), 1e9 / beta_ns if beta_ns > 0 else 1e15)
+
+
+def cache_key(world: int, backend: str = "gloo") -> str:
+    import torch
+
+    return f"torch{torch.__version__}-{backend}-p{world}-m{METHOD}"
+
+
+def _cache_path():
+    from eqsat_dnn.cost.measured.cache import cache_dir
+
+    return cache_dir() / "partition-machine.json"
+
+
+def measured_figures(world: int = 4, *, repeats: int = 7, calls: int = 10, refresh: bool = False,
+                     timeout: float = 300.0) -> dict[str, Any]:
+    """The fitted figures for ``world`` gloo processes (see the module docstring), from the cache when
+    measured before (``refresh`` measures again): ``overhead_s``, ``alpha_s``, ``bandwidth``
+    (the link), ``flops``, ``memory_bandwidth``, ``op_overhead_s`` (the device) and the raw
+    ``collectives`` and ``compute`` timings they come from."""
+    path = _cache_path()
+    key = cache_key(world)
+    cache: dict[str, Any] = {}
+    if path.exists():
+        try:
+            cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache = {}
+    if key in cache and not refresh:
+        return cache[key]
+    from eqsat_dnn.partition.processes import check_run_size, run_ranks
+
+    check_run_size(world)
+    per_rank = run_ranks(_worker, {"repeats": repeats, "calls": calls, "sizes": SIZES}, world, "gloo", preload=["torch.distributed"],
+                         start_method="forkserver", timeout=timeout, prefix="eqsat-dnn-calibrate-")
+    # a collective ends when its slowest rank does; compute is the median process's rate
+    samples = []
+    for (kind, size) in per_rank[0]["collectives"]:
+        seconds = max(r["collectives"][(kind, size)] for r in per_rank)
+        samples.append((kind, world, size, seconds))
+    link = fit_link(samples)
+    compute = {name: statistics.median(r["compute"][name] for r in per_rank) for name in per_rank[0]["compute"]}
+    m, big = per_rank[0]["matmul_n"], per_rank[0]["add_numel"]
+    entry = {"overhead_s": link.overhead, "alpha_s": link.alpha, "bandwidth": link.bandwidth,
+             "flops": 2.0 * m ** 3 / compute["matmul"], "memory_bandwidth": 3.0 * 4 * big / compute["add"],
+             "op_overhead_s": compute["tiny"],
+             "collectives": [list(s) for s in samples], "compute": compute, "processes": world}
+    cache[key] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache, indent=1))
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+    return entry
+
+
+def machine_from_figures(figures: dict[str, Any]) -> Machine:
+    """The ``cpu:measured`` :class:`~eqsat_dnn.partition.mesh.Machine` of fitted figures (as
+    :func:`measured_figures` returns them); memory and shape as the ``cpu`` preset's."""
+    device = DeviceProfile(f"cpu-gloo-{figures.get('processes', '?')}p-measured", flops=float(figures["flops"]),
+                           bandwidth=float(figures["memory_bandwidth"]), overhead=float(figures["op_overhead_s"]),
+                           # (no NCHWc layout nor onnxruntime fusion slowdowns: these figures are torch's)
+                           source="measured in torch at one thread per gloo process (eqsat_dnn.partition.calibrate)")
+    link = Link(float(figures["alpha_s"]), float(figures["bandwidth"]), "gloo loopback (measured)")
+    return Machine(MEASURED, "this CPU's processes over gloo, figures measured here (calibrate.py)", device,
+                   8 * (1 << 30), 1 << 16, link, link, (4,), collective_overhead=float(figures["overhead_s"]))
+
+
+def calibrated_machine(world: int = 4, *, refresh: bool = False) -> Machine:
+    """The ``cpu`` preset with this machine's figures for ``world`` processes (measured once, cached)."""
+    return machine_from_figures(measured_figures(world, refresh=refresh))
+
+
+def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, backend: str) -> None:
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    from eqsat_dnn.partition.processes import join_group
+
+    torch.set_num_threads(1)  # as train.py runs its processes
+    job, _ = join_group(rank, world, port, job_path, backend)
+    repeats, calls_per_round = job["repeats"], job["calls"]
+
+    def timed(call) -> float:
+        # back-to-back calls, as a training step issues them: a lone call after a barrier would also time
+        # the wake-up of processes the barrier put to sleep on an oversubscribed machine
+        call()  # warm-up (first-use allocations, gloo's pairs)
+        times = []
+        for _ in range(repeats):
+            dist.barrier()
+            start = time.perf_counter()
+            for _ in range(calls_per_round):
+                call()
+            times.append((time.perf_counter() - start) / calls_per_round)
+        return statistics.median(times)
+
+    collectives: dict[tuple[str, int], float] = {}
+    try:
+        for size in job["sizes"]:
+            numel = max(world, size // 4 // world * world)  # divisible: reduce-scatter and all-to-all split it
+            full = torch.randn(numel)
+            part = torch.randn(numel // world)
+            out_full, out_part = torch.empty(numel), torch.empty(numel // world)
+            calls = {"all_reduce": lambda: dist.all_reduce(full),
+                     "all_gather": lambda: dist.all_gather_into_tensor(out_full, part),  # S: the gathered result
+                     "reduce_scatter": lambda: dist.reduce_scatter_tensor(out_part, full),
+                     "all_to_all": lambda: dist.all_to_all_single(out_full, full)}
+            for kind, call in calls.items():
+                try:
+                    collectives[(kind, numel * 4)] = timed(call)
+                except RuntimeError:  # a backend without this collective: the others fit the link
+                    pass
+        n, big = 256, 4 << 20
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        x, y, z = torch.randn(big), torch.randn(big), torch.empty(big)
+        s, t = torch.randn(8), torch.randn(8)
+        compute = {"matmul": timed(lambda: torch.mm(a, b)), "add": timed(lambda: torch.add(x, y, out=z)),
+                   "tiny": timed(lambda: torch.add(s, t))}
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(result_dir, f"rank{rank}.pkl"), "wb") as f:
+        pickle.dump({"collectives": collectives, "compute": compute, "matmul_n": n, "add_numel": big}, f)
+
+
+__all__ = ["FACTORS", "LinkFit", "MEASURED", "SIZES", "calibrated_machine", "fit_link", "machine_from_figures",
+           "measured_figures"]
