@@ -8,11 +8,11 @@ import json
 import pytest
 
 from eqsat_dnn.partition import get_mesh
-from eqsat_dnn.partition.calibrate import FACTORS, cache_key, fit_link, machine_from_figures
+from eqsat_dnn.partition.calibrate import FACTORS, RING, cache_key, fit_link, kind_scales, machine_from_figures
 from eqsat_dnn.partition.collectives import Step, step_seconds
 
 FIGURES = {"overhead_s": 2e-3, "alpha_s": 7e-4, "bandwidth": 2e9, "flops": 1e11, "memory_bandwidth": 1e10,
-           "op_overhead_s": 2e-6, "processes": 4}
+           "op_overhead_s": 2e-6, "processes": 4, "scale": {"reduce_scatter": 2.0}}
 
 
 def _synthetic(overhead: float, alpha: float, bandwidth: float, n: int = 4) -> list[tuple[str, int, int, float]]:
@@ -42,6 +42,16 @@ def test_fit_of_noisy_timings_is_close_and_never_negative():
         fit_link(noisy[:2])
 
 
+def test_kinds_the_backend_runs_slower_than_their_formula_get_a_factor():
+    # a backend that reduce-scatters by all-reducing: twice its ring time, whatever the size
+    samples = [(k, n, s, t * (2.0 if k == "reduce_scatter" else 1.0))
+               for k, n, s, t in _synthetic(1e-3, 5e-4, 1e9) + _synthetic(1e-3, 5e-4, 1e9, n=2)]
+    fit = fit_link([x for x in samples if x[0] in RING])
+    assert fit.alpha == pytest.approx(5e-4, rel=1e-6) and fit.overhead == pytest.approx(1e-3, rel=1e-6)
+    scales = kind_scales(samples, fit)
+    assert scales["reduce_scatter"] == pytest.approx(2.0) and scales["all_gather"] == pytest.approx(1.0)
+
+
 def test_the_measured_machine_plugs_into_get_mesh(tmp_path, monkeypatch):
     monkeypatch.setenv("EQSAT_DNN_CACHE", str(tmp_path))
     # the cache as a measurement leaves it: get_mesh reads it and measures nothing
@@ -53,6 +63,8 @@ def test_the_measured_machine_plugs_into_get_mesh(tmp_path, monkeypatch):
     # an all-reduce of 1 MB priced with the fitted figures (the collectives' formula, unchanged)
     step = Step("all_reduce", 0, bytes=1 << 20)
     assert step_seconds(step, mesh) == pytest.approx(2e-3 + 2 * 1 * 7e-4 + 2 * 0.5 * (1 << 20) / 2e9)
+    gather, scatter = Step("all_gather", 0, bytes=1 << 20), Step("reduce_scatter", 0, bytes=1 << 20)
+    assert step_seconds(scatter, mesh) == pytest.approx(2 * step_seconds(gather, mesh))  # the measured factor
     assert machine_from_figures(FIGURES).mesh((4,)).to_dict()["collective_overhead_s"] == 2e-3
 
 

@@ -3,6 +3,7 @@
 One stage per module::
 
     mesh.get_mesh("2x4", machine)      shape, preset   -> DeviceMesh        (mesh)
+    calibrate.calibrated_machine(4)    process count   -> the cpu preset measured here, cached (``cpu:measured``)  (calibrate)
     strategies.node_strategies(...)    node            -> its strategies    (strategies)
     layers.repeated_layers(graph)      Graph           -> copies of repeated layers, tied in the ILP  (layers)
     problem.build_problem(graph, mesh) Graph, mesh     -> PartitionProblem  (problem)
@@ -18,8 +19,8 @@ Training's larger search space: ZeRO-1/2/3 per weight (``zero``: choices of the 
 stages with 1F1B and activation checkpointing (``stages``: a dynamic programme over the layers, each
 stage's units priced by the ILP on its sub-mesh).
 
-``run``, ``train`` and ``pipeline_run`` (with ``ops_torch``, the ONNX ops in torch), ``torch_train`` and the styles of
-``torch_plan`` need torch
+``run``, ``train`` and ``pipeline_run`` (with ``ops_torch``, the ONNX ops in torch), ``torch_train``, ``calibrate``'s
+measurement and the styles of ``torch_plan`` need torch
 (``pip install eqsat-dnn[dist]``); everything else does not.
 """
 

@@ -6,13 +6,19 @@ figures fit. :func:`calibrated_machine` measures them the way a training run
 (:mod:`eqsat_dnn.partition.train`) meets them: it starts as many gloo processes as the mesh has devices
 (:func:`~eqsat_dnn.partition.processes.run_ranks`), each at one torch thread as training runs them, and
 
-* times all-reduce, all-gather, reduce-scatter and all-to-all at a few message sizes (the median of
-  ``repeats`` calls after a warm-up; the slowest rank's time, since a collective ends when its last
-  rank does) and fits the alpha-beta formulas of :mod:`eqsat_dnn.partition.collectives` to them
-  (:func:`fit_link`): a fixed cost per collective, a latency per link step and a bandwidth;
+* times all-reduce, all-gather, reduce-scatter and all-to-all at a few message sizes, on groups of
+  every size a mesh axis can have (the processes in blocks of 2, ..., all of them: 2 and 4 for 4
+  processes), all groups at once as a mesh axis's lines run (per kind and size, the median of
+  ``repeats`` rounds of back-to-back calls after a warm-up; the slowest rank's time, since a
+  collective ends when its last rank does), fits the alpha-beta formulas of
+  :mod:`eqsat_dnn.partition.collectives` to the all-reduces and all-gathers (:func:`fit_link`): a fixed
+  cost per collective, a latency per link step and a bandwidth, and prices each kind's departure
+  from its formula as a factor (:func:`kind_scales`: gloo reduce-scatters by all-reducing);
 * times, on all processes at once (they share the cores as in training), a float32 matmul, an
-  element-wise add over operands larger than the caches and a tiny op, for the compute profile's
-  peak FLOP/s, memory bandwidth and per-op overhead.
+  element-wise add over operands larger than the caches and a tiny element-wise op on replicated
+  DTensors (as training runs ops), for the compute profile's peak FLOP/s, memory bandwidth and
+  per-op overhead. Rounds last 10 ms or more, so that a process's share of oversubscribed cores
+  shows in the rates: figures measured under load are that load's.
 
 The fitted figures are cached (``partition-machine.json`` in the measured cost model's cache
 directory, :func:`~eqsat_dnn.cost.measured.cache.cache_dir`), keyed by torch version, process
@@ -33,7 +39,7 @@ from eqsat_dnn.cost import DeviceProfile
 from eqsat_dnn.partition.mesh import MEASURED_MACHINE as MEASURED
 from eqsat_dnn.partition.mesh import Link, Machine
 
-METHOD = 1
+METHOD = 3
 """Version of the measuring method; part of the cache key (a changed method measures again)."""
 
 SIZES = (4 << 10, 64 << 10, 512 << 10, 2 << 20)
@@ -76,6 +82,24 @@ def fit_link(samples: list[tuple[str, int, int, float]]) -> LinkFit:
     return LinkFit(float(overhead), float(alpha), 1e9 / beta_ns if beta_ns > 0 else 1e15)
 
 
+RING = ("all_reduce", "all_gather")
+"""The collectives the link is fitted to: gloo runs them as the ring formulas say (it reduce-scatters by
+all-reducing, and DTensor all-to-alls by all-gathering: :func:`kind_scales` prices those)."""
+
+
+def kind_scales(samples: list[tuple[str, int, int, float]], link: LinkFit) -> dict[str, float]:
+    """Per kind of collective, the geometric mean of measured over fitted time: how much slower (or
+    faster) than its ring formula the backend runs it (:attr:`~eqsat_dnn.partition.mesh.DeviceMesh.collective_scale`)."""
+    import math
+
+    logs: dict[str, list[float]] = {}
+    for kind, n, size, seconds in samples:
+        f = FACTORS[kind]
+        fitted = link.overhead + f * (n - 1) * link.alpha + f * (n - 1) / n * size / link.bandwidth
+        logs.setdefault(kind, []).append(math.log(seconds / fitted))
+    return {kind: math.exp(sum(v) / len(v)) for kind, v in logs.items()}
+
+
 def cache_key(world: int, backend: str = "gloo") -> str:
     import torch
 
@@ -107,17 +131,19 @@ def measured_figures(world: int = 4, *, repeats: int = 7, calls: int = 10, refre
     from eqsat_dnn.partition.processes import check_run_size, run_ranks
 
     check_run_size(world)
-    per_rank = run_ranks(_worker, {"repeats": repeats, "calls": calls, "sizes": SIZES}, world, "gloo", preload=["torch.distributed"],
-                         start_method="forkserver", timeout=timeout, prefix="eqsat-dnn-calibrate-")
+    # every axis size a mesh of `world` devices can have (its divisors), each a link the fit must explain
+    group_sizes = [n for n in range(2, world + 1) if world % n == 0]
+    job = {"repeats": repeats, "calls": calls, "sizes": SIZES, "group_sizes": group_sizes}
+    per_rank = run_ranks(_worker, job, world, "gloo", preload=["torch.distributed"], start_method="forkserver",
+                         timeout=timeout, prefix="eqsat-dnn-calibrate-")
     # a collective ends when its slowest rank does; compute is the median process's rate
-    samples = []
-    for (kind, size) in per_rank[0]["collectives"]:
-        seconds = max(r["collectives"][(kind, size)] for r in per_rank)
-        samples.append((kind, world, size, seconds))
-    link = fit_link(samples)
+    samples = [(kind, n, size, max(r["collectives"][(kind, n, size)] for r in per_rank))
+               for (kind, n, size) in per_rank[0]["collectives"]]
+    link = fit_link([sample for sample in samples if sample[0] in RING])
+    scale = kind_scales(samples, link)
     compute = {name: statistics.median(r["compute"][name] for r in per_rank) for name in per_rank[0]["compute"]}
     m, big = per_rank[0]["matmul_n"], per_rank[0]["add_numel"]
-    entry = {"overhead_s": link.overhead, "alpha_s": link.alpha, "bandwidth": link.bandwidth,
+    entry = {"overhead_s": link.overhead, "alpha_s": link.alpha, "bandwidth": link.bandwidth, "scale": scale,
              "flops": 2.0 * m ** 3 / compute["matmul"], "memory_bandwidth": 3.0 * 4 * big / compute["add"],
              "op_overhead_s": compute["tiny"],
              "collectives": [list(s) for s in samples], "compute": compute, "processes": world}
@@ -138,7 +164,8 @@ def machine_from_figures(figures: dict[str, Any]) -> Machine:
                            source="measured in torch at one thread per gloo process (eqsat_dnn.partition.calibrate)")
     link = Link(float(figures["alpha_s"]), float(figures["bandwidth"]), "gloo loopback (measured)")
     return Machine(MEASURED, "this CPU's processes over gloo, figures measured here (calibrate.py)", device,
-                   8 * (1 << 30), 1 << 16, link, link, (4,), collective_overhead=float(figures["overhead_s"]))
+                   8 * (1 << 30), 1 << 16, link, link, (4,), collective_overhead=float(figures["overhead_s"]),
+                   collective_scale=tuple(sorted((k, float(v)) for k, v in figures.get("scale", {}).items())))
 
 
 def calibrated_machine(world: int = 4, *, refresh: bool = False) -> Machine:
@@ -156,49 +183,62 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
 
     torch.set_num_threads(1)  # as train.py runs its processes
     job, _ = join_group(rank, world, port, job_path, backend)
-    repeats, calls_per_round = job["repeats"], job["calls"]
+    repeats = job["repeats"]
 
-    def timed(call) -> float:
-        # back-to-back calls, as a training step issues them: a lone call after a barrier would also time
-        # the wake-up of processes the barrier put to sleep on an oversubscribed machine
+    def timed(call, calls: int) -> float:
+        # rounds of back-to-back calls, as a training step issues them (a lone call after a barrier would
+        # also time the wake-up of the processes the barrier put to sleep on an oversubscribed machine)
         call()  # warm-up (first-use allocations, gloo's pairs)
         times = []
         for _ in range(repeats):
             dist.barrier()
             start = time.perf_counter()
-            for _ in range(calls_per_round):
+            for _ in range(calls):
                 call()
-            times.append((time.perf_counter() - start) / calls_per_round)
+            times.append((time.perf_counter() - start) / calls)
         return statistics.median(times)
 
-    collectives: dict[tuple[str, int], float] = {}
+    collectives: dict[tuple[str, int, int], float] = {}
     try:
-        for size in job["sizes"]:
-            numel = max(world, size // 4 // world * world)  # divisible: reduce-scatter and all-to-all split it
-            full = torch.randn(numel)
-            part = torch.randn(numel // world)
-            out_full, out_part = torch.empty(numel), torch.empty(numel // world)
-            calls = {"all_reduce": lambda: dist.all_reduce(full),
-                     "all_gather": lambda: dist.all_gather_into_tensor(out_full, part),  # S: the gathered result
-                     "reduce_scatter": lambda: dist.reduce_scatter_tensor(out_part, full),
-                     "all_to_all": lambda: dist.all_to_all_single(out_full, full)}
-            for kind, call in calls.items():
-                try:
-                    collectives[(kind, numel * 4)] = timed(call)
-                except RuntimeError:  # a backend without this collective: the others fit the link
-                    pass
-        n, big = 256, 4 << 20
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        for n in job["group_sizes"]:
+            # the ranks in blocks of n, each block its own group, all running at once (as a mesh axis's lines)
+            groups = [dist.new_group(list(range(first, first + n))) for first in range(0, world, n)]
+            group = groups[rank // n] if n < world else None
+            for size in job["sizes"]:
+                numel = max(n, size // 4 // n * n)  # divisible: reduce-scatter and all-to-all split it
+                full, part = torch.randn(numel), torch.randn(numel // n)
+                out_full, out_part, out_all = torch.empty(numel), torch.empty(numel // n), torch.empty(numel * n)
+                calls = {"all_reduce": lambda: dist.all_reduce(full, group=group),
+                         # S of an all-gather is the gathered result, of a reduce-scatter its input
+                         "all_gather": lambda: dist.all_gather_into_tensor(out_full, part, group=group),
+                         "reduce_scatter": lambda: dist.reduce_scatter_tensor(out_part, full, group=group),
+                         # DTensor on CPU process groups runs an all-to-all as an all-gather of the whole
+                         # buffer and a local chunk (eqsat_dnn.partition.comm_count): time what runs
+                         "all_to_all": (lambda: dist.all_gather_into_tensor(out_all, full, group=group))
+                         if backend == "gloo" else (lambda: dist.all_to_all_single(out_full, full, group=group))}
+                for kind, call in calls.items():
+                    try:
+                        collectives[(kind, n, numel * 4)] = timed(call, job["calls"])
+                    except RuntimeError:  # a backend without this collective: the others fit the link
+                        pass
+        m, big = 256, 4 << 20
+        a, b = torch.randn(m, m), torch.randn(m, m)
         x, y, z = torch.randn(big), torch.randn(big), torch.empty(big)
-        s, t = torch.randn(8), torch.randn(8)
-        compute = {"matmul": timed(lambda: torch.mm(a, b)), "add": timed(lambda: torch.add(x, y, out=z)),
-                   "tiny": timed(lambda: torch.add(s, t))}
+        # an op's fixed cost as training pays it: on DTensors (sharding propagation, dispatch)
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import Replicate, distribute_tensor
+
+        mesh = init_device_mesh("cpu", (world,))
+        s, t = (distribute_tensor(torch.randn(8), mesh, [Replicate()]) for _ in range(2))
+        # rounds of ~10 ms or more, so that a process's share of oversubscribed cores shows in the rate
+        compute = {"matmul": timed(lambda: torch.mm(a, b), 30), "add": timed(lambda: torch.add(x, y, out=z), 8),
+                   "tiny": timed(lambda: torch.add(s, t), 300)}
         dist.barrier()
     finally:
         dist.destroy_process_group()
     with open(os.path.join(result_dir, f"rank{rank}.pkl"), "wb") as f:
-        pickle.dump({"collectives": collectives, "compute": compute, "matmul_n": n, "add_numel": big}, f)
+        pickle.dump({"collectives": collectives, "compute": compute, "matmul_n": m, "add_numel": big}, f)
 
 
-__all__ = ["FACTORS", "LinkFit", "MEASURED", "SIZES", "calibrated_machine", "fit_link", "machine_from_figures",
-           "measured_figures"]
+__all__ = ["FACTORS", "LinkFit", "MEASURED", "RING", "SIZES", "calibrated_machine", "fit_link", "kind_scales",
+           "machine_from_figures", "measured_figures"]

@@ -28,7 +28,8 @@ on the axis, ``S`` the message size in bytes and ``beta = 1 / bandwidth``:
 * all-to-all ``(n-1) alpha + (n-1)/n S beta``, ``S`` the buffer on one device;
 
 plus a fixed launch overhead per collective (``DeviceMesh.collective_overhead``),
-so one all-reduce is cheaper than the reduce-scatter and all-gather it is made of.
+so one all-reduce is cheaper than the reduce-scatter and all-gather it is made of; the whole times a
+measured machine's factor for the kind (``DeviceMesh.collective_scale``, 1 unless measured).
 """
 
 from __future__ import annotations
@@ -158,8 +159,8 @@ def step_seconds(step: Step, mesh: DeviceMesh) -> float:
     axis = mesh.axes[step.axis]
     n = axis.size
     factor = 2.0 if step.kind == "all_reduce" else 1.0
-    return (mesh.collective_overhead + factor * (n - 1) * axis.alpha
-            + factor * (n - 1) / n * step.bytes / axis.bandwidth)
+    return mesh.scale(step.kind) * (mesh.collective_overhead + factor * (n - 1) * axis.alpha
+                                    + factor * (n - 1) / n * step.bytes / axis.bandwidth)
 
 
 def step_traffic(step: Step, mesh: DeviceMesh) -> float:

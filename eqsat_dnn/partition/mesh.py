@@ -66,6 +66,14 @@ class DeviceMesh:
     collective_overhead: float = 5e-6
     """Fixed cost of launching one collective, seconds (on top of alpha-beta)."""
     machine: str = "custom"
+    collective_scale: tuple[tuple[str, float], ...] = ()
+    """Per collective kind, a factor on its alpha-beta time where a backend runs it otherwise than the
+    ring the formula assumes (gloo reduce-scatters as slowly as it all-reduces: see
+    :mod:`eqsat_dnn.partition.calibrate`); a kind not listed is 1."""
+
+    def scale(self, kind: str) -> float:
+        """The :attr:`collective_scale` of one kind of collective."""
+        return dict(self.collective_scale).get(kind, 1.0)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -110,6 +118,7 @@ class DeviceMesh:
             "device_overhead": self.device.overhead,
             "memory_bytes_per_device": self.memory_bytes,
             "collective_overhead_s": self.collective_overhead,
+            "collective_scale": dict(self.collective_scale),
             "axes": [{"size": a.size, "link": a.link.name, "alpha_s": a.alpha, "bandwidth_bytes_per_s": a.bandwidth}
                      for a in self.axes],
         }
@@ -126,7 +135,8 @@ class DeviceMesh:
                                                        str(a.get("link", ""))))
                          for a in data["axes"])
             return DeviceMesh(axes, float(data["memory_bytes_per_device"]), device,
-                              float(data.get("collective_overhead_s", 5e-6)), str(data.get("machine", "custom")))
+                              float(data.get("collective_overhead_s", 5e-6)), str(data.get("machine", "custom")),
+                              tuple((str(k), float(v)) for k, v in dict(data.get("collective_scale") or {}).items()))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"bad mesh in plan: {exc}") from None
 
@@ -147,6 +157,7 @@ class Machine:
     inter: Link
     default_shape: tuple[int, ...]
     collective_overhead: float = 5e-6
+    collective_scale: tuple[tuple[str, float], ...] = ()
 
     def mesh(self, shape: tuple[int, ...] | None = None, memory_bytes: float | None = None) -> DeviceMesh:
         """A mesh of this machine; axes inside one node get the fast link."""
@@ -157,7 +168,7 @@ class Machine:
             inside = size * stride <= self.devices_per_node
             axes.append(MeshAxis(size, self.intra if inside else self.inter))
         return DeviceMesh(tuple(axes), float(memory_bytes if memory_bytes is not None else self.memory_bytes),
-                          self.device, self.collective_overhead, self.name)
+                          self.device, self.collective_overhead, self.name, self.collective_scale)
 
 
 _NVLINK3 = Link(2e-6, 230e9, "NVLink3")
