@@ -8,7 +8,8 @@ import json
 import pytest
 
 from eqsat_dnn.partition import get_mesh
-from eqsat_dnn.partition.calibrate import FACTORS, RING, cache_key, fit_link, kind_scales, machine_from_figures
+from eqsat_dnn.partition.calibrate import FACTORS, RING, cache_key, fit_link, kind_scales
+from eqsat_dnn.partition.mesh import machine_from_figures
 from eqsat_dnn.partition.collectives import Step, step_seconds
 
 FIGURES = {"overhead_s": 2e-3, "alpha_s": 7e-4, "bandwidth": 2e9, "flops": 1e11, "memory_bandwidth": 1e10,

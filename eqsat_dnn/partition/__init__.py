@@ -3,7 +3,7 @@
 One stage per module::
 
     mesh.get_mesh("2x4", machine)      shape, preset   -> DeviceMesh        (mesh)
-    calibrate.calibrated_machine(4)    process count   -> the cpu preset measured here, cached (``cpu:measured``)  (calibrate)
+    calibrate.measured_figures(4)      process count   -> gloo and torch figures measured here, cached (``cpu:measured``)  (calibrate)
     strategies.node_strategies(...)    node            -> its strategies    (strategies)
     layers.repeated_layers(graph)      Graph           -> copies of repeated layers, tied in the ILP  (layers)
     problem.build_problem(graph, mesh) Graph, mesh     -> PartitionProblem  (problem)

@@ -2,7 +2,7 @@
 
 The ``cpu`` preset's figures are nominal (a gloo link of 30 us and 3 GB/s, 20 us per collective, a
 60 GFLOP/s 12 GB/s core); a plan's predicted step time then ranks plans only as well as those
-figures fit. :func:`calibrated_machine` measures them the way a training run
+figures fit. :func:`measured_figures` measures them the way a training run
 (:mod:`eqsat_dnn.partition.train`) meets them: it starts as many gloo processes as the mesh has devices
 (:func:`~eqsat_dnn.partition.processes.run_ranks`), each at one torch thread as training runs them, and
 
@@ -22,8 +22,9 @@ figures fit. :func:`calibrated_machine` measures them the way a training run
 
 The fitted figures are cached (``partition-machine.json`` in the measured cost model's cache
 directory, :func:`~eqsat_dnn.cost.measured.cache.cache_dir`), keyed by torch version, process
-count and backend: a configuration is measured once. ``get_mesh(shape, "cpu:measured")`` and
-``eqsat-dnn partition --machine cpu:measured`` use it.
+count and backend: a configuration is measured once. :func:`~eqsat_dnn.partition.mesh.calibrated_machine`
+makes the machine of them, which ``get_mesh(shape, "cpu:measured")`` and ``eqsat-dnn partition
+--machine cpu:measured`` use (this module imports no mesh: it measures and fits).
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from eqsat_dnn.cost import DeviceProfile
-from eqsat_dnn.partition.mesh import MEASURED_MACHINE as MEASURED
-from eqsat_dnn.partition.mesh import Link, Machine
 
 METHOD = 3
 """Version of the measuring method; part of the cache key (a changed method measures again)."""
@@ -155,24 +153,6 @@ def measured_figures(world: int = 4, *, repeats: int = 7, calls: int = 10, refre
     return entry
 
 
-def machine_from_figures(figures: dict[str, Any]) -> Machine:
-    """The ``cpu:measured`` :class:`~eqsat_dnn.partition.mesh.Machine` of fitted figures (as
-    :func:`measured_figures` returns them); memory and shape as the ``cpu`` preset's."""
-    device = DeviceProfile(f"cpu-gloo-{figures.get('processes', '?')}p-measured", flops=float(figures["flops"]),
-                           bandwidth=float(figures["memory_bandwidth"]), overhead=float(figures["op_overhead_s"]),
-                           # (no NCHWc layout nor onnxruntime fusion slowdowns: these figures are torch's)
-                           source="measured in torch at one thread per gloo process (eqsat_dnn.partition.calibrate)")
-    link = Link(float(figures["alpha_s"]), float(figures["bandwidth"]), "gloo loopback (measured)")
-    return Machine(MEASURED, "this CPU's processes over gloo, figures measured here (calibrate.py)", device,
-                   8 * (1 << 30), 1 << 16, link, link, (4,), collective_overhead=float(figures["overhead_s"]),
-                   collective_scale=tuple(sorted((k, float(v)) for k, v in figures.get("scale", {}).items())))
-
-
-def calibrated_machine(world: int = 4, *, refresh: bool = False) -> Machine:
-    """The ``cpu`` preset with this machine's figures for ``world`` processes (measured once, cached)."""
-    return machine_from_figures(measured_figures(world, refresh=refresh))
-
-
 def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, backend: str) -> None:
     import time
 
@@ -240,5 +220,4 @@ def _worker(rank: int, world: int, port: int, job_path: str, result_dir: str, ba
         pickle.dump({"collectives": collectives, "compute": compute, "matmul_n": m, "add_numel": big}, f)
 
 
-__all__ = ["FACTORS", "LinkFit", "MEASURED", "RING", "SIZES", "calibrated_machine", "fit_link", "kind_scales",
-           "machine_from_figures", "measured_figures"]
+__all__ = ["FACTORS", "LinkFit", "RING", "SIZES", "fit_link", "kind_scales", "measured_figures"]

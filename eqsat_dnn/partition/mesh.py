@@ -218,7 +218,6 @@ def get_mesh(shape: str | tuple[int, ...] | None = None, machine: str = DEFAULT_
     if isinstance(shape, str):
         shape = parse_mesh_shape(shape)
     if machine == MEASURED_MACHINE:
-        from eqsat_dnn.partition.calibrate import calibrated_machine
         from eqsat_dnn.partition.processes import check_run_size
 
         devices = math.prod(shape or MACHINES["cpu"].default_shape)
@@ -236,9 +235,32 @@ def get_mesh(shape: str | tuple[int, ...] | None = None, machine: str = DEFAULT_
     return preset.mesh(shape, None if memory_gb is None else memory_gb * GIB)
 
 
+def machine_from_figures(figures: dict[str, Any]) -> Machine:
+    """The ``cpu:measured`` :class:`Machine` of fitted figures (as
+    :func:`eqsat_dnn.partition.calibrate.measured_figures` returns them); memory and shape as the ``cpu`` preset's."""
+    # (no NCHWc layout nor onnxruntime fusion slowdowns in the device: these figures are torch's)
+    device = DeviceProfile(f"cpu-gloo-{figures.get('processes', '?')}p-measured", flops=float(figures["flops"]),
+                           bandwidth=float(figures["memory_bandwidth"]), overhead=float(figures["op_overhead_s"]),
+                           source="measured in torch at one thread per gloo process (eqsat_dnn.partition.calibrate)")
+    link = Link(float(figures["alpha_s"]), float(figures["bandwidth"]), "gloo loopback (measured)")
+    cpu = MACHINES["cpu"]
+    return Machine(MEASURED_MACHINE, "this CPU's processes over gloo, figures measured here (calibrate.py)", device,
+                   cpu.memory_bytes, cpu.devices_per_node, link, link, cpu.default_shape,
+                   collective_overhead=float(figures["overhead_s"]),
+                   collective_scale=tuple(sorted((k, float(v)) for k, v in figures.get("scale", {}).items())))
+
+
+def calibrated_machine(world: int = 4, *, refresh: bool = False) -> Machine:
+    """The ``cpu`` preset with this machine's figures for ``world`` gloo processes (measured once, cached;
+    ``refresh`` measures again)."""
+    from eqsat_dnn.partition.calibrate import measured_figures
+
+    return machine_from_figures(measured_figures(world, refresh=refresh))
+
+
 def with_memory(mesh: DeviceMesh, memory_bytes: float) -> DeviceMesh:
     return replace(mesh, memory_bytes=float(memory_bytes))
 
 
-__all__ = ["DEFAULT_MACHINE", "MEASURED_MACHINE", "DeviceMesh", "GIB", "Link", "MACHINES", "MAX_DEVICES", "Machine", "MeshAxis",
+__all__ = ["DEFAULT_MACHINE", "MEASURED_MACHINE", "calibrated_machine", "machine_from_figures", "DeviceMesh", "GIB", "Link", "MACHINES", "MAX_DEVICES", "Machine", "MeshAxis",
            "get_mesh", "parse_mesh_shape", "with_memory"]
