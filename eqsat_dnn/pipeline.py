@@ -19,12 +19,13 @@ from typing import Callable
 
 import onnx
 
+from eqsat_dnn.blocks import BlockMode, BlockPath, BlockReport, search_blocks, stitch, whole_graph_fits
 from eqsat_dnn.runtime.check import CheckReport, compare_models
 from eqsat_dnn.cost import CostModel, RooflineCostModel, fusion_penalties, node_costs
-from eqsat_dnn.eqsat.egraph import Snapshot, TensorEGraph
-from eqsat_dnn.errors import CheckError, InputError, ResourceLimitError, first_line
-from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
-from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json, validate
+from eqsat_dnn.errors import CheckError, first_line
+from eqsat_dnn.extract import DEFAULT_EXTRACTOR
+from eqsat_dnn.extract.base import Extraction, Extractor
+from eqsat_dnn.ir.blocks import find_blocks
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.ir.language import Target
 from eqsat_dnn.lower import avoid_slow_fusions, to_standard
@@ -33,33 +34,8 @@ from eqsat_dnn.io.onnx_in import load_model, read_model
 from eqsat_dnn.io.onnx_out import OpsetError, check_model, to_onnx
 from eqsat_dnn.io.protos import light_copy
 from eqsat_dnn.eqsat.rules import Arithmetic, Rule, default_rules, select_rules
-from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, SaturationStop, resident_mb, saturate
-
-
-def get_extractor(name: str = DEFAULT_EXTRACTOR, time_limit: float = 10.0) -> Extractor:
-    """An extractor by name, from the registry :data:`eqsat_dnn.extract.EXTRACTORS`:
-    ``ilp`` (cvxpy + HiGHS) or ``greedy``."""
-    if name not in EXTRACTORS:
-        raise InputError(f"unknown extractor {name!r} (choose from {', '.join(EXTRACTORS)})")
-    return EXTRACTORS[name](time_limit=time_limit)
-
-
-def extract(egraph: EGraph | Snapshot | str | Path, extractor: str | Extractor = DEFAULT_EXTRACTOR,
-            time_limit: float = 10.0, initial: dict[str, str] | None = None,
-            target: float | None = None) -> Extraction:
-    """Choose the cheapest program of an e-graph (or an egraph-serialize JSON file).
-
-    ``initial`` is a known program (e-class -> e-node), such as the input model's
-    (:meth:`TensorEGraph.input_choices`): the answer is never costlier than it. ``target`` is the
-    cost worth beating: a search stops once a bound proves nothing costs less."""
-    if isinstance(egraph, (str, Path)):
-        egraph = load_egraph_json(egraph)
-    if isinstance(egraph, Snapshot):
-        egraph = egraph.egraph
-    chosen = get_extractor(extractor, time_limit) if isinstance(extractor, str) else extractor
-    result = chosen.extract(egraph, initial, target)
-    validate(egraph, result.choices)
-    return result
+from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, SaturationStop
+from eqsat_dnn.search import MIN_GAIN, Search, extract, get_extractor, search, within_memory
 
 
 @dataclass
@@ -85,6 +61,13 @@ class OptimizeReport:
     """What was excluded after the chosen program failed the check (:mod:`eqsat_dnn.repair`)."""
     kept_input: bool = False
     """The extracted program was not cheaper enough (:data:`MIN_GAIN`): the input program was kept."""
+    blocks: list[BlockReport] = field(default_factory=list)
+    """The classes of repeated layers, each searched once (:mod:`eqsat_dnn.blocks`); ``saturation``
+    and ``extraction`` are then the glue's, and ``egraph_nodes`` the sum over all the e-graphs."""
+    blocks_path: BlockPath = BlockPath.NO_REPEATS
+    """Whether the repeated layers were searched class by class, or why the whole graph was."""
+    blocks_fallback: str = ""
+    """The check's failure that dropped the program chosen block by block."""
 
     @property
     def extraction_status(self) -> str:
@@ -106,7 +89,14 @@ class OptimizeReport:
             found.append(ext.warning)
         if self.repair is not None:
             found.append(self.repair.warning())
+        if self.blocks_fallback:
+            found.append(f"the program chosen block by block failed the check ({self.blocks_fallback}); "
+                         "the whole graph was searched instead")
         return found
+
+    def describe_blocks(self) -> str:
+        """``32 x layers (60 nodes)``, one entry per class of repeated layers; empty for none."""
+        return ", ".join(b.describe() for b in self.blocks)
 
     @property
     def nodes_before(self) -> int:
@@ -148,12 +138,11 @@ class OptimizeReport:
                 "skipped": [k.value for k in self.check.skipped],
                 "max_abs_error": self.check.max_abs_error, "max_rel_error": self.check.max_rel_error,
             },
+            "blocks": [b.to_dict() for b in self.blocks],
+            "blocks_path": self.blocks_path,
+            "blocks_fallback": self.blocks_fallback or None,
             "seconds": self.seconds,
         }
-
-
-MIN_GAIN = 0.005
-"""The extracted program replaces the input only when predicted cheaper by this fraction."""
 
 
 def optimize(
@@ -169,6 +158,7 @@ def optimize(
     on_iteration: Callable[[Iteration], None] | None = None,
     exact: bool = False,
     target: Target = Target.ONNXRUNTIME,
+    blocks: BlockMode | str = BlockMode.AUTO,
 ) -> tuple[onnx.ModelProto, OptimizeReport]:
     """Optimize a model; returns the new model and a report.
 
@@ -181,6 +171,11 @@ def optimize(
     (:class:`~eqsat_dnn.eqsat.rules.Arithmetic`) and checks infinities exactly. ``target`` says
     which operator sets the output may use: onnxruntime's fused kernels by default, standard ONNX
     only with :attr:`~eqsat_dnn.ir.language.Target.ONNX`.
+
+    ``blocks`` (:class:`~eqsat_dnn.blocks.BlockMode`): a model of repeated layers is searched one
+    representative layer per class and the glue between them, each within ``limits``
+    (:mod:`eqsat_dnn.blocks`), unless (``auto``) the whole graph's search would not be diluted;
+    where the stitched program fails the check, the whole graph is searched instead.
     """
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -195,40 +190,17 @@ def optimize(
     if exact:  # the floating-point policy: only rewrites that hold in IEEE float (rules/README.md)
         rules = [r for r in rules if r.arithmetic is Arithmetic.EXACT]
     seconds["load"] = time.perf_counter() - t
-    _within_memory(limits, "loading")
-
-    t = time.perf_counter()
-    teg = TensorEGraph(graph)
-    seconds["build"] = time.perf_counter() - t
-    _within_memory(limits, "building the e-graph")
+    within_memory(limits, "loading")
 
     report = OptimizeReport(ops_before=graph.op_counts(), cost_model=cost_model.name, rules=len(rules),
                             used_rules=list(rules))
     # the e-graph prices nodes one by one; the runtime's slow fusions are the lowering's to remove
-    input_cost = sum(node_costs(graph, cost_model).values())
-    report.cost_before = input_cost + sum(fusion_penalties(graph, cost_model).values())  # = graph_cost
-    t = time.perf_counter()
-    report.saturation = saturate(teg, rules, limits, on_iteration)
-    seconds["saturate"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    snapshot = teg.snapshot(cost_model, target)
-    report.egraph_nodes, report.egraph_classes = snapshot.egraph.num_nodes, snapshot.egraph.num_classes
+    report.cost_before = sum(node_costs(graph, cost_model).values()) + sum(
+        fusion_penalties(graph, cost_model).values())  # = graph_cost
     chosen = get_extractor(extractor, extract_time_limit) if isinstance(extractor, str) else extractor
-    initial = teg.input_choices(snapshot)
-    # a gain within the cost model's error may well be a loss in the runtime: below this cost, or
-    # the input program is kept (and once a bound proves nothing is, extraction stops)
-    goal = input_cost * (1.0 - MIN_GAIN)
-    report.extraction = extract(snapshot.egraph, chosen, initial=initial, target=goal)
 
-    def pays(found: Extraction) -> bool:
-        return found.cost <= goal
-
-    keep_input = report.kept_input = not pays(report.extraction)
-    seconds["extract"] = time.perf_counter() - t
-
-    def program(found: Extraction | None) -> Graph:
-        return graph if found is None else teg.program(snapshot, found)
+    def run_search(part: Graph) -> Search:
+        return search(part, rules, limits, cost_model, chosen, target, on_iteration)
 
     def realize(program_graph: Graph, timed: bool = False) -> tuple[onnx.ModelProto, int]:
         t = time.perf_counter()
@@ -250,49 +222,113 @@ def optimize(
             seconds["lower"], seconds["export"] = lowered_at - t, time.perf_counter() - lowered_at
         return written, sites
 
-    try:
-        optimized, report.lowered = realize(program(None if keep_input else report.extraction), timed=True)
-        rejected = ""
-    except CheckError as exc:  # onnx's checker rejects the chosen program: a wrong rule made it
-        if keep_input:
-            raise
-        optimized, rejected = None, str(exc)
-    report.cost_after = input_cost if keep_input else report.extraction.cost
-
-    t = time.perf_counter()
     original = str(model) if isinstance(model, (str, Path)) else model
 
     def compare(candidate: onnx.ModelProto) -> CheckReport:
         return compare_models(original, candidate, runs=check, exact=exact)
 
-    if optimized is not None and check > 0:
-        report.check = compare(optimized)
-    if rejected or (report.check is not None and not report.check.ok and not keep_input):
-        found = _repair(report, snapshot, initial, chosen, goal, pays, program, realize, compare)
-        optimized, report.lowered = realize(program(found))
-        report.cost_after = input_cost if found is None else found.cost
-        report.check = compare(optimized) if check > 0 else None
-    if check > 0:
-        seconds["check"] = time.perf_counter() - t
-        if not report.check.ok:
-            raise CheckError("optimized model disagrees with the original: " + report.check.failures[0])
+    mode = BlockMode(blocks)
+    t = time.perf_counter()
+    classes = find_blocks(graph) if mode != BlockMode.NEVER else []
+    seconds["blocks"] = time.perf_counter() - t
+    report.blocks_path = BlockPath.OFF if mode == BlockMode.NEVER else BlockPath.NO_REPEATS
+    optimized = None
+    if classes:
+        optimized = _by_blocks(graph, classes, report, run_search, realize, compare, check, seconds,
+                               decide=mode == BlockMode.AUTO, limits=limits)
+    if optimized is None:
+        optimized = _whole(graph, report, run_search, realize, compare, check, seconds)
     report.ops_after = _op_counts(optimized)
     seconds["total"] = sum(seconds.values())
     report.seconds = seconds
     return optimized, report
 
 
-def _repair(report: OptimizeReport, snapshot: Snapshot, initial: dict[str, str], chosen: Extractor,
-            target: float, pays: Callable[[Extraction], bool], program: Callable[[Extraction | None], Graph],
-            realize: Callable[[Graph], tuple[onnx.ModelProto, int]],
+def _by_blocks(graph: Graph, classes, report: OptimizeReport, run_search: Callable[[Graph], Search],
+               realize: Callable[..., tuple[onnx.ModelProto, int]],
+               compare: Callable[[onnx.ModelProto], CheckReport], check: int,
+               seconds: dict[str, float], decide: bool, limits: Limits) -> onnx.ModelProto | None:
+    """The block path (:mod:`eqsat_dnn.blocks`); ``None`` (and the reason in the report) where
+    the whole graph is to be searched instead: it would not be diluted (``decide``), or the
+    stitched program fails the check."""
+    report.blocks = search_blocks(graph, classes, run_search)
+    if decide and whole_graph_fits(report.blocks, limits):
+        report.blocks_path = BlockPath.FITS
+        for key in ("build", "saturate", "extract"):  # the representatives' searches, spent for the decision
+            seconds["blocks"] += sum(b.search.seconds.get(key, 0.0) for b in report.blocks)
+        return None
+    report.blocks_path = BlockPath.BLOCKS
+    result = stitch(graph, classes, report.blocks, run_search)
+    for key in ("build", "saturate", "extract", "stitch"):
+        seconds[key] = seconds.get(key, 0.0) + result.seconds[key]
+    glue = result.glue
+    if glue is not None:
+        report.saturation, report.extraction = glue.saturation, glue.extraction
+        report.kept_input = glue.kept_input
+    searches = [r.search for r in result.blocks] + ([glue] if glue is not None else [])
+    report.egraph_nodes = sum(s.snapshot.egraph.num_nodes for s in searches)
+    report.egraph_classes = sum(s.snapshot.egraph.num_classes for s in searches)
+    try:
+        optimized, report.lowered = realize(result.graph, timed=True)
+        t = time.perf_counter()
+        report.check = compare(optimized) if check > 0 else None
+        if check > 0:
+            seconds["check"] = time.perf_counter() - t
+    except CheckError as exc:  # onnx's checker rejects it: a wrong rule made it
+        report.blocks_path, report.blocks_fallback = BlockPath.FAILED_CHECK, str(exc)
+        return None
+    if report.check is not None and not report.check.ok:
+        report.blocks_path, report.blocks_fallback = BlockPath.FAILED_CHECK, report.check.failures[0]
+        return None
+    report.cost_after = result.cost
+    return optimized
+
+
+def _whole(graph: Graph, report: OptimizeReport, run_search: Callable[[Graph], Search],
+           realize: Callable[..., tuple[onnx.ModelProto, int]],
+           compare: Callable[[onnx.ModelProto], CheckReport], check: int,
+           seconds: dict[str, float]) -> onnx.ModelProto:
+    """The whole graph in one e-graph, checked, and repaired where the check fails."""
+    found = run_search(graph)
+    for key, value in found.seconds.items():
+        seconds[key] = seconds.get(key, 0.0) + value
+    report.saturation, report.extraction = found.saturation, found.extraction
+    report.egraph_nodes, report.egraph_classes = found.snapshot.egraph.num_nodes, found.snapshot.egraph.num_classes
+    keep_input = report.kept_input = found.kept_input
+    try:
+        optimized, report.lowered = realize(found.chosen(), timed=True)
+        rejected = ""
+    except CheckError as exc:  # onnx's checker rejects the chosen program: a wrong rule made it
+        if keep_input:
+            raise
+        optimized, rejected = None, str(exc)
+    report.cost_after = found.cost
+
+    t = time.perf_counter()
+    if optimized is not None and check > 0:
+        report.check = compare(optimized)
+    if rejected or (report.check is not None and not report.check.ok and not keep_input):
+        repaired = _repair(report, found, realize, compare)
+        optimized, report.lowered = realize(found.program(repaired))
+        report.cost_after = found.input_cost if repaired is None else repaired.cost
+        report.check = compare(optimized) if check > 0 else None
+    if check > 0:
+        seconds["check"] = seconds.get("check", 0.0) + time.perf_counter() - t
+        if not report.check.ok:
+            raise CheckError("optimized model disagrees with the original: " + report.check.failures[0])
+    return optimized
+
+
+def _repair(report: OptimizeReport, found: Search, realize: Callable[[Graph], tuple[onnx.ModelProto, int]],
             compare: Callable[[onnx.ModelProto], CheckReport]) -> Extraction | None:
     """The chosen program failed the check: exclude the e-nodes to blame and extract again
     (:mod:`eqsat_dnn.repair`); ``None`` when the input program is to be kept."""
     failing = report.extraction
+    snapshot, initial = found.snapshot, found.initial
 
     def passes(choices: dict[str, str]) -> bool:
         try:
-            written, _ = realize(program(dataclasses.replace(failing, choices=choices)))
+            written, _ = realize(found.program(dataclasses.replace(failing, choices=choices)))
         except CheckError:  # onnx's checker rejects it
             return False
         return compare(written).ok
@@ -302,25 +338,15 @@ def _repair(report: OptimizeReport, snapshot: Snapshot, initial: dict[str, str],
     def rules_building(ops: list[str]) -> list[str]:
         return sorted(r.name for r in report.used_rules if fired.get(r.name) and r.builds() & set(ops))
 
-    found, report.repair = repair(
+    repaired, report.repair = repair(
         snapshot.egraph, failing, initial, passes,
-        extract_again=lambda egraph: extract(egraph, chosen, initial=initial, target=target), better=pays,
-        op_of=lambda node_id: snapshot.info[node_id].op, rules_building=rules_building)
-    if found is None:
+        extract_again=lambda egraph: extract(egraph, found.extractor, initial=initial, target=found.goal),
+        better=found.pays, op_of=lambda node_id: snapshot.info[node_id].op, rules_building=rules_building)
+    if repaired is None:
         report.kept_input = True
         return None
-    report.extraction = found
-    return found
-
-
-def _within_memory(limits: Limits, stage: str) -> None:
-    """The stages before saturation answer to the memory limit too: they cannot stop early, so
-    they fail (saturation stops at it; extraction, export and the check grow with what those
-    bounded)."""
-    resident = resident_mb()
-    if resident > limits.memory_mb:
-        raise ResourceLimitError(f"{resident:.0f} MiB resident after {stage}, over the memory limit of "
-                                 f"{limits.memory_mb:.0f} MiB (raise it with --memory-limit)")
+    report.extraction = repaired
+    return repaired
 
 
 def _check_optimized(optimized: onnx.ModelProto, original: str | Path | onnx.ModelProto) -> None:

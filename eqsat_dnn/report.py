@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 
+from eqsat_dnn.blocks import BlockPath
 from eqsat_dnn.pipeline import OptimizeReport
 
 
@@ -37,7 +38,12 @@ def optimize_table(report: OptimizeReport, source: str = "", target: str = "", m
         stages.add_column(column)
     sat, ext, chk = report.saturation, report.extraction, report.check
     details = {
-        "saturate": "" if sat is None else (
+        "blocks": "; ".join(
+            f"{b.describe()}: {b.search.snapshot.egraph.num_nodes} e-nodes, stop: {b.search.saturation.stop_reason}, "
+            f"per copy {_signed(b.rewrites()) or 'unchanged'}" for b in report.blocks)
+        + ("" if report.blocks_path == BlockPath.BLOCKS else ("; " if report.blocks else "") + report.blocks_path),
+        "stitch": f"every copy given its class's choice ({sum(b.copies for b in report.blocks)} copies)",
+        "saturate": "" if sat is None else ("glue: " if report.blocks_path == BlockPath.BLOCKS else "") + (
             f"{len(sat.iterations)} iterations, {sat.nodes} e-nodes, stop: {sat.stop_reason}, "
             f"{report.rules} rules, {sum(sat.matches_per_rule().values())} matches"),
         "extract": "" if ext is None else (
@@ -55,3 +61,8 @@ def optimize_table(report: OptimizeReport, source: str = "", target: str = "", m
         stages.add_row(stage, f"{seconds:.2f}", details.get(stage, ""),
                        style="bold" if stage == "total" else None)
     return Group(ops, stages)
+
+
+def _signed(delta: dict[str, int]) -> str:
+    """``{'Add': -1, 'Gemm': 1}`` -> ``Add -1, Gemm +1``."""
+    return ", ".join(f"{op} {n:+d}" for op, n in delta.items())

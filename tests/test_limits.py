@@ -50,9 +50,10 @@ def test_tiny_memory_limit_on_the_largest_model(largest_zoo_model, tmp_path, cap
 
 def test_saturation_stops_at_the_memory_limit(largest_zoo_model, tmp_path, capfd, monkeypatch):
     """A limit crossed while saturating stops the search; the result is valid and checked."""
-    from eqsat_dnn import pipeline
+    from eqsat_dnn import pipeline, search
 
-    monkeypatch.setattr(pipeline, "_within_memory", lambda limits, stage: None)  # room to load, none to grow
+    for module in (pipeline, search):  # room to load and build, none to grow
+        monkeypatch.setattr(module, "within_memory", lambda limits, stage: None)
     out = tmp_path / "out.onnx"
     code = main(["optimize", str(largest_zoo_model), str(out), "--memory-limit", "1", "--extractor", "greedy",
                  "--json"])

@@ -425,7 +425,7 @@ def test_training_memory_counts_adam_state():
 
 
 def test_repeated_layers_are_found_with_and_without_metadata(tmp_path):
-    from eqsat_dnn.partition.layers import repeated_layers
+    from eqsat_dnn.ir.blocks import repeated_layers
     from eqsat_dnn.partition.problem import prepare_graph
 
     path = llama(tmp_path / "llama.onnx", **{**TINY_LLAMA, "layers": 3})

@@ -38,6 +38,10 @@ def add_parser(commands) -> None:
     opt.add_argument("--target", choices=[t.value for t in Target], default=Target.ONNXRUNTIME.value,
                      help="where the output runs: onnxruntime (default; its fused kernels, such as "
                           "com.microsoft.MultiHeadAttention, may be chosen) or onnx (standard ONNX only)")
+    opt.add_argument("--blocks", choices=["auto", "always", "never"], default="auto",
+                     help="search one representative per class of identical layers, each within the limits, "
+                          "and apply its choice to every copy: always, never, or auto (default: unless the "
+                          "whole graph's search would not be diluted by depth)")
     opt.add_argument("--overwrite-input-shape", action="append", metavar="NAME:D1,D2,...",
                      help="fix an input's shape (repeatable)")
     opt.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         model, report = optimize(
             args.input, rules=rules, limits=limits, extractor=args.extractor,
             extract_time_limit=args.extract_time_limit, check=args.check, input_shapes=shapes,
-            cost_model=cost_model, exact=args.exact, target=Target(args.target),
+            cost_model=cost_model, exact=args.exact, target=Target(args.target), blocks=args.blocks,
             on_iteration=progress,
         )
     save_model(model, args.output, source=args.input)

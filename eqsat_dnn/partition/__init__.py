@@ -5,7 +5,7 @@ One stage per module::
     mesh.get_mesh("2x4", machine)      shape, preset   -> DeviceMesh        (mesh)
     calibrate.measured_figures(4)      process count   -> gloo and torch figures measured here, cached (``cpu:measured``)  (calibrate)
     strategies.node_strategies(...)    node            -> its strategies    (strategies)
-    layers.repeated_layers(graph)      Graph           -> copies of repeated layers, tied in the ILP  (layers)
+    ir.blocks.repeated_layers(graph)   Graph           -> copies of repeated layers, tied in the ILP  (ir.blocks)
     problem.build_problem(graph, mesh) Graph, mesh     -> PartitionProblem  (problem)
     ilp.solve(problem)                 problem         -> an assignment     (ilp)
     plan.partition(graph, mesh)        all the above   -> Plan (JSON, table, ONNX annotation)  (plan)

@@ -389,7 +389,7 @@ def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_
                   outputs: str = "replicate", optimizer: str = "adam", tie: bool = True) -> PartitionProblem:
     """Items, tensors and strategies of ``graph`` on ``mesh`` (see the module docstring); ``optimizer``
     (training) is ``adam`` or ``sgd`` (no state). ``tie``: corresponding ops and weights of repeated
-    layers (:func:`~eqsat_dnn.partition.layers.repeated_layers`) share one choice (``Item.tied``)."""
+    layers (:func:`~eqsat_dnn.ir.blocks.repeated_layers`) share one choice (``Item.tied``)."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
     if optimizer not in OPTIMIZERS:
@@ -427,7 +427,7 @@ def build_problem(graph: Graph, mesh: DeviceMesh, mode: str = "inference", cost_
                 _add_zero_choices(items[-1], t, mesh, OPTIMIZERS[optimizer] > 0)
     rep_node: dict[int, int] = {}
     if tie:
-        from eqsat_dnn.partition.layers import repeated_layers
+        from eqsat_dnn.ir.blocks import repeated_layers
 
         for group in repeated_layers(graph):
             for copy in group[1:]:

@@ -2,7 +2,7 @@
 checkpointing, priced for training.
 
 The graph is cut into *units* at the boundaries of its repeated layers
-(:func:`~eqsat_dnn.partition.layers.repeated_layers`): the glue before the first layer, each copy of
+(:func:`~eqsat_dnn.ir.blocks.repeated_layers`): the glue before the first layer, each copy of
 the layer, the glue after the last. A pipeline of ``p`` stages splits mesh axis 0 into ``p`` equal
 sub-meshes and gives each stage a contiguous run of units. Each unit is priced on the sub-mesh by the
 intra-operator ILP (:func:`~eqsat_dnn.partition.plan.partition`, solved once per distinct unit: the
@@ -208,7 +208,7 @@ class Pipeline:
 def layer_units(graph: Graph) -> list[list[int]]:
     """The graph's nodes (in order) cut at the start of every copy of its most repeated layer and after
     the last copy; ``[]`` when the graph has no repeated layer (nothing to pipeline)."""
-    from eqsat_dnn.partition.layers import repeated_layers
+    from eqsat_dnn.ir.blocks import repeated_layers
 
     groups = repeated_layers(graph)
     if not groups:
@@ -350,7 +350,7 @@ def boundary_collectives(graph: Graph, prev_sub: Graph, writes: list, sub: Graph
 
 def _unit_key(graph: Graph, nodes: list[int], mesh: DeviceMesh) -> tuple:
     """What makes two units priced alike: their nodes' signatures, the mesh, and whether they end the graph."""
-    from eqsat_dnn.partition.layers import node_signature
+    from eqsat_dnn.ir.blocks import node_signature
 
     final = any(o in graph.outputs for o in sub_graph(graph, nodes).outputs)
     return tuple(node_signature(graph.nodes[k], graph) for k in nodes), mesh.shape, final

@@ -54,7 +54,7 @@ import onnx
 
 from eqsat_dnn.errors import InputError, OutputError
 from eqsat_dnn.ir.graph import Graph, Node
-from eqsat_dnn.partition.layers import SCOPES_KEY, metadata_list
+from eqsat_dnn.ir.blocks import SCOPES_KEY, metadata_list
 from eqsat_dnn.partition.placements import Replicate, Shard, Spec, parse_placement, spec_strings
 from eqsat_dnn.partition.plan import Plan
 from eqsat_dnn.partition.problem import as_graph, prepare_graph
