@@ -12,7 +12,11 @@ The pipeline, one stage per module, each a plain function over a plain type::
     to_onnx(graph)              Graph          -> ONNX model       (onnx_out)
     compare_models(a, b)        two models     -> CheckReport      (check)
 
-:func:`optimize` runs them all.
+    find_blocks(graph)          Graph          -> BlockClasses     (ir.blocks)
+    stitch(graph, classes, ...) one search per class and the glue -> Graph  (blocks)
+
+:func:`optimize` runs them all; :func:`eqsat_dnn.search.search` is the middle five on one graph
+(the whole model, or one representative of repeated layers and what lies between them).
 """
 
 from eqsat_dnn.runtime.check import CheckReport, compare_models

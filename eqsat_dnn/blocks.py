@@ -36,7 +36,8 @@ from typing import Callable
 
 from eqsat_dnn.eqsat.saturate import Limits, SaturationStop
 from eqsat_dnn.ir.blocks import BlockClass, BlockCopy, block_graph, remainder
-from eqsat_dnn.ir.graph import Graph, Node, TensorType
+from eqsat_dnn.io.onnx_out import fold_weight_expressions
+from eqsat_dnn.ir.graph import Graph, Node, TensorType, fresh_name
 from eqsat_dnn.search import Search
 
 
@@ -52,7 +53,8 @@ class BlockReport:
     ops_before: dict[str, int]
     """Op counts of one copy, as found."""
     ops_after: dict[str, int]
-    """Op counts of one copy, as chosen (every copy gets the same)."""
+    """Op counts of one copy, as chosen (every copy gets the same) and written: the weight
+    expressions it computes are folded at export, so they are not counted."""
     seconds: float = 0.0
     """The representative's search: build, saturation and extraction."""
 
@@ -128,8 +130,10 @@ def search_blocks(graph: Graph, classes: list[BlockClass], run_search: Callable[
     for cls in classes:
         part = block_graph(graph, cls.copies[0])
         found = run_search(part)
-        reports.append(BlockReport(cls.name, len(cls.copies), cls.size, found, part.op_counts(),
-                                   found.chosen().op_counts(), sum(found.seconds.values())))
+        # counted as export writes it: weight expressions folded (values not computed)
+        after = fold_weight_expressions(found.chosen(), values=False).op_counts()
+        reports.append(BlockReport(cls.name, len(cls.copies), cls.size, found, part.op_counts(), after,
+                                   sum(found.seconds.values())))
     return reports
 
 
@@ -194,14 +198,6 @@ def _correspondence(graph: Graph, rep: BlockCopy, copy: BlockCopy) -> tuple[dict
     return values, names, protos
 
 
-def _fresh(base: str, taken: set[str]) -> str:
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    taken.add(name)
-    return name
-
 
 def _place(program: Graph, values: dict[str, str], names: dict[str, str], own: set[str], taken: set[str],
            node_names: set[str], types: dict[str, TensorType], protos: dict | None = None) -> list[Node]:
@@ -217,7 +213,7 @@ def _place(program: Graph, values: dict[str, str], names: dict[str, str], own: s
             return renamed[name]
         if name in own:
             return name
-        new = renamed[name] = _fresh(name, taken)
+        new = renamed[name] = fresh_name(name, taken)
         if name in program.types:
             types[new] = program.types[name]
         return new
@@ -225,7 +221,7 @@ def _place(program: Graph, values: dict[str, str], names: dict[str, str], own: s
     placed: list[Node] = []
     for node in program.nodes:
         name = names.get(node.name) or (node.name if node.name and node.name not in node_names else "")
-        name = name or _fresh(node.name or node.op, node_names)
+        name = name or fresh_name(node.name or node.op, node_names)
         node_names.add(name)
         proto = node.proto if protos is None or node.proto is None else protos.get(id(node.proto), node.proto)
         placed.append(Node(node.op, [value(i) for i in node.inputs], [value(o) for o in node.outputs],

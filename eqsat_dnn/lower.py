@@ -36,8 +36,7 @@ import numpy as np
 from onnx import helper, numpy_helper
 
 from eqsat_dnn.cost import CostModel, fusion_penalties
-from eqsat_dnn.io.onnx_out import fresh_name
-from eqsat_dnn.ir.graph import Graph, Node, TensorType
+from eqsat_dnn.ir.graph import Graph, Node, TensorType, fresh_name
 
 
 def avoid_slow_fusions(graph: Graph, model: CostModel) -> tuple[Graph, int]:

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper, version_converter
 
 from eqsat_dnn.errors import OutputError, first_line
-from eqsat_dnn.ir.graph import Graph, Node
+from eqsat_dnn.ir.graph import Graph, Node, fresh_name
 from eqsat_dnn.ir.language import OPAQUE, OPS
 from eqsat_dnn.io.external import SPILL_BYTES, is_reference, needs_external_data, spill, write_model
 from eqsat_dnn.io.files import check_input_file, check_output_path, write_atomic
@@ -94,16 +94,6 @@ class OpsetError(ValueError):
 
 _HELD = "eqsat_dnn.held"
 """A private operator set that hides ops from the version converter while it raises the rest."""
-
-
-def fresh_name(base: str, taken: set[str]) -> str:
-    """``base``, or ``base_k`` with the first ``k`` that is not in ``taken`` (added to it)."""
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    taken.add(name)
-    return name
 
 
 def _node_proto(node: Node, opset: int, taken: set[str], extra: list[onnx.TensorProto]) -> onnx.NodeProto:
