@@ -82,6 +82,7 @@ class Search:
     """The cost a program must reach to replace the input (:data:`MIN_GAIN` below it)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """``build``, ``saturate``, ``extract``."""
+    _chosen: Graph | None = field(default=None, repr=False, compare=False)
 
     def pays(self, found: Extraction) -> bool:
         return found.cost <= self.goal
@@ -101,8 +102,11 @@ class Search:
         return self.graph if found is None else self.teg.program(self.snapshot, found)
 
     def chosen(self) -> Graph:
-        """The program this search chose: the extraction's, or the input where that does not pay."""
-        return self.program(None if self.kept_input else self.extraction)
+        """The program this search chose: the extraction's, or the input where that does not pay
+        (built once: the block path reads it for the report and for every copy)."""
+        if self._chosen is None:
+            self._chosen = self.program(None if self.kept_input else self.extraction)
+        return self._chosen
 
 
 def search(graph: Graph, rules: list[Rule], limits: Limits, cost_model: CostModel, extractor: Extractor,

@@ -122,3 +122,21 @@ def test_auto_searches_the_whole_graph_where_it_fits_and_without_repeats():
     assert never.blocks_path == BlockPath.OFF
     assert report.ops_after == never.ops_after and report.cost_after == pytest.approx(never.cost_after)
     assert [n.op_type for n in by_default.graph.node] == [n.op_type for n in whole.graph.node]
+
+
+def test_a_stitched_program_that_fails_the_check_falls_back_to_the_whole_graph(monkeypatch):
+    from eqsat_dnn import pipeline
+
+    stitch = pipeline.stitch
+
+    def wrong(*args, **kwargs):  # a copy computing something else: Mul(y, s) as Add(y, s)
+        result = stitch(*args, **kwargs)
+        next(n for n in result.graph.nodes if n.op == "Mul").op = "Add"
+        return result
+
+    monkeypatch.setattr(pipeline, "stitch", wrong)
+    model = folding_stack(2)  # the whole graph's search grows fast with depth (matmul-assoc across layers)
+    optimized, report = optimize(model, blocks=BlockMode.ALWAYS, check=1)
+    assert report.blocks_path == BlockPath.FAILED_CHECK and report.check.ok
+    assert any("block by block failed the check" in w for w in report.warnings)
+    np.testing.assert_allclose(run(optimized), run(model), rtol=1e-4, atol=1e-5)
