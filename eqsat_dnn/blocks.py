@@ -113,7 +113,7 @@ class BlockPath(StrEnum):
     BLOCKS = "blocks"
     NO_REPEATS = "whole graph: no repeated layers"
     OFF = "whole graph: blocks off"
-    FITS = "whole graph: its layers saturate within the limits together"
+    FITS = "whole graph: each layer saturates alone, and all of them would fit the limits together"
     FAILED_CHECK = "whole graph: the program chosen block by block failed the check"
 
 
