@@ -96,6 +96,11 @@ class BlockResult:
     """``build``, ``saturate``, ``extract`` summed over the searches, and ``stitch``."""
 
 
+class NotConvexError(ValueError):
+    """The stitched program has a cycle: a path leaves a block and comes back into it (the
+    block's cut then reads a value that depends on its own outputs)."""
+
+
 class BlockMode(StrEnum):
     """Whether :func:`eqsat_dnn.pipeline.optimize` searches repeated layers one class at a time."""
 
@@ -115,6 +120,7 @@ class BlockPath(StrEnum):
     OFF = "whole graph: blocks off"
     FITS = "whole graph: each layer saturates alone, and all of them would fit the limits together"
     FAILED_CHECK = "whole graph: the program chosen block by block failed the check"
+    NOT_CONVEX = "whole graph: a path leaves a block and comes back into it, so the copies cannot be cut out"
 
 
 FIT_SHARE = 0.25
@@ -231,8 +237,7 @@ def _place(program: Graph, values: dict[str, str], names: dict[str, str], own: s
 
 def _topological(nodes: list[Node], available: set[str]) -> list[Node]:
     """``nodes`` in an order where every value is computed before it is read, the earliest in the
-    list first among the ready ones; :class:`ValueError` on a cycle (a block that is not convex:
-    a path leaves it and comes back)."""
+    list first among the ready ones; :class:`NotConvexError` on a cycle."""
     producer = {o: k for k, node in enumerate(nodes) for o in node.outputs if o}
     waiting = [0] * len(nodes)
     readers: dict[int, list[int]] = {}
@@ -253,9 +258,9 @@ def _topological(nodes: list[Node], available: set[str]) -> list[Node]:
             if not waiting[r]:
                 heapq.heappush(ready, r)
     if len(order) != len(nodes):
-        raise ValueError(f"the stitched program has a cycle through {len(nodes) - len(order)} nodes")
+        raise NotConvexError(f"the stitched program has a cycle through {len(nodes) - len(order)} nodes")
     return order
 
 
-__all__ = ["FIT_SHARE", "BlockMode", "BlockPath", "BlockReport", "BlockResult", "search_blocks", "stitch",
+__all__ = ["FIT_SHARE", "BlockMode", "BlockPath", "NotConvexError", "BlockReport", "BlockResult", "search_blocks", "stitch",
            "whole_graph_fits"]

@@ -19,7 +19,8 @@ from typing import Callable
 
 import onnx
 
-from eqsat_dnn.blocks import BlockMode, BlockPath, BlockReport, search_blocks, stitch, whole_graph_fits
+from eqsat_dnn.blocks import (BlockMode, BlockPath, BlockReport, NotConvexError, search_blocks, stitch,
+                              whole_graph_fits)
 from eqsat_dnn.runtime.check import CheckReport, compare_models
 from eqsat_dnn.cost import CostModel, RooflineCostModel, fusion_penalties, node_costs
 from eqsat_dnn.errors import CheckError, first_line
@@ -249,8 +250,8 @@ def _by_blocks(graph: Graph, classes, report: OptimizeReport, run_search: Callab
                compare: Callable[[onnx.ModelProto], CheckReport], check: int,
                seconds: dict[str, float], decide: bool, limits: Limits) -> onnx.ModelProto | None:
     """The block path (:mod:`eqsat_dnn.blocks`); ``None`` (and the reason in the report) where
-    the whole graph is to be searched instead: it would not be diluted (``decide``), or the
-    stitched program fails the check."""
+    the whole graph is to be searched instead: it would not be diluted (``decide``), the copies
+    cannot be cut out, or the stitched program fails the check."""
     report.blocks = search_blocks(graph, classes, run_search)
     if decide and whole_graph_fits(report.blocks, limits):
         report.blocks_path = BlockPath.FITS
@@ -258,7 +259,11 @@ def _by_blocks(graph: Graph, classes, report: OptimizeReport, run_search: Callab
             seconds["blocks"] += sum(b.search.seconds.get(key, 0.0) for b in report.blocks)
         return None
     report.blocks_path = BlockPath.BLOCKS
-    result = stitch(graph, classes, report.blocks, run_search)
+    try:
+        result = stitch(graph, classes, report.blocks, run_search)
+    except NotConvexError:
+        report.blocks_path = BlockPath.NOT_CONVEX
+        return None
     for key in ("build", "saturate", "extract", "stitch"):
         seconds[key] = seconds.get(key, 0.0) + result.seconds[key]
     glue = result.glue
