@@ -6,7 +6,10 @@
 :func:`~eqsat_dnn.eqsat.saturate.saturate`, :func:`extract`,
 :func:`~eqsat_dnn.lower.avoid_slow_fusions`, :func:`~eqsat_dnn.io.onnx_out.to_onnx`,
 :func:`~eqsat_dnn.runtime.check.compare_models`)
-so a notebook can stop between them.
+so a notebook can stop between them. The e-graph, saturation and extraction of one graph are
+:func:`~eqsat_dnn.search.search`: run on the whole graph, or, for a model of repeated layers, on
+one representative per class of identical layers and on the glue between them, whose choices
+:mod:`eqsat_dnn.blocks` stitches into the whole program (:func:`~eqsat_dnn.ir.blocks.find_blocks`).
 """
 
 from __future__ import annotations
