@@ -138,6 +138,7 @@ def search_blocks(graph: Graph, classes: list[BlockClass], run_search: Callable[
         found = run_search(part)
         # counted as export writes it: weight expressions folded (values not computed)
         after = fold_weight_expressions(found.chosen(), values=False).op_counts()
+        found.release()
         reports.append(BlockReport(cls.name, len(cls.copies), cls.size, found, part.op_counts(), after,
                                    sum(found.seconds.values())))
     return reports

@@ -69,7 +69,8 @@ class Search:
     """What :func:`search` found on one graph."""
 
     graph: Graph
-    teg: TensorEGraph
+    teg: TensorEGraph | None
+    """None once :meth:`release` freed it."""
     snapshot: Snapshot
     saturation: SaturationReport
     extraction: Extraction
@@ -107,6 +108,13 @@ class Search:
         if self._chosen is None:
             self._chosen = self.program(None if self.kept_input else self.extraction)
         return self._chosen
+
+    def release(self) -> None:
+        """Free the e-graph (egglog's memory, tens of MB with the rules compiled) once
+        :meth:`chosen` is built: the block path keeps every representative's search for its
+        report and its copies, and needs only their programs and figures from then on."""
+        self.chosen()
+        self.teg = None
 
 
 def search(graph: Graph, rules: list[Rule], limits: Limits, cost_model: CostModel, extractor: Extractor,

@@ -71,8 +71,9 @@ def test_lora_layer_after_extraction_has_no_skip_layernorm_left(tmp_path):
 
     model = zoo.build("lora_layer", seq=32, hidden=128, heads=4, intermediate=256, rank=4)
     # without the gelu family: with its Gelu the extracted program writes both residual Adds as
-    # Add(bias, Add(x, y)), which onnxruntime leaves alone, so no site is left to find
-    rules = [rule for rule in default_rules() if rule.family != "gelu"]
+    # Add(bias, Add(x, y)), which onnxruntime leaves alone, so no site is left to find; without the
+    # attention family: its e-classes leave the 3 s ILP at a feasible program without such a site
+    rules = [rule for rule in default_rules() if rule.family not in ("gelu", "attention")]
     optimized, report = optimize(model, rules=rules, cost_model=RooflineCostModel(CPU_PROFILE), extract_time_limit=3)
     assert report.lowered >= 1 and report.check.ok
     assert "SkipLayerNormalization" in ort_ops(model, tmp_path)
