@@ -570,13 +570,19 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
 COLUMNS = ("model", "nodes", "e-graph", "sat s", "ext s", "total s (Tensat)", "extraction", "predicted",
            "orig ms", "noise", OURS, *PEERS, "GPU pred. (Tensat)")
 
+def extraction_cell(r: BenchResult) -> str:
+    """The extraction column: its status, and its gap where the ILP stopped short of optimal."""
+    extraction = "-" if r.extraction_status is None else r.extraction_status
+    if r.extraction_gap and r.extraction_gap >= 5e-4:
+        extraction += f", gap {r.extraction_gap:.1%}"
+    return extraction
+
+
 def table_rows(results: Sequence[BenchResult]) -> list[list[str]]:
     """The table, one list of cells per model (columns :data:`COLUMNS`)."""
     rows = []
     for r in results:
-        extraction = "-" if r.extraction_status is None else r.extraction_status
-        if r.extraction_gap and r.extraction_gap >= 5e-4:
-            extraction += f", gap {r.extraction_gap:.1%}"
+        extraction = extraction_cell(r)
         gpu = r.gpu_error or _pct(r.gpu_predicted_reduction)
         if r.tensat_reduction is not None:
             gpu += f" ({_pct(r.tensat_reduction)})"

@@ -176,9 +176,7 @@ def table_rows(results: Sequence[BenchResult]) -> list[list[str]]:
     """The table, one list of cells per model (columns :data:`COLUMNS`)."""
     rows = []
     for r in results:
-        extraction = "-" if r.extraction_status is None else r.extraction_status
-        if r.extraction_gap and r.extraction_gap >= 5e-4:
-            extraction += f", gap {r.extraction_gap:.1%}"
+        extraction = bench.extraction_cell(r)
         rows.append([
             r.model,
             f"{r.nodes_before} -> {r.nodes_after}" if r.nodes_after is not None else str(r.nodes_before),
