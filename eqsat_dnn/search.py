@@ -20,7 +20,7 @@ from eqsat_dnn.eqsat.rules import Rule
 from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, resident_mb, saturate
 from eqsat_dnn.errors import InputError, ResourceLimitError
 from eqsat_dnn.extract import DEFAULT_EXTRACTOR, EXTRACTORS
-from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, load_egraph_json, validate
+from eqsat_dnn.extract.base import EGraph, Extraction, Extractor, dag_cost, known_program, load_egraph_json, settle_ties, validate
 from eqsat_dnn.ir.graph import Graph
 from eqsat_dnn.ir.language import Target
 
@@ -43,7 +43,9 @@ def extract(egraph: EGraph | Snapshot | str | Path, extractor: str | Extractor =
 
     ``initial`` is a known program (e-class -> e-node), such as the input model's
     (:meth:`TensorEGraph.input_choices`): the answer is never costlier than it. ``target`` is the
-    cost worth beating: a search stops once a bound proves nothing costs less."""
+    cost worth beating: a search stops once a bound proves nothing costs less. Where the answer
+    and ``initial`` cost the same class by class, the answer keeps ``initial``'s node
+    (:func:`~eqsat_dnn.extract.base.settle_ties`)."""
     if isinstance(egraph, (str, Path)):
         egraph = load_egraph_json(egraph)
     if isinstance(egraph, Snapshot):
@@ -51,6 +53,10 @@ def extract(egraph: EGraph | Snapshot | str | Path, extractor: str | Extractor =
     chosen = get_extractor(extractor, time_limit) if isinstance(extractor, str) else extractor
     result = chosen.extract(egraph, initial, target)
     validate(egraph, result.choices)
+    known = known_program(egraph, initial)
+    if known is not None:
+        result.choices = settle_ties(egraph, result.choices, known[0])
+        result.cost = dag_cost(egraph, result.choices)
     return result
 
 

@@ -222,3 +222,30 @@ def test_a_plain_program_is_cyclic_and_cuts_or_levels_make_it_acyclic():
     validate(g, original)
     assert dag_cost(g, original) == pytest.approx(4.5)
     assert np.isclose(dag_cost(g, original), optimum(g))
+
+
+def test_ties_go_back_to_the_input_program():
+    from eqsat_dnn.extract.base import settle_ties
+
+    # R's two forms cost the same (1 + 2 either way): the input's (R.0 over A.0) is kept, and
+    # A goes back with it; C's rewrite is cheaper and stays
+    g = egraph(
+        {
+            "R": [("add_bias_then_residual", 1.0, ("A", "C")), ("add_residual_of_sum", 1.0, ("B", "C"))],
+            "A": [("bias_on_gemm", 2.0, ())],
+            "B": [("bias_on_residual", 2.0, ())],
+            "C": [("slow", 5.0, ()), ("fast", 1.0, ())],
+        },
+        roots=["R"],
+    )
+    initial = {"R": "R.0", "A": "A.0", "B": "B.0", "C": "C.0"}
+    chosen = {"R": "R.1", "B": "B.0", "C": "C.1"}
+    settled = settle_ties(g, chosen, initial)
+    assert settled == {"R": "R.0", "A": "A.0", "C": "C.1"}
+    assert dag_cost(g, settled) == dag_cost(g, chosen) == 4.0
+    # a strictly cheaper choice is never undone
+    g.nodes["B.0"] = g.nodes["B.0"].__class__("bias_on_residual", (), "B", 1.5)
+    assert settle_ties(g, chosen, initial) == reachable_choices(g, chosen)
+    # nor is one whose input form would close a cycle
+    assert settle_ties(cyclic_egraph(), {"R": "R.0", "X": "X.0"},
+                       {"R": "R.0", "X": "X.1", "P": "P.0", "Q": "Q.0", "S": "S.0"}) == {"R": "R.0", "X": "X.0"}

@@ -130,3 +130,16 @@ def test_cli_errors_are_one_line(tmp_path, args, code, message):
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "a.onnx").exists()
+
+
+def test_gpt2_layer_keeps_its_biases_on_their_gemms():
+    # at these sizes moving a projection's bias onto the residual costs the roofline nothing and
+    # onnxruntime its MatMul + Add -> Gemm fusion; a tie goes to the input program
+    from eqsat_dnn.pipeline import optimize
+
+    out, _ = optimize(zoo.build("gpt2_layer"))
+    made = {o: n.op_type for n in out.graph.node for o in n.output}
+    weights = {i.name for i in out.graph.initializer}
+    bias_adds = [n for n in out.graph.node if n.op_type == "Add" and any(i in weights for i in n.input)]
+    assert len(bias_adds) == 4
+    assert all(any(made.get(i) == "MatMul" for i in n.input) for n in bias_adds)

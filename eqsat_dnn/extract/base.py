@@ -150,6 +150,30 @@ def known_program(egraph: EGraph, choices: dict[str, str] | None) -> tuple[dict[
     return program, dag_cost(egraph, program)
 
 
+def settle_ties(egraph: EGraph, choices: dict[str, str], initial: dict[str, str]) -> dict[str, str]:
+    """``choices`` moved back to ``initial``'s e-node in every class where that costs no more.
+
+    Programs the cost model prices alike are alike to the model only: where a rewrite gains
+    nothing by the model's count (a bias moved off its GEMM and onto the residual, say), the
+    runtime can only lose by it, so each tie goes to the input program. Classes are visited
+    from the roots down, so a consumer that goes back can take its producers' changes with it.
+    ``initial`` must be a complete program (:func:`known_program`)."""
+    program = reachable_choices(egraph, choices)
+    cost = dag_cost(egraph, program)
+    for cls in _reachable_classes(egraph, program):
+        want = initial.get(cls)
+        if cls not in program or want is None or program[cls] == want:
+            continue
+        trial = {**initial, **program, cls: want}
+        if find_cycle(egraph, trial) is not None:
+            continue
+        trial = reachable_choices(egraph, trial)
+        trial_cost = dag_cost(egraph, trial)
+        if trial_cost <= cost + 1e-9 * abs(cost):
+            program, cost = trial, trial_cost
+    return program
+
+
 def dag_cost(egraph: EGraph, choices: dict[str, str]) -> float:
     """Cost of the program ``choices`` picks, each reachable node counted once."""
     reached = reachable_choices(egraph, choices)
