@@ -205,3 +205,18 @@ def test_exports_suite_writes_beside_the_zoo_by_default(tmp_path, monkeypatch):
     assert (tmp_path / "bench/results/exports/bench.md").is_file()
     assert not (tmp_path / "bench/results/bench.md").exists()
     assert main(["bench", "--set", "layers=1"]) == 2  # --set is the exports suite's
+
+
+def test_a_dynamic_export_pinned_to_a_shape_fuses_like_a_static_one(tmp_path):
+    from eqsat_dnn.io.onnx_in import load_model
+    from eqsat_dnn.pipeline import optimize
+
+    path = hf.export("llama", tmp_path / "dynamic.onnx", dynamic=True, **hf.TINY["llama"])
+    seq = hf.TINY["llama"]["seq"]
+    pinned = {"input_ids": [1, seq], "attention_mask": [1, seq]}
+    graph = load_model(path, input_shapes=pinned)
+    assert not [n.op_type for n in graph.nodes if n.op == "Opaque"]  # reshape targets are constants now
+    _, report = optimize(str(path), input_shapes=pinned)
+    fused = {"RMSNormalization", "RotaryEmbedding", "Attention", "QuickGelu"}
+    assert fused & set(report.ops_after) >= {"RMSNormalization", "QuickGelu"}
+    assert report.check is not None and report.check.ok and report.repair is None

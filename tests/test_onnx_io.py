@@ -285,3 +285,61 @@ def test_literals_over_symbolic_dims_keep_their_meaning(name, model):
     for want, got in zip(_run(model, feeds), _run(optimized, feeds)):
         assert want.shape == got.shape
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def _dynamic_head_split() -> onnx.ModelProto:
+    # dynamo's form with dynamic axes: the head split's target and a causal mask from Shape and Range
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    m = helper.make_tensor_value_info("m", TensorProto.FLOAT, None)
+    ints = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Shape", ["x"], ["b"], start=0, end=1),
+        helper.make_node("Shape", ["x"], ["s"], start=1, end=2),
+        helper.make_node("Concat", ["b", "s", "heads", "size"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["split"]),
+        helper.make_node("Transpose", ["split"], ["y"], perm=[0, 2, 1, 3]),
+        helper.make_node("Squeeze", ["s"], ["n"]),
+        helper.make_node("Range", ["zero", "n", "one"], ["pos"]),
+        helper.make_node("Unsqueeze", ["pos", "axis0"], ["row"]),
+        helper.make_node("Unsqueeze", ["pos", "axis1"], ["col"]),
+        helper.make_node("LessOrEqual", ["row", "col"], ["causal"]),
+        helper.make_node("Cast", ["causal"], ["m"], to=TensorProto.FLOAT),
+    ]
+    inits = [ints("heads", [2]), ints("size", [4]), ints("zero", 0), ints("one", 1), ints("axis0", [0]),
+             ints("axis1", [1])]
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y, m], inits),
+                             opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_shape_arithmetic_over_pinned_dims_folds_at_import():
+    model = _dynamic_head_split()
+    pinned = load_model(model, input_shapes={"x": [1, 5, 8]})
+    ops = {n.op_type: n.op for n in pinned.nodes}
+    assert "Concat" not in ops and "Range" not in ops and "Shape" not in ops  # now initializers
+    assert ops["Reshape"] == "Reshape"  # vocabulary: its target is a constant
+    assert pinned.types["causal"].shape == (5, 5)  # onnx's inference stops at Range; folded, it goes on
+    symbolic = load_model(model)  # symbolic dims: nothing to fold, the Reshape stays opaque
+    assert {n.op_type: n.op for n in symbolic.nodes}["Reshape"] == "Opaque"
+    assert model.graph.node[2].op_type == "Concat"  # the caller's model is untouched
+    out, _ = optimize(model, input_shapes={"x": [1, 5, 8]})
+    feed = {"x": np.random.default_rng(0).standard_normal((1, 5, 8)).astype(np.float32)}
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    got = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_only_small_integer_results_fold():
+    from eqsat_dnn.io.fold import FOLDED_ELEMENTS, fold_integer_node
+
+    ints = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)  # noqa: E731
+    add = helper.make_node("Add", ["a", "b"], ["c"])
+    folded = fold_integer_node(add, {"a": ints("a", [1, 2]), "b": ints("b", [3, 4])}, 18)
+    assert folded is not None and numpy_helper.to_array(folded[0]).tolist() == [4, 6]
+    floats = {k: numpy_helper.from_array(np.ones(2, np.float32), k) for k in "ab"}
+    assert fold_integer_node(add, floats, 18) is None  # floats stay expressions for the rules
+    big = ints("n", FOLDED_ELEMENTS + 1)
+    assert fold_integer_node(helper.make_node("Range", ["z", "n", "o"], ["r"]),
+                             {"z": ints("z", 0), "n": big, "o": ints("o", 1)}, 18) is None
+    assert fold_integer_node(add, {"a": ints("a", [1])}, 18) is None  # b is not a constant

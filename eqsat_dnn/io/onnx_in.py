@@ -21,6 +21,7 @@ from onnx.external_data_helper import uses_external_data
 
 from eqsat_dnn.errors import InputError, first_line
 from eqsat_dnn.io.files import check_input_file
+from eqsat_dnn.io.fold import fold_shape_arithmetic
 from eqsat_dnn.ir.graph import Dim, Graph, Node, TensorType
 from eqsat_dnn.ir.language import ALIASES, OPS, Attr, OpSpec
 from eqsat_dnn.io.external import all_tensors as _all_tensors, read_model_file, read_references, reference_external_data
@@ -136,6 +137,8 @@ def load_model(
     vocabulary = upgraded is not None
     model = upgraded if upgraded is not None else model
     try:
+        if vocabulary:  # shape arithmetic over known dims is constant: reshape targets become readable
+            fold_shape_arithmetic(model, _infer_types)
         # inference needs types, not weights: run it on a light copy and keep its value infos
         inferred = _infer_types(model)
     except Exception as exc:

@@ -207,11 +207,14 @@ def module_and_inputs(name: str, **overrides: int) -> tuple[Any, tuple[Any, ...]
             ["input_ids", "attention_mask"], ["last_hidden_state"])
 
 
-def export(name: str, path: str | Path, **overrides: int) -> Path:
-    """Export ``name`` (sizes overridden by ``overrides``) with the dynamo exporter to ``path``."""
+def export(name: str, path: str | Path, *, dynamic: bool = False, **overrides: int) -> Path:
+    """Export ``name`` (sizes overridden by ``overrides``) with the dynamo exporter to ``path``;
+    ``dynamic`` makes the batch and sequence dims of the token inputs symbolic (not for ViT)."""
     torch, _ = _ex._require()
     module, inputs, input_names, output_names = module_and_inputs(name, **overrides)
-    return _ex._export(torch, module, inputs, output_names, path, dynamic=False, exporter="dynamo",
+    if dynamic and input_names != ["input_ids", "attention_mask"]:
+        raise ValueError(f"{name}: dynamic axes are for the token inputs (input_ids, attention_mask)")
+    return _ex._export(torch, module, inputs, output_names, path, dynamic=dynamic, exporter="dynamo",
                        input_names=tuple(input_names))
 
 
