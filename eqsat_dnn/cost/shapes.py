@@ -111,13 +111,18 @@ def attention_flops(op: str, attrs: dict[str, Any], inputs: list[TensorType | No
     and softmax over the ``B * Hq * S * T`` scores, which the kernel never writes out.
 
     ``Attention`` reads 4-D [B, H, S, D] operands (K/V may have fewer heads: the work follows the
-    query heads); ``MultiHeadAttention`` 3-D [B, S, H * D] ones with ``num_heads``."""
+    query heads), or 3-D [B, S, H * D] ones with ``q_num_heads`` and ``kv_num_heads``;
+    ``MultiHeadAttention`` 3-D ones with ``num_heads``."""
     if len(inputs) < 3 or any(t is None for t in inputs[:3]):
         return 0.0
     q, k, v = (dims(t) for t in inputs[:3])
     if op == "Attention" and len(q) == 4 and len(k) == 4 and len(v) == 4:
         batch, heads, s, d = q
         t, dv = k[2], v[3]
+    elif op == "Attention" and len(q) == 3 and len(k) == 3 and len(v) == 3:
+        batch, s, t = q[0], q[1], k[1]
+        heads, kv_heads = int(attrs.get("q_num_heads") or 1), int(attrs.get("kv_num_heads") or 1)
+        d, dv = q[2] // heads, v[2] // kv_heads
     elif op == "MultiHeadAttention" and len(q) == 3 and len(k) == 3 and len(v) == 3:
         batch, s, t = q[0], q[1], k[1]
         heads = int(attrs.get("num_heads") or 1)

@@ -213,10 +213,15 @@ _ATTENTION_OPS = [
            shape="mha", domain=CONTRIB, sampler="attention",
            description="softmax(scale * Q K^T + attention_bias) V per head, heads packed in the last axis",
            input_shapes=("mha_query", "mha_kv", "mha_kv", "absent", "absent", "mha_bias")),
-    # ONNX's own (opset 23), in its 4-D form [B, H, S, D]: K and V may have fewer heads (GQA)
-    OpSpec("Attention", ("Q", "K", "V", "attn_mask?"), (Attr("scale", "f64", domain="planned"),),
+    # ONNX's own (opset 23): K and V may have fewer heads (GQA). Its 4-D form [B, H, S, D] has both
+    # head counts 0 (absent); its 3-D form [B, S, H * D] (heads packed in the last axis, output
+    # [B, S, q_num_heads * Dv]) has them set (rules/attention.egg builds it from head splits)
+    OpSpec("Attention", ("Q", "K", "V", "attn_mask?"),
+           (Attr("scale", "f64", domain="planned"), Attr("q_num_heads", "i64", 0, domain=(0,)),
+            Attr("kv_num_heads", "i64", 0, domain=(0,))),
            shape="attention", since=23, sampler="attention",
-           description="softmax(scale * Q K^T + attn_mask) V, K/V heads shared by groups of Q heads",
+           description="softmax(scale * Q K^T + attn_mask) V, K/V heads shared by groups of Q heads "
+                       "(4-D, or 3-D with q_num_heads and kv_num_heads)",
            input_shapes=("attention_query", "attention_kv", "attention_kv", "attention_mask")),
 ]
 """Attention as one kernel, and the ops exporters spell its masks and grouped heads with."""
@@ -314,7 +319,8 @@ OPS: dict[str, OpSpec] = {
                (Attr("interleaved", "i64", 0, domain=(0,)), Attr("num_heads", "i64", 0, domain=(0,)),
                 Attr("rotary_embedding_dim", "i64", 0, domain=(0,))),
                description="rotary position embedding of (batch, heads, sequence, head) by half-width "
-                           "(batch, sequence, head / 2) caches, halves rotated (opset 23)",
+                           "(batch, sequence, head / 2) caches, halves rotated (opset 23); with num_heads, "
+                           "of (batch, sequence, heads * head) by the same caches",
                input_shapes=("rotary_input", "rotary_cache", "like_previous"), since=23),
         OpSpec("QuickGelu", ("X",), (Attr("alpha", "f64", 1.702, domain=(1.0, 1.702, 0.5)),), elementwise=True,
                description="x * sigmoid(alpha * x), onnxruntime's kernel (SiLU/Swish is alpha = 1)", domain=CONTRIB,

@@ -183,6 +183,10 @@ def shape_rules(spec: OpSpec) -> list[str]:
         # [B, H, S, Dv]: the query's heads and rows, the value's head size
         rules.append(_rule(f"{pat} (= sq (shape x0)) (= sv (shape x2)) {_rank_is('sq', 4)} {_rank_is('sv', 4)}",
                            "(set (shape e) (vec-set sq 3 (vec-get sv 3)))"))
+        # 3-D [B, S, Hq * Dv]: the query's rows, Hq heads of the value's head size (Hkv heads in it)
+        rules.append(_rule(f"{pat} (= sq (shape x0)) (= sv (shape x2)) {_rank_is('sq', 3)} {_rank_is('sv', 3)} "
+                           "(> a_kv_num_heads 0) (> a_q_num_heads 0)",
+                           "(set (shape e) (vec-set sq 2 (* a_q_num_heads (/ (vec-get sv 2) a_kv_num_heads))))"))
     elif kind == "matmul":
         for rank in range(2, MAX_RANK + 1):
             same_batch = " ".join(f"(= (vec-get sa {i}) (vec-get sb {i}))" for i in range(rank - 2))
