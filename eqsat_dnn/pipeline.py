@@ -31,7 +31,7 @@ from eqsat_dnn.extract import DEFAULT_EXTRACTOR
 from eqsat_dnn.extract.base import Extraction, Extractor
 from eqsat_dnn.ir.blocks import find_blocks
 from eqsat_dnn.ir.graph import Graph
-from eqsat_dnn.ir.language import Target
+from eqsat_dnn.ir.language import RENAMED, Target
 from eqsat_dnn.lower import avoid_slow_fusions, to_standard
 from eqsat_dnn.repair import Repair, repair
 from eqsat_dnn.io.onnx_in import load_model, read_model
@@ -377,7 +377,10 @@ def _check_optimized(optimized: onnx.ModelProto, original: str | Path | onnx.Mod
 
 
 def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Nodes per op type; an op of another operator set whose type a standard op shares keeps its
+    domain (``com.microsoft.Attention`` beside ONNX's ``Attention``)."""
     counts: dict[str, int] = {}
     for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        key = f"{node.domain}.{node.op_type}" if (node.op_type, node.domain) in RENAMED else node.op_type
+        counts[key] = counts.get(key, 0) + 1
     return counts

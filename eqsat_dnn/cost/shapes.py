@@ -99,7 +99,7 @@ def flops(op: str, attrs: dict[str, Any], inputs: list[TensorType | None], outpu
     return 0.0
 
 
-ATTENTION_OPS = ("Attention", "MultiHeadAttention")
+ATTENTION_OPS = ("Attention", "MultiHeadAttention", "ProjectedAttention")
 """The fused attention kernels: their work is the unfused core's, not their operands' sizes."""
 
 SOFTMAX_FLOPS = PER_ELEMENT_FLOPS["Softmax"]
@@ -112,7 +112,8 @@ def attention_flops(op: str, attrs: dict[str, Any], inputs: list[TensorType | No
 
     ``Attention`` reads 4-D [B, H, S, D] operands (K/V may have fewer heads: the work follows the
     query heads), or 3-D [B, S, H * D] ones with ``q_num_heads`` and ``kv_num_heads``;
-    ``MultiHeadAttention`` 3-D ones with ``num_heads``."""
+    ``MultiHeadAttention`` 3-D ones with ``num_heads``; ``ProjectedAttention`` (onnxruntime's
+    ``Attention``) also its packed Q/K/V projection."""
     if len(inputs) < 3 or any(t is None for t in inputs[:3]):
         return 0.0
     q, k, v = (dims(t) for t in inputs[:3])
@@ -127,6 +128,14 @@ def attention_flops(op: str, attrs: dict[str, Any], inputs: list[TensorType | No
         batch, s, t = q[0], q[1], k[1]
         heads = int(attrs.get("num_heads") or 1)
         d, dv = q[2] // heads, v[2] // heads
+    elif op == "ProjectedAttention" and len(q) == 3 and len(k) == 2 and len(v) == 1:
+        # X [B, S, Hin] by the packed weights [Hin, 3 H] (plus bias), then attention over the three thirds
+        batch, s = q[0], q[1]
+        t, heads = s, int(attrs.get("num_heads") or 1)
+        d = dv = k[1] // 3 // heads
+        projection = 2.0 * batch * s * q[2] * k[1] + batch * s * k[1]
+        scores = float(batch * heads * s * t)
+        return projection + 2.0 * scores * (d + dv) + (SOFTMAX_FLOPS + 2.0) * scores
     else:
         return 0.0
     scores = float(batch * heads * s * t)

@@ -23,7 +23,7 @@ from eqsat_dnn.errors import InputError, first_line
 from eqsat_dnn.io.files import check_input_file
 from eqsat_dnn.io.fold import fold_shape_arithmetic
 from eqsat_dnn.ir.graph import Dim, Graph, Node, TensorType
-from eqsat_dnn.ir.language import ALIASES, OPS, Attr, OpSpec
+from eqsat_dnn.ir.language import ALIASES, OPS, RENAMED, Attr, OpSpec
 from eqsat_dnn.io.external import all_tensors as _all_tensors, read_model_file, read_references, reference_external_data
 from eqsat_dnn.io.protos import light_copy, shapes_only, tensor_view, without_initializers
 
@@ -379,7 +379,8 @@ class _Importer:
                 self.weights[proto.output[0]] = tensor
                 self.types[proto.output[0]] = TensorType(tensor.data_type, tuple(tensor.dims))
                 return None
-        spec = OPS.get(ALIASES.get(proto.op_type, proto.op_type) if len(proto.input) == 2 else proto.op_type)
+        spec = RENAMED.get((proto.op_type, proto.domain)) or OPS.get(
+            ALIASES.get(proto.op_type, proto.op_type) if len(proto.input) == 2 else proto.op_type)
         attrs = None
         if spec is not None and proto.domain in ((spec.domain,) if spec.domain else ("", "ai.onnx")):
             attrs = self._vocabulary_attrs(proto, spec)

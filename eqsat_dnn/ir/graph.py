@@ -64,7 +64,8 @@ class Node:
         spelling (a two-operand ``Sum`` read as ``Add`` is written back as ``Sum``)."""
         if self.proto is not None and ALIASES.get(self.proto.op_type) == self.op:
             return self.proto.op_type
-        return self.op_type
+        spec = OPS.get(self.op)
+        return spec.op_type if spec is not None else self.op_type
 
     @property
     def implicit_inputs(self) -> list[str]:

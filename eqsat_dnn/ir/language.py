@@ -151,6 +151,15 @@ class OpSpec:
     """A hook of the rule checker (:data:`eqsat_dnn.verify.sampling.HOOKS`) that draws attributes
     that constrain each other together, once the inputs are drawn (Slice's starts, ends, axes
     and steps); its attributes take the ``"planned"`` domain."""
+    onnx_name: str = ""
+    """The ONNX op type where it differs from :attr:`name`, the constructor's: an op of another
+    operator set that shares its type with a standard one (onnxruntime's ``Attention`` beside
+    ONNX's). Import reads ``(onnx_name, domain)`` as this op; export writes it so."""
+
+    @property
+    def op_type(self) -> str:
+        """The ONNX op type export writes for this op."""
+        return self.onnx_name or self.name
 
     @property
     def tensor_arity(self) -> int:
@@ -217,12 +226,20 @@ _ATTENTION_OPS = [
     # head counts 0 (absent); its 3-D form [B, S, H * D] (heads packed in the last axis, output
     # [B, S, q_num_heads * Dv]) has them set (rules/attention.egg builds it from head splits)
     OpSpec("Attention", ("Q", "K", "V", "attn_mask?"),
-           (Attr("scale", "f64", domain="planned"), Attr("q_num_heads", "i64", 0, domain=(0,)),
-            Attr("kv_num_heads", "i64", 0, domain=(0,))),
+           (Attr("scale", "f64", domain="planned"), Attr("q_num_heads", "i64", 0, domain="planned"),
+            Attr("kv_num_heads", "i64", 0, domain="planned")),
            shape="attention", since=23, sampler="attention",
            description="softmax(scale * Q K^T + attn_mask) V, K/V heads shared by groups of Q heads "
                        "(4-D, or 3-D with q_num_heads and kv_num_heads)",
            input_shapes=("attention_query", "attention_kv", "attention_kv", "attention_mask")),
+    # onnxruntime's Attention (com.microsoft): the packed Q/K/V projection X W + bias ([B, S, Hin] by
+    # [Hin, 3H], Q, K and V side by side in W's columns) and multi-head attention over it, one
+    # kernel; inputs 3 and 4 (mask_index, past) are never written by the rules, so always (Absent)
+    OpSpec("ProjectedAttention", ("input", "weights", "bias", "mask_index?", "past?", "attention_bias?"),
+           (Attr("num_heads", "i64", domain="planned"), Attr("scale", "f64", domain="planned")),
+           shape="projected_attention", domain=CONTRIB, sampler="attention", onnx_name="Attention",
+           description="softmax(scale * Q K^T + attention_bias) V per head over [Q K V] = X W + bias",
+           input_shapes=("mha_query", "qkv_weights", "qkv_bias", "absent", "absent", "projected_bias")),
 ]
 """Attention as one kernel, and the ops exporters spell its masks and grouped heads with."""
 
@@ -374,6 +391,9 @@ ALIASES = {"Sum": "Add"}
 ``Add`` (both broadcast alike). Such a node keeps its own type when written back
 (:attr:`eqsat_dnn.ir.graph.Node.written_op`), so a ``Sum`` that lowering wrote to keep a fusion
 away stays one, while the e-graph sees through it."""
+
+RENAMED = {(spec.onnx_name, spec.domain): spec for spec in OPS.values() if spec.onnx_name}
+"""Ops whose ONNX type is not their constructor's name, by ``(ONNX type, domain)`` (import)."""
 
 LEAVES = {"Input": ["String"], "Weight": ["String"], "Absent": []}
 OPAQUE = "Opaque"

@@ -179,6 +179,10 @@ def shape_rules(spec: OpSpec) -> list[str]:
         # [B, S, H * Dv]: the query's rows, the value's width
         rules.append(_rule(f"{pat} (= sq (shape x0)) (= sv (shape x2)) {_rank_is('sq', 3)} {_rank_is('sv', 3)}",
                            "(set (shape e) (vec-set sq 2 (vec-get sv 2)))"))
+    elif kind == "projected_attention":
+        # [B, S, H]: the input's rows, a third of the packed weights' columns
+        rules.append(_rule(f"{pat} (= sx (shape x0)) (= sw (shape x1)) {_rank_is('sx', 3)} {_rank_is('sw', 2)}",
+                           "(set (shape e) (vec-set sx 2 (/ (vec-get sw 1) 3)))"))
     elif kind == "attention":
         # [B, H, S, Dv]: the query's heads and rows, the value's head size
         rules.append(_rule(f"{pat} (= sq (shape x0)) (= sv (shape x2)) {_rank_is('sq', 4)} {_rank_is('sv', 4)}",

@@ -328,6 +328,24 @@ def _mha_bias(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple
     return _score_bias(s, known[0], 1, known[0][1], known[1][1])
 
 
+def _qkv_weights(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """onnxruntime Attention's packed projection [Hin, 3 H] for the 3-D input [B, S, Hin], H = Hin
+    (so that the head count the hook draws, a divisor of Hin, divides H)."""
+    return (known[0][2], 3 * known[0][2]) if len(known[0]) == 3 else None
+
+
+def _qkv_bias(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """The packed projection's bias [3 H]; then (past the absent inputs) its attention_bias."""
+    if len(known) > 1 and known[1] is not None and len(known[1]) == 2:
+        return (known[1][1],)
+    return None
+
+
+def _projected_bias(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
+    """onnxruntime Attention's attention_bias over its self-attention scores [B or 1, 1, S, S]."""
+    return _score_bias(s, known[0], 1, known[0][1], known[0][1]) if len(known[0]) == 3 else None
+
+
 def _attention_query(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...]:
     """[B, H, S, D]."""
     return (s.dim(), s.pick([1, 2, 4, 6]), s.dim(), s.dim())
@@ -345,8 +363,12 @@ def _attention_kv(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> t
 
 
 def _attention_mask(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
-    """An additive mask over the 4-D scores."""
-    if len(known[0]) != 4 or len(known) < 2 or known[1] is None or len(known[1]) != 4:
+    """An additive mask over the 4-D scores (one head for the 3-D form: its count is drawn after)."""
+    if len(known) < 2 or known[1] is None or len(known[1]) != len(known[0]):
+        return None
+    if len(known[0]) == 3:
+        return _score_bias(s, known[0], 1, known[0][1], known[1][1])
+    if len(known[0]) != 4:
         return None
     return _score_bias(s, known[0], known[0][1], known[0][2], known[1][2])
 
@@ -359,7 +381,8 @@ SHAPES: dict[str, Callable[[Sampler, "InstanceBuilder", list, dict], tuple[int, 
     "like_first": _like_first, "nd_indices": _nd_indices, "scalar": _scalar,
     "mha_query": _mha_query, "mha_kv": _mha_kv, "absent": _absent,
     "mha_bias": _mha_bias, "attention_query": _attention_query, "attention_kv": _attention_kv,
-    "attention_mask": _attention_mask,
+    "attention_mask": _attention_mask, "qkv_weights": _qkv_weights, "qkv_bias": _qkv_bias,
+    "projected_bias": _projected_bias,
 }
 """Shape domains of op inputs (:attr:`OpSpec.input_shapes`): ``(sampler, builder, shapes of the
 inputs before, attribute values already known) -> shape`` (None: no suggestion). A first
@@ -490,12 +513,18 @@ def _reshape_target(c: Context) -> Any:
         return heads  # no -1 or 0 in it: the attention rules read its dims
     if len(x) == 5 and s.chance(0.5):
         return [x[0], x[1] * x[2], x[3], x[4]]  # GQA's repeated heads merged
+    rows = [shape for shape in b.shapes.values() if len(shape) == 3 and shape[0] * shape[1] == x[0]] \
+        if len(x) == 2 else []
     if choice == 0:
         target = list(x)  # a no-op reshape
+    elif choice == 1 and rows:
+        target = [rows[0][0], rows[0][1], x[1]]  # unflattened after a linear layer to the [B, S] of a 3-D tensor
     elif choice == 1 and others:
         target = list(s.pick(others))  # the shape of another tensor of the instance
     elif choice == 2 and len(x) > 1:
         target = [int(d) for d in s.rng.permutation(list(x))]  # same rank, usually another shape
+    elif len(x) == 3 and choice == 3 and s.chance(0.5):
+        target = [x[0] * x[1], x[2]]  # flattened before a linear layer, as exporters write it
     else:
         target = list(s.factorization(n, s.rank(0, 4)))
     if target and s.chance(0.2):
@@ -537,11 +566,18 @@ def _norm_axis(c: Context) -> Any:
 
 
 def _split_sizes(c: Context) -> Any:
-    """Sizes summing to the dim at the ``axis`` drawn before."""
+    """Sizes summing to the dim at the ``axis`` drawn before; sometimes equal parts, as exporters
+    split (a packed Q/K/V projection in three, rotate-half in two)."""
     if not c.r:
         return c.generic()
     axis = c.chosen.get("axis", 0)
-    return c.s.composition(c.x[axis]) if 0 <= axis < c.r else [1]
+    if not 0 <= axis < c.r:
+        return [1]
+    equal = [n for n in (2, 3) if c.x[axis] % n == 0 and c.x[axis] >= n]
+    if equal and c.s.chance(0.3):
+        n = c.s.pick(equal)
+        return [c.x[axis] // n] * n
+    return c.s.composition(c.x[axis])
 
 
 def _split_index(c: Context) -> Any:
@@ -705,10 +741,14 @@ the sort (or the ONNX default) where the input shapes do not fit the op: such an
 is invalid, and ONNX shape inference rejects it."""
 
 def plan_attention(s: Sampler, x: tuple[int, ...], given: dict[str, Any]) -> dict[str, Any]:
-    """A fused attention's scale and (3-D query [B, S, H * D]) head count dividing H * D."""
+    """A fused attention's scale and (3-D query [B, S, H * D]) head count dividing H * D (ONNX
+    Attention's 3-D form: ``q_num_heads`` and ``kv_num_heads``, equal)."""
     plan: dict[str, Any] = {"scale": given.get("scale", s.pick([0.125, 0.5, 1.0, 0.35]))}
     if len(x) == 3:
         plan["num_heads"] = given.get("num_heads", s.pick([h for h in range(1, x[2] + 1) if x[2] % h == 0]))
+    # ONNX Attention's head counts: 0 (absent) for its 4-D form; for the 3-D one, K/V's as Q's
+    plan["q_num_heads"] = given.get("q_num_heads", plan.get("num_heads", 0))
+    plan["kv_num_heads"] = given.get("kv_num_heads", plan["q_num_heads"])
     return plan
 
 
