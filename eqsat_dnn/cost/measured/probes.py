@@ -42,6 +42,7 @@ _WEIGHT_SLOTS = {
     "Gemm": {1, 2}, "Conv": {1, 2}, "ConvTranspose": {1, 2}, "LayerNormalization": {1, 2},
     "BatchNormalization": {1, 2, 3, 4}, "InstanceNormalization": {1, 2}, "Gather": {0},
     "PRelu": {1}, "SkipLayerNormalization": {2, 3, 4}, "RMSNormalization": {1}, "RotaryEmbedding": {1, 2},
+    "ProjectedAttention": {1, 2},
 }
 """Inputs that are initializers in real models (onnxruntime may prepack them)."""
 
