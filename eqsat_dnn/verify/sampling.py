@@ -515,15 +515,15 @@ def _reshape_target(c: Context) -> Any:
         return [x[0], x[1] * x[2], x[3], x[4]]  # GQA's repeated heads merged
     rows = [shape for shape in b.shapes.values() if len(shape) == 3 and shape[0] * shape[1] == x[0]] \
         if len(x) == 2 else []
+    if rows and s.chance(0.5):
+        return [rows[0][0], rows[0][1], x[1]]  # unflattened after a linear layer to the [B, S] of a 3-D tensor
     if choice == 0:
         target = list(x)  # a no-op reshape
-    elif choice == 1 and rows:
-        target = [rows[0][0], rows[0][1], x[1]]  # unflattened after a linear layer to the [B, S] of a 3-D tensor
     elif choice == 1 and others:
         target = list(s.pick(others))  # the shape of another tensor of the instance
     elif choice == 2 and len(x) > 1:
         target = [int(d) for d in s.rng.permutation(list(x))]  # same rank, usually another shape
-    elif len(x) == 3 and choice == 3 and s.chance(0.5):
+    elif len(x) == 3 and choice == 3 and s.chance(0.75):
         target = [x[0] * x[1], x[2]]  # flattened before a linear layer, as exporters write it
     else:
         target = list(s.factorization(n, s.rank(0, 4)))
