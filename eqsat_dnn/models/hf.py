@@ -14,6 +14,10 @@ layers, and exports it with torch's dynamo exporter through :mod:`eqsat_dnn.mode
   heads, 4864 SwiGLU, biases on q/k/v), with a 32000-token vocabulary instead of 151936 (the
   embedding is a Gather: the vocabulary only changes the file's size, 545 MB of it).
 
+More decoder families (Mistral, Qwen3, Phi-3, Gemma, GPT-NeoX, OPT), described in
+:mod:`eqsat_dnn.models.hf_decoders`, are in :data:`EXPORTS` but not in :data:`SUITE`: the bench
+runs them when named (``eqsat-dnn bench --suite exports mistral qwen3``).
+
 Text models take ``input_ids`` and ``attention_mask`` of ``[1, seq]`` (sequence 512 by
 default; the last quarter of the mask is padding, as in :func:`exports.example_inputs`) and
 give ``last_hidden_state`` (BERT and ViT also ``pooler_output``); decoders run without a KV
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from eqsat_dnn.models import exports as _ex
+from eqsat_dnn.models import hf_decoders as _dec
 
 _FORMAT = 1
 """Bumped when what an export holds changes for the same config and versions."""
@@ -80,12 +85,17 @@ EXPORTS: dict[str, HFExport] = {e.name: e for e in (
 SUITE: tuple[str, ...] = tuple(EXPORTS)
 """The bench's ``exports`` suite, in order."""
 
+EXPORTS.update({name: HFExport(name, family, ort_type, note, sizes=dict(sizes))
+                for name, (_, _, family, ort_type, note, sizes, _) in _dec.DECODERS.items()})
+# The other decoder families: exported when named, not in the default suite.
+
 TINY: dict[str, dict] = {
     "bert": dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16),
     "gpt2": dict(layers=1, hidden=64, heads=4, vocab=97, seq=16),
     "vit": dict(layers=1, hidden=64, heads=4, intermediate=128, image=32, patch=8),
     "llama": dict(layers=1, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=97, seq=16),
     "qwen2": dict(layers=1, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=97, seq=16),
+    **{name: dict(tiny) for name, (*_, tiny) in _dec.DECODERS.items()},
 }
 """Tiny sizes for tests (one layer, hidden 64, sequence 16; ViT: 32x32 image, 17 tokens)."""
 
@@ -123,6 +133,8 @@ def config(name: str, **overrides: int) -> Any:
     _, transformers = _ex._require()
     s = check_sizes(name, overrides)
     with _ex._quiet():
+        if name in _dec.DECODERS:
+            return _dec.config(transformers, name, s)
         if name == "vit":
             return transformers.ViTConfig(
                 hidden_size=s["hidden"], num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
@@ -176,6 +188,8 @@ def module_and_inputs(name: str, **overrides: int) -> tuple[Any, tuple[Any, ...]
             inner = transformers.ViTModel(cfg)
         elif name == "llama":
             inner = transformers.LlamaModel(cfg)
+        elif name in _dec.DECODERS:
+            inner = _dec.model(transformers, name, cfg)
         else:
             inner = transformers.Qwen2Model(cfg)
     _ex._perturb_vectors(torch, inner)

@@ -1,0 +1,103 @@
+"""Decoder families beyond the exports suite: their transformers configs, for :mod:`hf`.
+
+These exports are selectable by name (``eqsat-dnn bench --suite exports mistral qwen3 ...``,
+``hf.cached_export(name, ...)``) but are not in the default suite. Each is the family's
+``*Model`` (no LM head) built from a config object with random weights, eager attention and no
+cache, at the sizes of a real small model of the family with 2 layers (vocabularies cut to
+about 32000 where larger: the embedding is a Gather, the vocabulary only changes the file):
+
+* ``mistral``: ``MistralModel``, Mistral-7B's head layout (head dim 128, GQA 4:1, SwiGLU,
+  no sliding window at 512) at a quarter of its width (1024 hidden, 8/2 heads, 3584 MLP);
+* ``qwen3``: ``Qwen3Model`` at Qwen3-0.6B's sizes (1024 hidden, 16/8 heads of 128: the
+  attention is 2048 wide), per-head RMSNorm of q and k before RoPE;
+* ``phi3``: ``Phi3Model`` at Phi-3-mini's sizes (3072 hidden, 32 heads, 8192 MLP): one fused
+  qkv_proj and one gate_up_proj, split after their MatMuls;
+* ``gemma``: ``GemmaModel`` at Gemma-2B's sizes (2048 hidden, 8 query heads of 256, one
+  key/value head: MQA; 16384 gelu-tanh gated MLP), RMSNorm scaled by ``1 + w`` and the
+  embedding by sqrt(hidden);
+* ``neox``: ``GPTNeoXModel`` at Pythia-160M's sizes (768 hidden, 12 heads, 3072 MLP):
+  LayerNorm, rotary on the first quarter of each head, parallel residual, fused qkv;
+* ``opt``: ``OPTModel`` at OPT-125M's sizes (768 hidden, 12 heads, 3072 ReLU MLP): LayerNorm,
+  learned positions, biases everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: name -> (transformers config class, model class, family, ort model_type, ort note, default sizes, tiny sizes)
+DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
+    "mistral": (
+        "MistralConfig", "MistralModel",
+        "Mistral decoder: head dim 128, GQA 8/2, RMSNorm, RoPE, SwiGLU (transformers MistralModel; "
+        "Mistral-7B's head layout at 1024 hidden)", "qwen3",
+        "no mistral type in onnxruntime's optimizer; qwen3, its closest, as for llama",
+        dict(layers=2, hidden=1024, heads=8, kv_heads=2, intermediate=3584, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=97, seq=16)),
+    "qwen3": (
+        "Qwen3Config", "Qwen3Model",
+        "Qwen3 decoder, Qwen3-0.6B sizes: GQA 16/8 of head dim 128, q/k RMSNorm per head, RoPE, "
+        "SwiGLU (transformers Qwen3Model; vocabulary 32000)", "qwen3", "",
+        dict(layers=2, hidden=1024, heads=16, kv_heads=8, head_dim=128, intermediate=3072, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, kv_heads=2, head_dim=32, intermediate=128, vocab=97, seq=16)),
+    "phi3": (
+        "Phi3Config", "Phi3Model",
+        "Phi-3 decoder, Phi-3-mini sizes: 32 heads, fused qkv_proj and gate_up_proj, RMSNorm, RoPE "
+        "(transformers Phi3Model)", "phi",
+        "onnxruntime's optimizer type for the Phi family",
+        dict(layers=2, hidden=3072, heads=32, kv_heads=32, intermediate=8192, vocab=32064, seq=512),
+        dict(layers=1, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=97, seq=16)),
+    "gemma": (
+        "GemmaConfig", "GemmaModel",
+        "Gemma decoder, Gemma-2B sizes: MQA 8/1 of head dim 256, RMSNorm by (1 + w), gelu-tanh "
+        "gated MLP, embedding scaled (transformers GemmaModel; vocabulary 32000)", "qwen3",
+        "no gemma type in onnxruntime's optimizer; qwen3, its closest, as for llama",
+        dict(layers=2, hidden=2048, heads=8, kv_heads=1, head_dim=256, intermediate=16384, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, kv_heads=1, head_dim=32, intermediate=128, vocab=97, seq=16)),
+    "neox": (
+        "GPTNeoXConfig", "GPTNeoXModel",
+        "GPT-NeoX decoder, Pythia-160M sizes: 12 heads, LayerNorm, partial rotary (25%), parallel "
+        "residual, fused qkv (transformers GPTNeoXModel)", "gpt_neox", "",
+        dict(layers=2, hidden=768, heads=12, intermediate=3072, vocab=50304, seq=512),
+        dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
+    "opt": (
+        "OPTConfig", "OPTModel",
+        "OPT decoder, OPT-125M sizes: 12 heads, pre-LayerNorm, learned positions, ReLU MLP "
+        "(transformers OPTModel)", "bart",
+        "no opt type in onnxruntime's optimizer; bart, whose attention OPT's is",
+        dict(layers=2, hidden=768, heads=12, intermediate=3072, vocab=50272, seq=512),
+        dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
+}
+
+
+def config(transformers: Any, name: str, s: dict) -> Any:
+    """The transformers config of decoder ``name`` at sizes ``s`` (eager attention, no cache)."""
+    config_class = getattr(transformers, DECODERS[name][0])
+    common = dict(vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+                  num_attention_heads=s["heads"], max_position_embeddings=max(2048, s["seq"]),
+                  use_cache=False, attn_implementation="eager", bos_token_id=0,
+                  eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
+    if name == "opt":
+        return config_class(**common, ffn_dim=s["intermediate"], word_embed_proj_dim=s["hidden"],
+                            dropout=0.0, attention_dropout=0.0)
+    common["intermediate_size"] = s["intermediate"]
+    if name == "neox":
+        return config_class(**common, layer_norm_eps=1e-5, use_parallel_residual=True,
+                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                             "partial_rotary_factor": 0.25})
+    common.update(num_key_value_heads=s["kv_heads"], rms_norm_eps=1e-5)
+    if "head_dim" in s:
+        common["head_dim"] = s["head_dim"]
+    if name == "mistral":
+        return config_class(**common, sliding_window=None)
+    if name == "qwen3":
+        return config_class(**common, use_sliding_window=False)
+    if name == "phi3":
+        return config_class(**common, resid_pdrop=0.0, embd_pdrop=0.0, sliding_window=None)
+    if name == "gemma":
+        return config_class(**common)
+    raise AssertionError(name)
+
+
+def model(transformers: Any, name: str, cfg: Any) -> Any:
+    return getattr(transformers, DECODERS[name][1])(cfg)
