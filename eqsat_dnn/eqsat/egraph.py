@@ -171,6 +171,9 @@ class TensorEGraph:
                 scalar = _scalar_value(tensor)
                 if scalar is not None:
                     self.command(f"(set (scalar {self.globals[value]}) {lit(scalar, 'f64')})")
+                halves = _equal_halves(tensor)
+                if halves is not None:
+                    self.command(_concat_of_halves(self.globals[value], *halves))
         for index, node in enumerate(self.graph.nodes):
             args = [self._ref(v) for v in node.inputs]
             if node.op == OPAQUE:
@@ -422,6 +425,31 @@ def _scalar_value(tensor: onnx.TensorProto) -> float | None:
     if tensor.data_type not in _FLOAT_TYPES or math.prod(tensor.dims) != 1 or is_stub(tensor):
         return None
     return float(tensor_view(tensor).reshape(-1)[0])
+
+
+_HALVES_MAX_ELEMENTS = 1 << 22
+
+
+def _equal_halves(tensor: onnx.TensorProto) -> tuple[int, int] | None:
+    """``(axis, half)`` where a float32 weight of rank 3 or more is its last axis's first half
+    twice over, bit for bit (and not one value throughout): a rotary cache ``cos(concat(f, f))``
+    that the exporter folded to a constant (it does for small ones). Else None."""
+    dims = list(tensor.dims)
+    if (tensor.data_type != onnx.TensorProto.FLOAT or len(dims) < 3 or dims[-1] < 2 or dims[-1] % 2
+            or math.prod(dims) > _HALVES_MAX_ELEMENTS or is_stub(tensor)):
+        return None
+    bits = tensor_view(tensor).view("uint32")
+    half = dims[-1] // 2
+    if not (bits[..., :half] == bits[..., half:]).all() or (bits == bits.flat[0]).all():
+        return None
+    return len(dims) - 1, half
+
+
+def _concat_of_halves(name: str, axis: int, half: int) -> str:
+    """The union of weight ``name`` with the concat of its first half with itself (see
+    :func:`_equal_halves`): the form rules/rotary.egg matches a constant cache in."""
+    first = f"(Slice {name} {lit([0], 'IVec')} {lit([half], 'IVec')} {lit([axis], 'IVec')} {lit([1], 'IVec')})"
+    return f"(union {name} (Concat (TCons {first} (TCons {first} (TNil))) {axis}))"
 
 
 def _tlist(items: list[str]) -> str:

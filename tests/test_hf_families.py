@@ -1,0 +1,93 @@
+"""The decoder families outside the exports suite (:mod:`eqsat_dnn.models.hf_decoders`) at tiny
+sizes: each exports, loads and matches torch, and the default optimization passes its check with
+the family's decomposed forms fused (attention, RMS norms, rotary embeddings, SiLU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+from eqsat_dnn.models import hf, hf_decoders  # noqa: E402
+from eqsat_dnn.pipeline import optimize  # noqa: E402
+
+FAMILIES = tuple(hf_decoders.DECODERS)
+
+#: fused op -> how many per layer the default optimization must choose (one layer at tiny sizes)
+EXPECTED = {
+    "mistral": {"Attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
+    # q_norm and k_norm: two RMS norms more, over each head, before the rotary embedding
+    "qwen3": {"Attention": 1, "RMSNormalization": 5, "RotaryEmbedding": 2, "QuickGelu": 1},
+    # q, k and v sliced from one fused projection; gate and up likewise
+    "phi3": {"Attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
+    # RMSNorm by (1 + w): the 1 + w folds into the weight at import; MQA (one key/value head)
+    "gemma": {"Attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2},
+    # the rotary embedding of a quarter of each head: rotary_embedding_dim
+    "neox": {"Attention": 1, "RotaryEmbedding": 2},
+    "opt": {"MultiHeadAttention": 1},
+}
+
+#: decomposed ops that must be gone after the default optimization
+GONE = {
+    "mistral": {"Softmax", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal"},
+    "qwen3": {"Softmax", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal"},
+    "phi3": {"Softmax", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal"},
+    "gemma": {"Softmax", "Neg", "Pow", "Sqrt", "Reciprocal"},
+    "neox": {"Softmax", "Neg", "Slice", "Concat"},
+    "opt": {"Softmax"},
+}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("hf-families")
+
+
+def test_families_are_named_exports_outside_the_default_suite():
+    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "neox", "opt"}
+    for name in FAMILIES:
+        assert name in hf.EXPORTS and name in hf.TINY and name not in hf.SUITE
+        assert hf.get(name).sizes["layers"] == 2 and hf.get(name).sizes["seq"] == 512
+    assert hf.config("qwen3").head_dim == 128  # Qwen3-0.6B: 16 heads of 128 over 1024 hidden
+    assert hf.config("neox").rope_parameters["partial_rotary_factor"] == 0.25
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_tiny_export_loads_and_matches_torch(cache, name):
+    path = hf.cached_export(name, cache, **hf.TINY[name])
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    module, inputs, input_names, output_names = hf.module_and_inputs(name, **hf.TINY[name])
+    assert [i.name for i in model.graph.input] == input_names
+    assert [o.name for o in model.graph.output] == output_names
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {k: v.numpy() for k, v in zip(input_names, inputs)})
+    with torch.no_grad():
+        want = module(*inputs)
+    np.testing.assert_allclose(got[0], want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def _count(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_default_optimize_fuses_and_checks(cache, name):
+    model = onnx.load(str(hf.cached_export(name, cache, **hf.TINY[name])))
+    optimized, report = optimize(model)
+    assert report.check is not None and report.check.ok
+    counts = _count(optimized)
+    for op, n in EXPECTED[name].items():
+        assert counts.get(op, 0) == n, (op, counts)
+    assert not GONE[name] & set(counts), counts
+    if name == "neox":  # rotary on the first quarter of each 16-wide head
+        rotary = [n for n in optimized.graph.node if n.op_type == "RotaryEmbedding"]
+        attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in rotary]
+        assert [a.get("rotary_embedding_dim") for a in attrs] == [4, 4]
