@@ -1,8 +1,9 @@
 """The bench's second suite, ``eqsat-dnn bench --suite exports``: real transformer exports.
 
-The models are :data:`eqsat_dnn.models.hf.EXPORTS` (BERT, GPT-2, ViT, a LLaMA-style decoder,
-Qwen2: transformers models with random weights, exported by torch's dynamo exporter, cached by
-config and versions), or ``.onnx`` files. Each goes through :func:`eqsat_dnn.bench.bench_model`
+The models are :data:`eqsat_dnn.models.hf.SUITE` (BERT, GPT-2, ViT, a LLaMA-style decoder,
+Qwen2; the other decoder families of :data:`~eqsat_dnn.models.hf.EXPORTS` when named:
+transformers models with random weights, exported by torch's dynamo exporter, cached by config
+and versions), or ``.onnx`` files. Each goes through :func:`eqsat_dnn.bench.bench_model`
 as the zoo's do (ours, the peers, interleaved timing with a placebo), with two more peers by
 default, onnxruntime's transformers optimizer (``ort-transformers``, given the model's type,
 heads and hidden size) and onnxslim, and the original is profiled in onnxruntime
