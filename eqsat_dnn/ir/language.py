@@ -224,12 +224,15 @@ _ATTENTION_OPS = [
            input_shapes=("mha_query", "mha_kv", "mha_kv", "absent", "absent", "mha_bias")),
     # ONNX's own (opset 23): K and V may have fewer heads (GQA). Its 4-D form [B, H, S, D] has both
     # head counts 0 (absent); its 3-D form [B, S, H * D] (heads packed in the last axis, output
-    # [B, S, q_num_heads * Dv]) has them set (rules/attention.egg builds it from head splits)
+    # [B, S, q_num_heads * Dv]) has them set (rules/attention.egg builds it from head splits).
+    # softcap > 0 caps the scaled scores, softcap * tanh(s / softcap), before the mask (Gemma 2)
     OpSpec("Attention", ("Q", "K", "V", "attn_mask?"),
            (Attr("scale", "f64", domain="planned"), Attr("q_num_heads", "i64", 0, domain="planned"),
-            Attr("kv_num_heads", "i64", 0, domain="planned")),
+            Attr("kv_num_heads", "i64", 0, domain="planned"),
+            Attr("softcap", "f64", 0.0, domain=(0.0, 0.0, 2.5))),
            shape="attention", since=23, sampler="attention",
-           description="softmax(scale * Q K^T + attn_mask) V, K/V heads shared by groups of Q heads "
+           description="softmax(cap(scale * Q K^T) + attn_mask) V, cap(s) = softcap * tanh(s / softcap) "
+                       "where softcap > 0 (else s), K/V heads shared by groups of Q heads "
                        "(4-D, or 3-D with q_num_heads and kv_num_heads)",
            input_shapes=("attention_query", "attention_kv", "attention_kv", "attention_mask")),
     # onnxruntime's Attention (com.microsoft): the packed Q/K/V projection X W + bias ([B, S, Hin] by

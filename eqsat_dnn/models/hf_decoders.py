@@ -15,6 +15,8 @@ about 32000 where larger: the embedding is a Gather, the vocabulary only changes
 * ``gemma``: ``GemmaModel`` at Gemma-2B's sizes (2048 hidden, 8 query heads of 256, one
   key/value head: MQA; 16384 gelu-tanh gated MLP), RMSNorm scaled by ``1 + w`` and the
   embedding by sqrt(hidden);
+* ``gemma2``: ``Gemma2Model`` at Gemma-2-2B's sizes (2304 hidden, 8/4 heads of 256, 9216 MLP):
+  attention logits soft-capped (``50 * tanh(s / 50)``), norms before and after each block;
 * ``neox``: ``GPTNeoXModel`` at Pythia-160M's sizes (768 hidden, 12 heads, 3072 MLP):
   LayerNorm, rotary on the first quarter of each head, parallel residual, fused qkv;
 * ``opt``: ``OPTModel`` at OPT-125M's sizes (768 hidden, 12 heads, 3072 ReLU MLP): LayerNorm,
@@ -54,6 +56,14 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
         "no gemma type in onnxruntime's optimizer; qwen3, its closest, as for llama",
         dict(layers=2, hidden=2048, heads=8, kv_heads=1, head_dim=256, intermediate=16384, vocab=32000, seq=512),
         dict(layers=1, hidden=64, heads=4, kv_heads=1, head_dim=32, intermediate=128, vocab=97, seq=16)),
+    "gemma2": (
+        "Gemma2Config", "Gemma2Model",
+        "Gemma 2 decoder, Gemma-2-2B sizes: GQA 8/4 of head dim 256, attention logits soft-capped at 50, "
+        "RMSNorm by (1 + w) before and after attention and MLP, gelu-tanh gated MLP "
+        "(transformers Gemma2Model; vocabulary 32000)", "qwen3",
+        "no gemma type in onnxruntime's optimizer; qwen3, its closest, as for llama",
+        dict(layers=2, hidden=2304, heads=8, kv_heads=4, head_dim=256, intermediate=9216, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=97, seq=16)),
     "neox": (
         "GPTNeoXConfig", "GPTNeoXModel",
         "GPT-NeoX decoder, Pythia-160M sizes: 12 heads, LayerNorm, partial rotary (25%), parallel "
@@ -96,6 +106,9 @@ def config(transformers: Any, name: str, s: dict) -> Any:
         return config_class(**common, resid_pdrop=0.0, embd_pdrop=0.0, sliding_window=None)
     if name == "gemma":
         return config_class(**common)
+    if name == "gemma2":  # the sliding window (4096) is longer than the sequence: every layer is global
+        return config_class(**common, attn_logit_softcapping=50.0, final_logit_softcapping=None,
+                            query_pre_attn_scalar=s["head_dim"], sliding_window=4096)
     raise AssertionError(name)
 
 
