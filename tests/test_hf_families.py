@@ -28,6 +28,8 @@ EXPECTED = {
     "gemma": {"Attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2},
     # attention logits soft-capped: Attention's softcap; four norms a layer, and the final one
     "gemma2": {"Attention": 1, "RMSNormalization": 5, "RotaryEmbedding": 2},
+    # bias-free LayerNorm (an RMS norm of x - mean(x)); rotary on interleaved pairs
+    "cohere": {"Attention": 1, "LayerNormalization": 2, "RotaryEmbedding": 2, "QuickGelu": 1},
     # the rotary embedding of a quarter of each head: rotary_embedding_dim
     "neox": {"Attention": 1, "RotaryEmbedding": 2},
     "opt": {"MultiHeadAttention": 1},
@@ -40,6 +42,7 @@ GONE = {
     "phi3": {"Softmax", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal"},
     "gemma": {"Softmax", "Neg", "Pow", "Sqrt", "Reciprocal"},
     "gemma2": {"Softmax", "Neg", "Pow", "Sqrt", "Reciprocal", "Tanh", "Div"},
+    "cohere": {"Softmax", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal", "ReduceMean", "Slice", "Concat"},
     "neox": {"Softmax", "Neg", "Slice", "Concat"},
     "opt": {"Softmax"},
 }
@@ -51,7 +54,7 @@ def cache(tmp_path_factory):
 
 
 def test_families_are_named_exports_outside_the_default_suite():
-    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "neox", "opt"}
+    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "opt"}
     for name in FAMILIES:
         assert name in hf.EXPORTS and name in hf.TINY and name not in hf.SUITE
         assert hf.get(name).sizes["layers"] == 2 and hf.get(name).sizes["seq"] == 512
@@ -94,6 +97,9 @@ def test_family_default_optimize_fuses_and_checks(cache, name):
         rotary = [n for n in optimized.graph.node if n.op_type == "RotaryEmbedding"]
         attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in rotary]
         assert [a.get("rotary_embedding_dim") for a in attrs] == [4, 4]
+    if name == "cohere":  # pairs (2i, 2i + 1) rotated
+        rotary = [n for n in optimized.graph.node if n.op_type == "RotaryEmbedding"]
+        assert all([a.i for a in n.attribute if a.name == "interleaved"] == [1] for n in rotary)
     if name == "gemma2":  # the soft cap on the logits
         attention = [n for n in optimized.graph.node if n.op_type == "Attention"]
         assert [onnx.helper.get_attribute_value(a) for a in attention[0].attribute if a.name == "softcap"] == [50.0]

@@ -174,6 +174,9 @@ class TensorEGraph:
                 halves = _equal_halves(tensor)
                 if halves is not None:
                     self.command(_concat_of_halves(self.globals[value], *halves))
+                pairs = _equal_pairs(tensor)
+                if pairs is not None:
+                    self.command(_repeat_of_pairs(self.globals[value], pairs))
         for index, node in enumerate(self.graph.nodes):
             args = [self._ref(v) for v in node.inputs]
             if node.op == OPAQUE:
@@ -450,6 +453,30 @@ def _concat_of_halves(name: str, axis: int, half: int) -> str:
     :func:`_equal_halves`): the form rules/rotary.egg matches a constant cache in."""
     first = f"(Slice {name} {lit([0], 'IVec')} {lit([half], 'IVec')} {lit([axis], 'IVec')} {lit([1], 'IVec')})"
     return f"(union {name} (Concat (TCons {first} (TCons {first} (TNil))) {axis}))"
+
+
+def _equal_pairs(tensor: onnx.TensorProto) -> list[int] | None:
+    """The dims of a float32 weight of rank 3 or more whose last axis holds each value twice in a
+    row, bit for bit (and not one value throughout): an interleaved rotary cache
+    ``cos(repeat_interleave(f, 2))`` the exporter folded. Else None."""
+    dims = list(tensor.dims)
+    if (tensor.data_type != onnx.TensorProto.FLOAT or len(dims) < 3 or dims[-1] < 2 or dims[-1] % 2
+            or math.prod(dims) > _HALVES_MAX_ELEMENTS or is_stub(tensor)):
+        return None
+    bits = tensor_view(tensor).view("uint32")
+    if not (bits[..., 0::2] == bits[..., 1::2]).all() or (bits == bits.flat[0]).all():
+        return None
+    return dims
+
+
+def _repeat_of_pairs(name: str, dims: list[int]) -> str:
+    """The union of weight ``name`` with the repeat-interleave of its even entries (see
+    :func:`_equal_pairs`), spelled as torch's export spells it: Unsqueeze, Expand, Reshape."""
+    r = len(dims)
+    even = (f"(Slice {name} {lit([0], 'IVec')} {lit([dims[-1]], 'IVec')} {lit([r - 1], 'IVec')} "
+            f"{lit([2], 'IVec')})")
+    pairs = f"(Expand (Unsqueeze {even} {lit([r], 'IVec')}) {lit([1] * r + [2], 'IVec')})"
+    return f"(union {name} (Reshape {pairs} {lit(dims, 'IVec')} 0))"
 
 
 def _tlist(items: list[str]) -> str:

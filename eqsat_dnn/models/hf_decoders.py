@@ -17,6 +17,8 @@ about 32000 where larger: the embedding is a Gather, the vocabulary only changes
   embedding by sqrt(hidden);
 * ``gemma2``: ``Gemma2Model`` at Gemma-2-2B's sizes (2304 hidden, 8/4 heads of 256, 9216 MLP):
   attention logits soft-capped (``50 * tanh(s / 50)``), norms before and after each block;
+* ``cohere``: ``CohereModel``, Command-R's head size (128) at 1024 hidden (8 heads, 2816 MLP):
+  LayerNorm without bias, rotary on interleaved pairs, attention and MLP in parallel;
 * ``neox``: ``GPTNeoXModel`` at Pythia-160M's sizes (768 hidden, 12 heads, 3072 MLP):
   LayerNorm, rotary on the first quarter of each head, parallel residual, fused qkv;
 * ``opt``: ``OPTModel`` at OPT-125M's sizes (768 hidden, 12 heads, 3072 ReLU MLP): LayerNorm,
@@ -64,6 +66,13 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
         "no gemma type in onnxruntime's optimizer; qwen3, its closest, as for llama",
         dict(layers=2, hidden=2304, heads=8, kv_heads=4, head_dim=256, intermediate=9216, vocab=32000, seq=512),
         dict(layers=1, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=97, seq=16)),
+    "cohere": (
+        "CohereConfig", "CohereModel",
+        "Cohere (Command-R) decoder: head dim 128, bias-free LayerNorm, interleaved rotary, parallel "
+        "residual, SwiGLU (transformers CohereModel; Command-R's head size at 1024 hidden, vocabulary 32000)",
+        "qwen3", "no cohere type in onnxruntime's optimizer; qwen3, its closest, as for llama",
+        dict(layers=2, hidden=1024, heads=8, kv_heads=8, intermediate=2816, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=97, seq=16)),
     "neox": (
         "GPTNeoXConfig", "GPTNeoXModel",
         "GPT-NeoX decoder, Pythia-160M sizes: 12 heads, LayerNorm, partial rotary (25%), parallel "
@@ -95,6 +104,8 @@ def config(transformers: Any, name: str, s: dict) -> Any:
         return config_class(**common, layer_norm_eps=1e-5, use_parallel_residual=True,
                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                              "partial_rotary_factor": 0.25})
+    if name == "cohere":
+        return config_class(**common, num_key_value_heads=s["kv_heads"], layer_norm_eps=1e-5, use_qk_norm=False)
     common.update(num_key_value_heads=s["kv_heads"], rms_norm_eps=1e-5)
     if "head_dim" in s:
         common["head_dim"] = s["head_dim"]
