@@ -103,3 +103,23 @@ def test_family_default_optimize_fuses_and_checks(cache, name):
     if name == "gemma2":  # the soft cap on the logits
         attention = [n for n in optimized.graph.node if n.op_type == "Attention"]
         assert [onnx.helper.get_attribute_value(a) for a in attention[0].attribute if a.name == "softcap"] == [50.0]
+
+
+def test_a_soft_capped_attention_costs_what_onnxruntime_makes_it_cost():
+    """onnxruntime's CPU Attention with a softcap runs about 3x slower than without: the CPU
+    roofline says so (Gemma 2 at its sizes keeps its decomposed scores), the GPU ones do not."""
+    from eqsat_dnn.cost import GPU_PROFILES
+    from eqsat_dnn.cost.roofline import RooflineCostModel
+    from eqsat_dnn.ir.graph import Node, TensorType
+
+    q, kv = TensorType(1, (1, 8, 512, 256)), TensorType(1, (1, 4, 512, 256))
+    mask = TensorType(1, (1, 1, 512, 512))
+
+    def cost(model, softcap):
+        node = Node("Attention", ["q", "k", "v", "m"], ["y"], {"scale": 0.0625, "softcap": softcap})
+        return model.node_cost(node, [q, kv, kv, mask], q)
+
+    cpu = RooflineCostModel()
+    assert cost(cpu, 50.0) > 2.5 * cost(cpu, 0.0)
+    gpu = RooflineCostModel(GPU_PROFILES["h100"])
+    assert cost(gpu, 50.0) == cost(gpu, 0.0)

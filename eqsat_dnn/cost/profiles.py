@@ -35,6 +35,9 @@ class DeviceProfile:
     slow_fusions: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
     """Fusions the runtime makes (:class:`~eqsat_dnn.cost.fusion.FusionSite` kinds) whose fused
     kernel runs slower than its parts on this device: the fused time over the parts' time."""
+    slow_kernels: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
+    """Kernels of the runtime that run slower than the roofline prices their work here, by a
+    factor: ``"attention_softcap"``, an ``Attention`` with a ``softcap``."""
     source: str = ""
     """Where the figures come from."""
 
@@ -47,8 +50,15 @@ SKIP_LAYERNORM_SLOWDOWN = 5.2
 it replaces, measured on this project's 2-core x86 machines at 1x128x768, one thread
 (533 us against 103 us); :func:`eqsat_dnn.cost.calibrated_cpu_profile` measures it afresh."""
 
+ATTENTION_SOFTCAP_SLOWDOWN = 2.9
+"""onnxruntime 1.32's CPU ``Attention`` with a ``softcap`` over the same kernel without one,
+measured on this project's 2-core x86 machines at 1x8x512x256 with 4 key/value heads, one thread
+(56 ms against 19 ms; the decomposed form with its tanh took 23 ms): a capped Attention is
+slower than its parts here, so extraction keeps Gemma 2's decomposition on CPU."""
+
 CPU_PROFILE = DeviceProfile("cpu-2core", flops=60e9, bandwidth=12e9, overhead=3e-6, nchwc=True,
                             slow_fusions={"skip_layernorm": SKIP_LAYERNORM_SLOWDOWN},
+                            slow_kernels={"attention_softcap": ATTENTION_SOFTCAP_SLOWDOWN},
                             source="nominal: a 2-core x86 server slice with AVX2 FMA")
 """A 2-core x86 server slice with AVX2 FMA (nominal figures; see :func:`eqsat_dnn.cost.calibrated_cpu_profile`)."""
 

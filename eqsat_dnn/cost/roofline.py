@@ -62,6 +62,8 @@ class RooflineCostModel:
                        extra / p.bandwidth)
         outputs = split_output_types(node, inputs, output)
         compute = flops(op, node.attrs, inputs, output) / p.peak(output.dtype if output else None)
+        if op == "Attention" and float(node.attrs.get("softcap") or 0.0) > 0.0:
+            compute *= p.slow_kernels.get("attention_softcap", 1.0)
         moved = float(sum(numel(t) * itemsize(t) for t in inputs if t is not None)
                       + sum(numel(t) * itemsize(t) for t in outputs))
         cost = max(compute, moved / p.bandwidth) + p.overhead

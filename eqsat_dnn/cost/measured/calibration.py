@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 from eqsat_dnn.cost.measured.harness import Bench, measure_benches
 from eqsat_dnn.cost.measured.probes import Spec, reorder_spec, skip_layernorm_probe
-from eqsat_dnn.cost.profiles import SKIP_LAYERNORM_SLOWDOWN, DeviceProfile
+from eqsat_dnn.cost.profiles import ATTENTION_SOFTCAP_SLOWDOWN, SKIP_LAYERNORM_SLOWDOWN, DeviceProfile
 from eqsat_dnn.ir.graph import TensorType
 
 if TYPE_CHECKING:  # the model calls these functions with itself
@@ -71,6 +71,7 @@ def cpu_profile(model: MeasuredCostModel) -> DeviceProfile:
     return DeviceProfile(f"cpu-{model.threads}t", flops=entry["flops"], bandwidth=entry["bandwidth"],
                          overhead=entry["overhead"], view_overhead=entry["view"], nchwc=True,
                          slow_fusions={"skip_layernorm": entry["skip_layernorm"]},
+                         slow_kernels={"attention_softcap": ATTENTION_SOFTCAP_SLOWDOWN},  # nominal, not probed
                          source=f"measured in onnxruntime {model.device['onnxruntime']} on {model.device['cpu']}, "
                                 f"{model.threads} thread(s)")
 
