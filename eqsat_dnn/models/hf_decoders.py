@@ -47,8 +47,9 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
     "phi3": (
         "Phi3Config", "Phi3Model",
         "Phi-3 decoder, Phi-3-mini sizes: 32 heads, fused qkv_proj and gate_up_proj, RMSNorm, RoPE "
-        "(transformers Phi3Model)", "phi",
-        "onnxruntime's optimizer type for the Phi family",
+        "(transformers Phi3Model)", "qwen3",
+        "onnxruntime's phi type fails on this export (TypeError: 'method' object is not iterable); qwen3, "
+        "its closest decoder type, as for llama",
         dict(layers=2, hidden=3072, heads=32, kv_heads=32, intermediate=8192, vocab=32064, seq=512),
         dict(layers=1, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=97, seq=16)),
     "gemma": (
