@@ -32,6 +32,8 @@ EXPECTED = {
     "cohere": {"Attention": 1, "LayerNormalization": 2, "RotaryEmbedding": 2, "QuickGelu": 1},
     # the rotary embedding of a quarter of each head: rotary_embedding_dim
     "neox": {"Attention": 1, "RotaryEmbedding": 2},
+    # ALiBi: scores per batch x head in 3-D plus the bias, viewed 4-D; BLOOM's factored tanh GELU
+    "bloom": {"Attention": 1, "Gelu": 1},
     "opt": {"MultiHeadAttention": 1},
 }
 
@@ -44,6 +46,7 @@ GONE = {
     "gemma2": {"Softmax", "Neg", "Pow", "Sqrt", "Reciprocal", "Tanh", "Div"},
     "cohere": {"Softmax", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal", "ReduceMean", "Slice", "Concat"},
     "neox": {"Softmax", "Neg", "Slice", "Concat"},
+    "bloom": {"Softmax", "Tanh"},
     "opt": {"Softmax"},
 }
 
@@ -54,7 +57,7 @@ def cache(tmp_path_factory):
 
 
 def test_families_are_named_exports_outside_the_default_suite():
-    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "opt"}
+    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "bloom", "opt"}
     for name in FAMILIES:
         assert name in hf.EXPORTS and name in hf.TINY and name not in hf.SUITE
         assert hf.get(name).sizes["layers"] == 2 and hf.get(name).sizes["seq"] == 512

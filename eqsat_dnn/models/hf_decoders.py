@@ -21,6 +21,8 @@ about 32000 where larger: the embedding is a Gather, the vocabulary only changes
   LayerNorm without bias, rotary on interleaved pairs, attention and MLP in parallel;
 * ``neox``: ``GPTNeoXModel`` at Pythia-160M's sizes (768 hidden, 12 heads, 3072 MLP):
   LayerNorm, rotary on the first quarter of each head, parallel residual, fused qkv;
+* ``bloom``: ``BloomModel`` at bloom-560m's sizes (1024 hidden, 16 heads): ALiBi biases on the
+  scores instead of positions, scores per batch x head in 3-D, LayerNorm, tanh GELU;
 * ``opt``: ``OPTModel`` at OPT-125M's sizes (768 hidden, 12 heads, 3072 ReLU MLP): LayerNorm,
   learned positions, biases everywhere.
 """
@@ -80,6 +82,14 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
         "residual, fused qkv (transformers GPTNeoXModel)", "gpt_neox", "",
         dict(layers=2, hidden=768, heads=12, intermediate=3072, vocab=50304, seq=512),
         dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
+    "bloom": (
+        "BloomConfig", "BloomModel",
+        "BLOOM decoder, bloom-560m sizes: 16 heads, ALiBi (no positions: a per-head bias on the scores, "
+        "computed per batch x head in 3-D), LayerNorm, tanh GELU with its cube factored "
+        "(transformers BloomModel; vocabulary 32000)", "gpt2",
+        "no bloom type in onnxruntime's optimizer; gpt2, whose layout (LayerNorm, fused qkv, GELU) it shares",
+        dict(layers=2, hidden=1024, heads=16, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, vocab=97, seq=16)),
     "opt": (
         "OPTConfig", "OPTModel",
         "OPT decoder, OPT-125M sizes: 12 heads, pre-LayerNorm, learned positions, ReLU MLP "
@@ -97,6 +107,11 @@ def config(transformers: Any, name: str, s: dict) -> Any:
                   num_attention_heads=s["heads"], max_position_embeddings=max(2048, s["seq"]),
                   use_cache=False, attn_implementation="eager", bos_token_id=0,
                   eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
+    if name == "bloom":  # the MLP is 4 x hidden: no intermediate size
+        return config_class(vocab_size=s["vocab"], hidden_size=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
+                            layer_norm_epsilon=1e-5, use_cache=False, attn_implementation="eager",
+                            bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None,
+                            hidden_dropout=0.0, attention_dropout=0.0)
     if name == "opt":
         return config_class(**common, ffn_dim=s["intermediate"], word_embed_proj_dim=s["hidden"],
                             dropout=0.0, attention_dropout=0.0)
