@@ -32,6 +32,8 @@ EXPECTED = {
     "cohere": {"Attention": 1, "LayerNormalization": 2, "RotaryEmbedding": 2, "QuickGelu": 1},
     # the rotary embedding of a quarter of each head: rotary_embedding_dim
     "neox": {"Attention": 1, "RotaryEmbedding": 2},
+    # rotary in pairs on a quarter of each head, before the head transpose
+    "gptj": {"Attention": 1, "RotaryEmbedding": 2, "Gelu": 1},
     # ALiBi: scores per batch x head in 3-D plus the bias, viewed 4-D; BLOOM's factored tanh GELU
     "bloom": {"Attention": 1, "Gelu": 1},
     "opt": {"MultiHeadAttention": 1},
@@ -46,6 +48,7 @@ GONE = {
     "gemma2": {"Softmax", "Neg", "Pow", "Sqrt", "Reciprocal", "Tanh", "Div"},
     "cohere": {"Softmax", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal", "ReduceMean", "Slice", "Concat"},
     "neox": {"Softmax", "Neg", "Slice", "Concat"},
+    "gptj": {"Softmax", "Neg", "Slice", "Concat", "Tanh"},
     "bloom": {"Softmax", "Tanh"},
     "opt": {"Softmax"},
 }
@@ -57,7 +60,7 @@ def cache(tmp_path_factory):
 
 
 def test_families_are_named_exports_outside_the_default_suite():
-    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "bloom", "opt"}
+    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "gptj", "bloom", "opt"}
     for name in FAMILIES:
         assert name in hf.EXPORTS and name in hf.TINY and name not in hf.SUITE
         assert hf.get(name).sizes["layers"] == 2 and hf.get(name).sizes["seq"] == 512
@@ -103,6 +106,10 @@ def test_family_default_optimize_fuses_and_checks(cache, name):
     if name == "cohere":  # pairs (2i, 2i + 1) rotated
         rotary = [n for n in optimized.graph.node if n.op_type == "RotaryEmbedding"]
         assert all([a.i for a in n.attribute if a.name == "interleaved"] == [1] for n in rotary)
+    if name == "gptj":  # pairs rotated, the first 4 of each 16-wide head
+        rotary = [n for n in optimized.graph.node if n.op_type == "RotaryEmbedding"]
+        attrs = [{a.name: a.i for a in n.attribute} for n in rotary]
+        assert [(a.get("interleaved"), a.get("rotary_embedding_dim")) for a in attrs] == [(1, 4), (1, 4)]
     if name == "gemma2":  # the soft cap on the logits
         attention = [n for n in optimized.graph.node if n.op_type == "Attention"]
         assert [onnx.helper.get_attribute_value(a) for a in attention[0].attribute if a.name == "softcap"] == [50.0]

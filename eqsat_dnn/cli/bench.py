@@ -20,7 +20,7 @@ def add_parser(commands) -> None:
     bench.add_argument("--suite", choices=["zoo", "exports"], default="zoo",
                        help="zoo (default): Tensat's models and blocks; exports: torch dynamo exports of "
                             "transformers models (bert gpt2 vit llama qwen2; also, when named: mistral qwen3 phi3 "
-                            "gemma gemma2 cohere neox bloom opt), with the GEMM-share limit")
+                            "gemma gemma2 cohere neox gptj bloom opt), with the GEMM-share limit")
     bench.add_argument("--cache", metavar="DIR", help="where --suite exports keeps its exports (default OUT/cache)")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
                        help="--suite exports: size override for every named export having KEY, e.g. --set layers=4")

@@ -21,6 +21,8 @@ about 32000 where larger: the embedding is a Gather, the vocabulary only changes
   LayerNorm without bias, rotary on interleaved pairs, attention and MLP in parallel;
 * ``neox``: ``GPTNeoXModel`` at Pythia-160M's sizes (768 hidden, 12 heads, 3072 MLP):
   LayerNorm, rotary on the first quarter of each head, parallel residual, fused qkv;
+* ``gptj``: ``GPTJModel``, GPT-J-6B's head layout (4 heads of 256, rotary on the first 64 values
+  of each, in pairs, applied in [B, S, H, D] before the head transpose) at 1024 hidden;
 * ``bloom``: ``BloomModel`` at bloom-560m's sizes (1024 hidden, 16 heads): ALiBi biases on the
   scores instead of positions, scores per batch x head in 3-D, LayerNorm, tanh GELU;
 * ``opt``: ``OPTModel`` at OPT-125M's sizes (768 hidden, 12 heads, 3072 ReLU MLP): LayerNorm,
@@ -82,6 +84,14 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
         "residual, fused qkv (transformers GPTNeoXModel)", "gpt_neox", "",
         dict(layers=2, hidden=768, heads=12, intermediate=3072, vocab=50304, seq=512),
         dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
+    "gptj": (
+        "GPTJConfig", "GPTJModel",
+        "GPT-J decoder: heads of 256 with rotary on the first 64 values, in pairs (rotate_every_two) before "
+        "the head transpose, parallel residual, LayerNorm, tanh GELU (transformers GPTJModel; GPT-J-6B's "
+        "head layout at 1024 hidden, vocabulary 32000)", "gpt2",
+        "no gptj type in onnxruntime's optimizer; gpt2, whose layout (LayerNorm, GELU) it shares",
+        dict(layers=2, hidden=1024, heads=4, intermediate=4096, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
     "bloom": (
         "BloomConfig", "BloomModel",
         "BLOOM decoder, bloom-560m sizes: 16 heads, ALiBi (no positions: a per-head bias on the scores, "
@@ -107,6 +117,13 @@ def config(transformers: Any, name: str, s: dict) -> Any:
                   num_attention_heads=s["heads"], max_position_embeddings=max(2048, s["seq"]),
                   use_cache=False, attn_implementation="eager", bos_token_id=0,
                   eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
+    if name == "gptj":  # rotary on a quarter of each head, as GPT-J-6B's 64 of 256
+        head = s["hidden"] // s["heads"]
+        return config_class(vocab_size=s["vocab"], n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
+                            n_inner=s["intermediate"], rotary_dim=max(2, head // 4 // 2 * 2),
+                            n_positions=max(2048, s["seq"]), layer_norm_epsilon=1e-5, use_cache=False,
+                            attn_implementation="eager", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                            bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
     if name == "bloom":  # the MLP is 4 x hidden: no intermediate size
         return config_class(vocab_size=s["vocab"], hidden_size=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
                             layer_norm_epsilon=1e-5, use_cache=False, attn_implementation="eager",
