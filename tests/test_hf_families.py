@@ -17,26 +17,27 @@ from eqsat_dnn.pipeline import optimize  # noqa: E402
 
 FAMILIES = tuple(hf_decoders.DECODERS)
 
-#: fused op -> how many per layer the default optimization must choose (one layer at tiny sizes)
+#: fused op -> how many per layer the default optimization must choose (one layer at tiny sizes);
+#: "attention" counts the fused attention kernels (ONNX Attention, onnxruntime's MultiHeadAttention)
 EXPECTED = {
-    "mistral": {"Attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
+    "mistral": {"attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
     # q_norm and k_norm: two RMS norms more, over each head, before the rotary embedding
-    "qwen3": {"Attention": 1, "RMSNormalization": 5, "RotaryEmbedding": 2, "QuickGelu": 1},
+    "qwen3": {"attention": 1, "RMSNormalization": 5, "RotaryEmbedding": 2, "QuickGelu": 1},
     # q, k and v sliced from one fused projection; gate and up likewise
-    "phi3": {"Attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
+    "phi3": {"attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
     # RMSNorm by (1 + w): the 1 + w folds into the weight at import; MQA (one key/value head)
-    "gemma": {"Attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2},
+    "gemma": {"attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2},
     # attention logits soft-capped: Attention's softcap; four norms a layer, and the final one
-    "gemma2": {"Attention": 1, "RMSNormalization": 5, "RotaryEmbedding": 2},
+    "gemma2": {"attention": 1, "RMSNormalization": 5, "RotaryEmbedding": 2},
     # bias-free LayerNorm (an RMS norm of x - mean(x)); rotary on interleaved pairs
-    "cohere": {"Attention": 1, "LayerNormalization": 2, "RotaryEmbedding": 2, "QuickGelu": 1},
+    "cohere": {"attention": 1, "LayerNormalization": 2, "RotaryEmbedding": 2, "QuickGelu": 1},
     # the rotary embedding of a quarter of each head: rotary_embedding_dim
-    "neox": {"Attention": 1, "RotaryEmbedding": 2},
+    "neox": {"attention": 1, "RotaryEmbedding": 2},
     # rotary in pairs on a quarter of each head, before the head transpose
-    "gptj": {"Attention": 1, "RotaryEmbedding": 2, "Gelu": 1},
+    "gptj": {"attention": 1, "RotaryEmbedding": 2, "Gelu": 1},
     # ALiBi: scores per batch x head in 3-D plus the bias, viewed 4-D; BLOOM's factored tanh GELU
-    "bloom": {"Attention": 1, "Gelu": 1},
-    "opt": {"MultiHeadAttention": 1},
+    "bloom": {"attention": 1, "Gelu": 1},
+    "opt": {"attention": 1},
 }
 
 #: decomposed ops that must be gone after the default optimization
@@ -87,6 +88,7 @@ def _count(model: onnx.ModelProto) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    counts["attention"] = counts.get("Attention", 0) + counts.get("MultiHeadAttention", 0)
     return counts
 
 
