@@ -32,14 +32,16 @@ def _model() -> onnx.ModelProto:
         _const("axis1", np.int64(1)), _const("axes2", np.array([2], np.int64)),
         _const("idx", rng.integers(0, 4, (2, 5, 4)).astype(np.int64)),
         _const("nd", np.array([[0, 1], [1, 4]], np.int64)), _const("half", np.float32(0.5)),
-        _const("len5", np.array([5], np.int64)),
+        _const("len5", np.array([5], np.int64)), _const("zerof", np.float32(0)), _const("fivef", np.float32(5)),
+        _const("onef", np.float32(1)), _const("threef", np.float32(3)),
     ]
     n = helper.make_node
     nodes = [
         n("Gather", ["emb", "ids"], ["g"], axis=0),
         n("Shape", ["x"], ["xs"]),  # static: a constant at import
-        n("Range", ["zero", "five", "one"], ["r"]),  # constant: folded at export
-        n("Less", ["r", "three"], ["early"]),
+        # constant: folded at export (integer ones are shape arithmetic, folded at import: io/fold.py)
+        n("Range", ["zerof", "fivef", "onef"], ["r"]),
+        n("Less", ["r", "threef"], ["early"]),
         n("Trilu", ["ones55", "k"], ["tri"], upper=0),
         n("Max", ["g", "x"], ["mx"]), n("Min", ["g", "x"], ["mn"]),
         n("Abs", ["mn"], ["ab"]), n("Add", ["ab", "half"], ["ab1"]), n("Log", ["ab1"], ["lg"]),
