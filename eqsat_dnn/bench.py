@@ -12,14 +12,12 @@ For each model (a zoo name, see :mod:`eqsat_dnn.models.zoo`, or an ``.onnx`` fil
   each output checked like ours; a peer that fails is a cell that says so;
 * measures the onnxruntime latency of the original and of every optimized version with
   ``ORT_ENABLE_ALL`` (what a user runs), inputs and outputs bound once, runs interleaved
-  between the versions (rotating their order every round), at least ``runs`` rounds (more
-  while the rounds took less than ``min_seconds``), in one block per version with fresh
-  sessions created in a rotated order (the session created first runs slower here); a
-  version's latency is its median, its speedup the median over rounds of the original's time over the version's in the same round
-  (paired: on a shared machine whose speed jumps between states, a ratio of medians can swing by
-  30 % where the paired median stays within a few percent); a second session of the original model
-  is timed beside them as a placebo, and its ratio to the original (``noise``) shows how far from
-  1.000x a ratio gets by chance on this machine at this moment;
+  between the versions (rotating their order every round), at least ``runs`` rounds (more while
+  they took less than ``min_seconds``), one block per version, fresh sessions created in a rotated
+  order (the first one runs slower here); a version's speedup is the median over rounds of the
+  original's time over its own (paired: where a ratio of medians swings by 30 % on a shared
+  machine, the paired median stays within a few percent); a placebo, a second session of the
+  original, shows as ``noise`` how far from 1.000x chance moves a ratio here and now;
 * optimizes again under a GPU roofline profile (``t4`` by default) for the predicted GPU speedup,
   reported beside Tensat's published figure.
 
@@ -29,6 +27,8 @@ For each model (a zoo name, see :mod:`eqsat_dnn.models.zoo`, or an ``.onnx`` fil
 from __future__ import annotations
 
 import csv
+import ctypes
+import gc
 import importlib.util
 import io
 import json
@@ -38,7 +38,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -49,7 +49,7 @@ import onnx
 from eqsat_dnn.models import zoo
 from eqsat_dnn.runtime.check import compare_models, random_inputs
 from eqsat_dnn.errors import CheckError, InputError, OutputError, first_line
-from eqsat_dnn.eqsat.saturate import Limits
+from eqsat_dnn.eqsat.saturate import Limits, resident_mb
 from eqsat_dnn.bench_peers import run_onnxslim, run_ort_transformers
 from eqsat_dnn.runtime.sessions import BoundTimer, create_session
 from eqsat_dnn.io.files import check_input_file, write_atomic
@@ -349,6 +349,15 @@ def measure_latencies(models: dict[str, onnx.ModelProto], runs: int, threads: in
 # one model, the suite
 
 
+def _own_limits(limits: Limits) -> Limits:
+    """``limits`` over what this process holds now: one bench process runs many models and keeps
+    what earlier ones left (allocator pools, arenas); each answers for its own optimization only."""
+    gc.collect()
+    if platform.system() == "Linux":  # hand freed pages back (glibc keeps them in its arenas)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return replace(limits, memory_mb=limits.memory_mb + resident_mb())
+
+
 def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = BenchSettings(),
                 entry: zoo.ZooModel | None = None, progress: Callable[[str], None] | None = None,
                 peer_options: dict[str, dict] | None = None, family: str | None = None) -> BenchResult:
@@ -374,7 +383,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
         t = time.perf_counter()
         try:
             optimized, report = optimize(
-                model, limits=settings.limits, extractor=settings.extractor,
+                model, limits=_own_limits(settings.limits), extractor=settings.extractor,
                 extract_time_limit=settings.extract_time_limit, cost_model=get_cost_model(settings.cost_model),
                 check=settings.check_runs)
         except CheckError as exc:
@@ -440,7 +449,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
             say(f"{name}: optimizing (roofline:{profile})")
             t = time.perf_counter()
             try:
-                _, gpu = optimize(model, limits=settings.limits, extractor=settings.extractor,
+                _, gpu = optimize(model, limits=_own_limits(settings.limits), extractor=settings.extractor,
                                   extract_time_limit=settings.extract_time_limit,
                                   cost_model=get_cost_model(f"roofline:{profile}"), check=settings.check_runs)
                 result.gpu_optimize_s = gpu.seconds["total"] - gpu.seconds.get("check", 0.0)
