@@ -4,13 +4,11 @@ the family's decomposed forms fused (attention, RMS norms, rotary embeddings, Si
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
 
 from eqsat_dnn.models import hf, hf_decoders  # noqa: E402
 from eqsat_dnn.pipeline import optimize  # noqa: E402
@@ -71,17 +69,9 @@ def test_families_are_named_exports_outside_the_default_suite():
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_family_tiny_export_loads_and_matches_torch(cache, name):
-    path = hf.cached_export(name, cache, **hf.TINY[name])
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model)
-    module, inputs, input_names, output_names = hf.module_and_inputs(name, **hf.TINY[name])
-    assert [i.name for i in model.graph.input] == input_names
-    assert [o.name for o in model.graph.output] == output_names
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {k: v.numpy() for k, v in zip(input_names, inputs)})
-    with torch.no_grad():
-        want = module(*inputs)
-    np.testing.assert_allclose(got[0], want.numpy(), rtol=1e-4, atol=1e-4)
+    from tests.test_hf_exports import assert_tiny_export_matches_torch
+
+    assert_tiny_export_matches_torch(cache, name)
 
 
 def _count(model: onnx.ModelProto) -> dict[str, int]:
