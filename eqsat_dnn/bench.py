@@ -27,8 +27,6 @@ For each model (a zoo name, see :mod:`eqsat_dnn.models.zoo`, or an ``.onnx`` fil
 from __future__ import annotations
 
 import csv
-import ctypes
-import gc
 import importlib.util
 import io
 import json
@@ -38,7 +36,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -49,7 +47,7 @@ import onnx
 from eqsat_dnn.models import zoo
 from eqsat_dnn.runtime.check import compare_models, random_inputs
 from eqsat_dnn.errors import CheckError, InputError, OutputError, first_line
-from eqsat_dnn.eqsat.saturate import Limits, resident_mb
+from eqsat_dnn.eqsat.saturate import Limits
 from eqsat_dnn.bench_peers import run_onnxslim, run_ort_transformers
 from eqsat_dnn.runtime.sessions import BoundTimer, create_session
 from eqsat_dnn.io.files import check_input_file, write_atomic
@@ -349,15 +347,6 @@ def measure_latencies(models: dict[str, onnx.ModelProto], runs: int, threads: in
 # one model, the suite
 
 
-def _own_limits(limits: Limits) -> Limits:
-    """``limits`` over what this process holds now: one bench process runs many models and keeps
-    what earlier ones left (allocator pools, arenas); each answers for its own optimization only."""
-    gc.collect()
-    if platform.system() == "Linux":  # hand freed pages back (glibc keeps them in its arenas)
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    return replace(limits, memory_mb=limits.memory_mb + resident_mb())
-
-
 def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = BenchSettings(),
                 entry: zoo.ZooModel | None = None, progress: Callable[[str], None] | None = None,
                 peer_options: dict[str, dict] | None = None, family: str | None = None) -> BenchResult:
@@ -383,7 +372,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
         t = time.perf_counter()
         try:
             optimized, report = optimize(
-                model, limits=_own_limits(settings.limits), extractor=settings.extractor,
+                model, limits=settings.limits.over_resident(), extractor=settings.extractor,
                 extract_time_limit=settings.extract_time_limit, cost_model=get_cost_model(settings.cost_model),
                 check=settings.check_runs)
         except CheckError as exc:
@@ -449,7 +438,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings: BenchSettings = Ben
             say(f"{name}: optimizing (roofline:{profile})")
             t = time.perf_counter()
             try:
-                _, gpu = optimize(model, limits=_own_limits(settings.limits), extractor=settings.extractor,
+                _, gpu = optimize(model, limits=settings.limits.over_resident(), extractor=settings.extractor,
                                   extract_time_limit=settings.extract_time_limit,
                                   cost_model=get_cost_model(f"roofline:{profile}"), check=settings.check_runs)
                 result.gpu_optimize_s = gpu.seconds["total"] - gpu.seconds.get("check", 0.0)

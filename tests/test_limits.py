@@ -173,3 +173,12 @@ def test_the_memory_limit_covers_loading():
 
     with pytest.raises(ResourceLimitError, match="after loading"):
         optimize(attention_block(), limits=Limits(memory_mb=1.0), extractor="greedy")
+
+
+def test_a_process_optimizing_model_after_model_counts_the_memory_limit_from_what_it_holds():
+    from eqsat_dnn.eqsat.saturate import resident_mb
+
+    limits = Limits(memory_mb=100.0)
+    later = limits.over_resident()
+    assert later.memory_mb >= 100.0 + 0.5 * resident_mb() and later.nodes == limits.nodes
+    assert limits.memory_mb == 100.0  # frozen: a new Limits

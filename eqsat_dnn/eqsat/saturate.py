@@ -13,11 +13,13 @@ round of a fixpoint family), so a limit is overshot by at most one family's run
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Callable
 
@@ -47,6 +49,15 @@ class Limits:
     memory_mb: float = 8_000.0
     """Resident memory of this process (MiB, weights and e-graph together) at which saturation
     stops: far below a 24 GB machine, so a runaway e-graph never exhausts it."""
+
+    def over_resident(self) -> Limits:
+        """These limits with the memory limit counted from what this process holds now, once freed
+        memory is handed back: a process that optimizes model after model (the bench) keeps what
+        earlier ones left (allocator pools, arenas), and each answers for its own optimization."""
+        gc.collect()
+        if sys.platform.startswith("linux"):  # glibc keeps freed pages in its arenas otherwise
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return replace(self, memory_mb=self.memory_mb + resident_mb())
 
 
 class SaturationStop(StrEnum):
