@@ -164,16 +164,24 @@ def _expand(b, local):
 
 def _attention(b, local):
     """Scaled dot-product attention of a static 4-D value with itself: spelt out (the motif the
-    attention rules fuse), or as onnxruntime's MultiHeadAttention over [B, S, H*D], or (opset 23)
-    ONNX's Attention."""
+    attention rules fuse), or as onnxruntime's MultiHeadAttention over [B, S, H*D], as its Attention
+    over one packed projection, or (opset 23) ONNX's Attention."""
     c = b.choose
     x = b.pick(local, lambda v: len(v.shape) == 4 and v.static)
     if x is None:
         return None
     batch, heads, rows, size = x.shape
-    form = c.element(["spelt", "mha"] + (["onnx"] if b.opset >= 23 else []))
+    form = c.element(["spelt", "mha"] + (["onnx"] if b.opset >= 23 else []) + ["projected"])
     if form == "onnx":
         return [b.node("Attention", [x.name, x.name, x.name], x.shape, scale=0.5)]
+    if form == "projected":  # onnxruntime's Attention: Q, K, V projected by one [H, 3H] weight
+        hidden = heads * size
+        packed = b.node("Reshape", [x.name, b.ints([batch, rows, hidden])], (batch, rows, hidden))
+        weights, bias = b.weight((hidden, 3 * hidden), scale=0.2), b.weight((3 * hidden,), scale=0.2)
+        b.domains.add("com.microsoft")
+        node = b.node("Attention", [packed.name, weights.name, bias.name], packed.shape, num_heads=heads, scale=0.5)
+        b.nodes[-1].domain = "com.microsoft"
+        return [packed, node]
     if form == "mha":
         packed = b.node("Reshape", [x.name, b.ints([batch, rows, heads * size])], (batch, rows, heads * size))
         b.domains.add("com.microsoft")

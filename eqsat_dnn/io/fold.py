@@ -23,7 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
-from eqsat_dnn.io.protos import tensor_view
+from eqsat_dnn.io.protos import light_copy, tensor_view
 
 FOLDED_OPS = frozenset({
     "Abs", "Add", "Cast", "Concat", "ConstantOfShape", "CumSum", "Div", "Equal", "Expand", "Gather",
@@ -128,6 +128,8 @@ def fold_shape_arithmetic(model: onnx.ModelProto, infer: Callable[[onnx.ModelPro
     if not any(n.op_type in FOLDED_OPS and _standard(n) for n in graph.node):
         return 0
     total = 0
+    original_nodes = [_copy(node) for node in graph.node]
+    original_inits = len(graph.initializer)
     for _ in range(ROUNDS):
         dims = _static_dims(infer(model)) if any(n.op_type == "Shape" for n in graph.node) else {}
         kept: list[onnx.NodeProto] = []
@@ -150,7 +152,43 @@ def fold_shape_arithmetic(model: onnx.ModelProto, infer: Callable[[onnx.ModelPro
         graph.node.extend(kept)
         graph.initializer.extend(added)
         total += len(added)
+    if total and not _inferable(model):
+        # a target made constant can show a model that could never run (12 values into [5, -1]);
+        # such a model was the user's to run and find out: it stays as it came, unless it already
+        # failed onnx's full check as it came
+        folded_nodes = [_copy(node) for node in graph.node]
+        added = [graph.initializer[k] for k in range(original_inits, len(graph.initializer))]
+        added = [_copy_tensor(t) for t in added]
+        del graph.node[:]
+        graph.node.extend(original_nodes)
+        del graph.initializer[original_inits:]
+        if _inferable(model):
+            return 0
+        del graph.node[:]
+        graph.node.extend(folded_nodes)
+        graph.initializer.extend(added)
     return total
+
+
+def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
+    copied = onnx.NodeProto()
+    copied.CopyFrom(node)
+    return copied
+
+
+def _copy_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    copied = onnx.TensorProto()
+    copied.CopyFrom(tensor)
+    return copied
+
+
+def _inferable(model: onnx.ModelProto) -> bool:
+    """Whether onnx's full check (strict shape inference, as export checks its output) accepts ``model``."""
+    try:
+        onnx.checker.check_model(light_copy(model), full_check=True)
+    except Exception:  # onnx raises several types: any failure is a no
+        return False
+    return True
 
 
 __all__ = ["FOLDED_ELEMENTS", "FOLDED_OPS", "ROUNDS", "fold_integer_node", "fold_shape_arithmetic"]
