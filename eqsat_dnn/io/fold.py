@@ -128,7 +128,7 @@ def fold_shape_arithmetic(model: onnx.ModelProto, infer: Callable[[onnx.ModelPro
     if not any(n.op_type in FOLDED_OPS and _standard(n) for n in graph.node):
         return 0
     total = 0
-    original_nodes = [_copy(node) for node in graph.node]
+    original_nodes = list(graph.node)  # references outlive their removal (the rounds rely on it too)
     original_inits = len(graph.initializer)
     for _ in range(ROUNDS):
         dims = _static_dims(infer(model)) if any(n.op_type == "Shape" for n in graph.node) else {}
@@ -148,38 +148,27 @@ def fold_shape_arithmetic(model: onnx.ModelProto, infer: Callable[[onnx.ModelPro
             added.extend(folded)
         if not added:
             break
-        del graph.node[:]
-        graph.node.extend(kept)
-        graph.initializer.extend(added)
+        _set_graph(graph, kept, len(graph.initializer), added)
         total += len(added)
     if total and not _inferable(model):
         # a target made constant can show a model that could never run (12 values into [5, -1]);
         # such a model was the user's to run and find out: it stays as it came, unless it already
         # failed onnx's full check as it came
-        folded_nodes = [_copy(node) for node in graph.node]
-        added = [graph.initializer[k] for k in range(original_inits, len(graph.initializer))]
-        added = [_copy_tensor(t) for t in added]
-        del graph.node[:]
-        graph.node.extend(original_nodes)
-        del graph.initializer[original_inits:]
+        folded_nodes, added = list(graph.node), list(graph.initializer[original_inits:])
+        _set_graph(graph, original_nodes, original_inits, [])
         if _inferable(model):
             return 0
-        del graph.node[:]
-        graph.node.extend(folded_nodes)
-        graph.initializer.extend(added)
+        _set_graph(graph, folded_nodes, original_inits, added)
     return total
 
 
-def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
-    copied = onnx.NodeProto()
-    copied.CopyFrom(node)
-    return copied
-
-
-def _copy_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
-    copied = onnx.TensorProto()
-    copied.CopyFrom(tensor)
-    return copied
+def _set_graph(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], inits: int,
+               added: list[onnx.TensorProto]) -> None:
+    """``graph`` with ``nodes`` and its first ``inits`` initializers followed by ``added``."""
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[inits:]
+    graph.initializer.extend(added)
 
 
 def _inferable(model: onnx.ModelProto) -> bool:
