@@ -26,7 +26,7 @@ from eqsat_dnn.blocks import (BlockMode, BlockPath, BlockReport, NotConvexError,
                               whole_graph_fits)
 from eqsat_dnn.runtime.check import CheckReport, compare_models
 from eqsat_dnn.cost import CostModel, RooflineCostModel, fusion_penalties, node_costs
-from eqsat_dnn.errors import CheckError, first_line
+from eqsat_dnn.errors import CheckError, InputError, first_line
 from eqsat_dnn.extract import DEFAULT_EXTRACTOR
 from eqsat_dnn.extract.base import Extraction, Extractor
 from eqsat_dnn.ir.blocks import find_blocks
@@ -36,6 +36,7 @@ from eqsat_dnn.lower import avoid_slow_fusions, to_standard
 from eqsat_dnn.repair import Repair, repair
 from eqsat_dnn.io.onnx_in import load_model, read_model
 from eqsat_dnn.io.onnx_out import OpsetError, check_model, to_onnx
+from eqsat_dnn.io.probes import ProbeError, Probes, find_probes, restore
 from eqsat_dnn.io.protos import light_copy
 from eqsat_dnn.eqsat.rules import Arithmetic, Rule, default_rules, select_rules
 from eqsat_dnn.eqsat.saturate import Iteration, Limits, SaturationReport, SaturationStop
@@ -72,6 +73,10 @@ class OptimizeReport:
     """Whether the repeated layers were searched class by class, or why the whole graph was."""
     blocks_fallback: str = ""
     """The check's failure that dropped the program chosen block by block."""
+    probes: Probes | None = None
+    """The size each symbolic input dim was searched at (:mod:`eqsat_dnn.io.probes`), where they were."""
+    probes_fallback: str = ""
+    """Why the search at probe sizes was dropped for one over the symbolic dims as they are."""
 
     @property
     def extraction_status(self) -> str:
@@ -93,6 +98,10 @@ class OptimizeReport:
             found.append(ext.warning)
         if self.repair is not None:
             found.append(self.repair.warning())
+        if self.probes_fallback:
+            found.append(f"the symbolic dims could not be searched at probe sizes ({self.probes_fallback}); "
+                         "they were searched as they are, where fewer rules apply (pin them with "
+                         "--overwrite-input-shape for a static model)")
         if self.blocks_fallback:
             found.append(f"the program chosen block by block failed the check ({self.blocks_fallback}); "
                          "the whole graph was searched instead")
@@ -145,6 +154,8 @@ class OptimizeReport:
             "blocks": [b.to_dict() for b in self.blocks],
             "blocks_path": self.blocks_path,
             "blocks_fallback": self.blocks_fallback or None,
+            "probes": None if self.probes is None else self.probes.sizes,
+            "probes_fallback": self.probes_fallback or None,
             "seconds": self.seconds,
         }
 
@@ -163,6 +174,7 @@ def optimize(
     exact: bool = False,
     target: Target = Target.ONNXRUNTIME,
     blocks: BlockMode | str = BlockMode.AUTO,
+    probe: bool = True,
 ) -> tuple[onnx.ModelProto, OptimizeReport]:
     """Optimize a model; returns the new model and a report.
 
@@ -180,10 +192,39 @@ def optimize(
     representative layer per class and the glue between them, each within ``limits``
     (:mod:`eqsat_dnn.blocks`), unless (``auto``) the whole graph's search would not be diluted;
     where the stitched program fails the check, the whole graph is searched instead.
+
+    ``probe``: a model whose inputs have symbolic dims (and no ``input_shapes``) is searched with
+    each dim pinned at a probe size and given its symbolic dims back (:mod:`eqsat_dnn.io.probes`),
+    checked with the dims at small sizes of their own; where that fails, it is searched with its
+    symbolic dims as they are (``report.probes_fallback`` says why).
     """
+    options = dict(rules=rules, limits=limits, extractor=extractor, extract_time_limit=extract_time_limit,
+                   cost_model=cost_model, check=check, on_iteration=on_iteration, exact=exact, target=target,
+                   blocks=blocks)
+    probes = None
+    if probe and not input_shapes:  # a model given as a proto is read as it is: no copy of its weights
+        probes = find_probes(model if isinstance(model, onnx.ModelProto) else read_model(model)[0])
+    fallback = ""
+    if probes is not None:
+        try:
+            return _optimize(model, input_shapes=None, probes=probes, **options)
+        except (CheckError, InputError) as exc:  # the symbolic search below stands alone
+            fallback = first_line(exc)
+    optimized, report = _optimize(model, input_shapes=input_shapes, probes=None, **options)
+    report.probes_fallback = fallback
+    return optimized, report
+
+
+def _optimize(model: str | Path | onnx.ModelProto, *, rules, limits: Limits, extractor, extract_time_limit: float,
+              cost_model: CostModel | None, check: int, input_shapes: dict[str, list[int]] | None,
+              on_iteration, exact: bool, target: Target, blocks: BlockMode | str,
+              probes: Probes | None) -> tuple[onnx.ModelProto, OptimizeReport]:
+    """:func:`optimize`, with the symbolic dims at ``probes`` where given."""
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    graph = load_model(model, input_shapes, lazy=True)  # weights stay in their files
+    if probes is not None:
+        input_shapes = probes.input_shapes
+    graph = load_model(model, input_shapes, lazy=True, probes=probes)  # weights stay in their files
     graph.lint()
     cost_model = cost_model or RooflineCostModel()
     if rules is None:
@@ -197,7 +238,7 @@ def optimize(
     within_memory(limits, "loading")
 
     report = OptimizeReport(ops_before=graph.op_counts(), cost_model=cost_model.name, rules=len(rules),
-                            used_rules=list(rules))
+                            used_rules=list(rules), probes=probes)
     # the e-graph prices nodes one by one; the runtime's slow fusions are the lowering's to remove
     report.cost_before = sum(node_costs(graph, cost_model).values()) + sum(
         fusion_penalties(graph, cost_model).values())  # = graph_cost
@@ -218,9 +259,13 @@ def optimize(
             raise CheckError(f"the chosen program is malformed: {exc}") from None
         lowered_at = time.perf_counter()
         try:
-            written = to_onnx(lowered)
+            written = to_onnx(lowered, computed=None if probes is None else probes.in_shape)
+            if probes is not None:
+                written = restore(written, probes)
         except OpsetError as exc:  # a chosen op's opset cannot be reached: the repair leaves it out
             raise CheckError(str(exc)) from None
+        except ProbeError as exc:  # as for a program that cannot be written
+            raise CheckError(f"the symbolic dims cannot be given back: {exc}") from None
         _check_optimized(written, model)
         if timed:
             seconds["lower"], seconds["export"] = lowered_at - t, time.perf_counter() - lowered_at
@@ -229,7 +274,8 @@ def optimize(
     original = str(model) if isinstance(model, (str, Path)) else model
 
     def compare(candidate: onnx.ModelProto) -> CheckReport:
-        return compare_models(original, candidate, runs=check, exact=exact)
+        return compare_models(original, candidate, runs=check, exact=exact,
+                              sizes=None if probes is None else probes.check_sizes)
 
     mode = BlockMode(blocks)
     t = time.perf_counter()

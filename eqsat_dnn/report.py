@@ -29,7 +29,8 @@ def optimize_table(report: OptimizeReport, source: str = "", target: str = "", m
     if measured and "error" in measured:
         ops.add_row("measured (onnxruntime)", "-", measured["error"])
     elif measured:
-        ops.add_row(f"measured (onnxruntime, {measured['threads']} thread(s), {measured['runs']} runs)",
+        at = "".join(f", {dim}={size}" for dim, size in (measured.get("sizes") or {}).items())
+        ops.add_row(f"measured (onnxruntime, {measured['threads']} thread(s), {measured['runs']} runs{at})",
                     f"{measured['original_ms']:.3f} ms",
                     f"{measured['optimized_ms']:.3f} ms ({measured['speedup']:.3f}x; placebo {measured['placebo']:.3f}x)")
 
@@ -38,6 +39,8 @@ def optimize_table(report: OptimizeReport, source: str = "", target: str = "", m
         stages.add_column(column)
     sat, ext, chk = report.saturation, report.extraction, report.check
     details = {
+        "load": "" if report.probes is None else (
+            f"symbolic dims searched at {report.probes.describe()}, given back to the output"),
         "blocks": "; ".join(
             f"{b.describe()}: {b.search.snapshot.egraph.num_nodes} e-nodes, stop: {b.search.saturation.stop_reason}, "
             f"per copy {_signed(b.rewrites()) or 'unchanged'}" for b in report.blocks)

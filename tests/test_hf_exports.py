@@ -226,3 +226,32 @@ def test_a_dynamic_export_pinned_to_a_shape_fuses_like_a_static_one(tmp_path):
     fused = {"RMSNormalization", "RotaryEmbedding", "Attention", "QuickGelu"}
     assert fused & set(report.ops_after) >= {"RMSNormalization", "QuickGelu"}
     assert report.check is not None and report.check.ok and report.repair is None
+
+
+@pytest.mark.parametrize("name, fused", [("bert", {"MultiHeadAttention"}), ("llama", {"Attention", "RMSNormalization"})])
+def test_a_dynamic_export_left_symbolic_fuses_and_keeps_its_dims(tmp_path, name, fused):
+    """Unpinned, the symbolic dims are searched at probe sizes (eqsat_dnn.io.probes) and given back:
+    the output fuses and runs at any batch and sequence the input runs at."""
+    from eqsat_dnn.pipeline import optimize
+
+    path = hf.export(name, tmp_path / "dynamic.onnx", dynamic=True, **hf.TINY[name])
+    original = onnx.load(str(path))
+    optimized, report = optimize(str(path))
+    assert not report.probes_fallback and set(report.probes.sizes) == {"batch", "seq"}
+    assert fused <= set(report.ops_after)
+    assert report.check is not None and report.check.ok and report.repair is None
+
+    def dims(values):
+        return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+
+    assert dims(optimized.graph.input) == dims(original.graph.input)
+    assert dims(optimized.graph.output) == dims(original.graph.output)
+    ours = ort.InferenceSession(optimized.SerializeToString(), providers=["CPUExecutionProvider"])
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for batch, seq in ((1, 7), (3, 4)):
+        feeds = {"input_ids": rng.integers(0, 32, (batch, seq)).astype(np.int64),
+                 "attention_mask": np.ones((batch, seq), np.int64)}
+        feeds["attention_mask"][-1, -2:] = 0  # a padded row
+        for got, want in zip(ours.run(None, feeds), theirs.run(None, feeds)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -47,7 +47,8 @@ def add_parser(commands) -> None:
     opt.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     opt.add_argument("--quiet", action="store_true", help="print nothing but errors")
     opt.add_argument("--measure", action="store_true",
-                     help="also time the input and the output in onnxruntime (interleaved, with a placebo)")
+                     help="also time the input and the output in onnxruntime (interleaved, with a placebo; "
+                          "symbolic dims at their probe sizes, a batch at 1)")
     opt.add_argument("--measure-threads", type=COUNT, default=1, metavar="N",
                      help="onnxruntime threads for --measure (default 1; 0: one per core)")
     opt.add_argument("--measure-runs", type=COUNT, default=20, metavar="N",
@@ -92,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if args.measure:  # the logic lives outside the CLI: eqsat_dnn/speedup.py
         from eqsat_dnn.speedup import measure_or_error
 
-        measured = measure_or_error(args.input, model, max(1, args.measure_runs), args.measure_threads)
+        measured = measure_or_error(args.input, model, max(1, args.measure_runs), args.measure_threads,
+                                    sizes=None if report.probes is None else report.probes.measure_sizes)
     if not (args.quiet or args.json):  # --json carries them in its "warnings"
         for warning in report.warnings:
             print(f"eqsat-dnn: warning: {warning}", file=sys.stderr)

@@ -113,12 +113,15 @@ def _shape_value(node: onnx.NodeProto, dims: dict[str, list[int]]) -> list[onnx.
     return [numpy_helper.from_array(np.array(value, dtype=np.int64), node.output[0])]
 
 
-def fold_shape_arithmetic(model: onnx.ModelProto, infer: Callable[[onnx.ModelProto], onnx.ModelProto]) -> int:
+def fold_shape_arithmetic(model: onnx.ModelProto, infer: Callable[[onnx.ModelProto], onnx.ModelProto],
+                          computed: Callable[[list[int]], bool] | None = None) -> int:
     """Replace, in place, every node of ``model``'s main graph that computes a small integer tensor
     from constants and known shapes by an initializer holding its value; returns how many were.
 
     ``infer`` is shape inference (on a light copy: it must not need weight data). A node whose
-    output is a graph output stays, as do graph inputs' defaults (a caller may feed another value)."""
+    output is a graph output stays, as do graph inputs' defaults (a caller may feed another value),
+    and so does one with an output whose dims ``computed`` holds must stay computed (a range over
+    a dim pinned at a probe, :meth:`~eqsat_dnn.io.probes.Probes.in_shape`)."""
     graph = model.graph
     inputs = {i.name for i in graph.input}
     outputs = {o.name for o in graph.output}
@@ -140,6 +143,8 @@ def fold_shape_arithmetic(model: onnx.ModelProto, infer: Callable[[onnx.ModelPro
                 constants[value.name] = value
             folded = None if value is not None or outputs.intersection(node.output) else (
                 _shape_value(node, dims) or fold_integer_node(node, constants, opset))
+            if folded is not None and computed is not None and any(computed(list(t.dims)) for t in folded):
+                folded = None
             if folded is None:
                 kept.append(node)
                 continue

@@ -22,6 +22,7 @@ from onnx.external_data_helper import uses_external_data
 from eqsat_dnn.errors import InputError, first_line
 from eqsat_dnn.io.files import check_input_file
 from eqsat_dnn.io.fold import fold_shape_arithmetic
+from eqsat_dnn.io.probes import Probes
 from eqsat_dnn.ir.graph import Dim, Graph, Node, TensorType
 from eqsat_dnn.ir.language import ALIASES, OPS, RENAMED, Attr, OpSpec
 from eqsat_dnn.io.external import all_tensors as _all_tensors, read_model_file, read_references, reference_external_data
@@ -102,6 +103,7 @@ def load_model(
     input_shapes: dict[str, list[int]] | None = None,
     load_weights: bool = True,
     lazy: bool = False,
+    probes: Probes | None = None,
 ) -> Graph:
     """Read an ONNX model into a :class:`Graph`.
 
@@ -109,6 +111,9 @@ def load_model(
     symbolic). External data is loaded from beside the file. ``load_weights=False``
     reads shapes only: large weights become data-less stubs (:func:`~eqsat_dnn.io.protos.shapes_only`),
     none is read from external data nor copied from a ``ModelProto``.
+
+    ``probes``: the symbolic dims ``input_shapes`` pins at probe sizes (:mod:`eqsat_dnn.io.probes`);
+    shape arithmetic then folds as for static dims, but no tensor of a probe-sized shape does.
 
     ``lazy=True`` (what :func:`~eqsat_dnn.pipeline.optimize` uses) reads no weight: those in
     external data, and the inline ones of a large file, stay where they are as references
@@ -138,7 +143,7 @@ def load_model(
     model = upgraded if upgraded is not None else model
     try:
         if vocabulary:  # shape arithmetic over known dims is constant: reshape targets become readable
-            fold_shape_arithmetic(model, _infer_types)
+            fold_shape_arithmetic(model, _infer_types, None if probes is None else probes.in_shape)
         # inference needs types, not weights: run it on a light copy and keep its value infos
         inferred = _infer_types(model)
     except Exception as exc:

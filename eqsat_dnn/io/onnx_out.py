@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, version_converter
 
 from eqsat_dnn.errors import OutputError, first_line
-from eqsat_dnn.ir.graph import Graph, Node, fresh_name
+from eqsat_dnn.ir.graph import Dim, Graph, Node, fresh_name
 from eqsat_dnn.ir.language import OPAQUE, OPS
 from eqsat_dnn.io.external import SPILL_BYTES, is_reference, needs_external_data, spill, write_model
 from eqsat_dnn.io.files import check_input_file, check_output_path, write_atomic
@@ -30,10 +31,11 @@ EXTERNAL_DATA_THRESHOLD = 1 << 30
 """Models whose weights exceed this are saved with external data (protobuf stops at 2 GB)."""
 
 
-def to_onnx(graph: Graph, fold_constants: bool = True) -> onnx.ModelProto:
-    """Write ``graph`` as a checked ONNX model."""
+def to_onnx(graph: Graph, fold_constants: bool = True,
+            computed: Callable[[tuple[Dim, ...] | None], bool] | None = None) -> onnx.ModelProto:
+    """Write ``graph`` as a checked ONNX model; ``computed``: see :func:`fold_weight_expressions`."""
     if fold_constants:
-        graph = fold_weight_expressions(graph)
+        graph = fold_weight_expressions(graph, computed=computed)
     model = without_initializers(graph.model)
     # only vocabulary nodes need it, and a model without a default-domain opset has none
     opset = graph.opset if any(n.op != OPAQUE for n in graph.nodes) else 0
@@ -157,19 +159,24 @@ def _is_default(value, default) -> bool:
     return value == default
 
 
-def fold_weight_expressions(graph: Graph, values: bool = True) -> Graph:
+def fold_weight_expressions(graph: Graph, values: bool = True,
+                            computed: Callable[[tuple[Dim, ...] | None], bool] | None = None) -> Graph:
     """Evaluate every vocabulary node whose inputs are all constant; its outputs become weights.
 
     Constant opaque nodes, and nodes that read no tensor at all (ConstantOfShape), are evaluated
     where a folded node reads them and otherwise left as they are: folding them alone would only
     trade a small node for a large initializer. ``values=False`` evaluates nothing: the outputs become data-less stubs
-    of their inferred types (the same nodes fold; where a type is unknown, none does)."""
+    of their inferred types (the same nodes fold; where a type is unknown, none does). A node
+    with an output whose shape ``computed`` holds must stay computed (a probe-sized one,
+    :meth:`~eqsat_dnn.io.probes.Probes.in_shape`), or whose type is unknown then, stays."""
     weights = dict(graph.weights)
     foldable: list[Node] = []
     kept: list[Node] = []
     known = set(weights)
     for node in graph.nodes:
-        if node.folds and node.op != "Identity" and all((not i) or i in known for i in node.inputs):
+        stays = computed is not None and any(
+            o and (o not in graph.types or computed(graph.types[o].shape)) for o in node.outputs)
+        if node.folds and node.op != "Identity" and not stays and all((not i) or i in known for i in node.inputs):
             foldable.append(node)
             known.update(o for o in node.outputs if o)
         else:

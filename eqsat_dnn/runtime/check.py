@@ -102,11 +102,14 @@ def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def random_inputs(model: onnx.ModelProto, seed: int, symbolic_size: int = 2,
-                  bounds: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Seeded inputs for every graph input; symbolic dims take ``symbolic_size``."""
+                  bounds: dict[str, int] | None = None,
+                  sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs for every graph input; symbolic dims take their size in ``sizes`` (keyed
+    by name, or ``input:axis`` for an unnamed one), else ``symbolic_size``."""
     rng = np.random.default_rng(seed)
     initializers = {t.name for t in model.graph.initializer}
     bounds = {**_index_bounds(model), **(bounds or {})}
+    sizes = sizes or {}
     feeds: dict[str, np.ndarray] = {}
     for info in model.graph.input:
         if info.name in initializers:
@@ -116,7 +119,9 @@ def random_inputs(model: onnx.ModelProto, seed: int, symbolic_size: int = 2,
             raise InputError(f"input {info.name!r} is not a tensor; cannot generate check inputs")
         if not tt.HasField("shape"):
             raise InputError(f"input {info.name!r} has no shape (its rank is unknown); cannot generate check inputs")
-        dims = [d.dim_value if d.HasField("dim_value") else symbolic_size for d in tt.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") else sizes.get(d.dim_param or f"{info.name}:{axis}",
+                                                                      symbolic_size)
+                for axis, d in enumerate(tt.shape.dim)]
         _require_memory(info.name, dims)
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if np.issubdtype(dtype, np.floating):
@@ -215,10 +220,12 @@ def compare_models(
     seed: int = 0,
     edges: bool = True,
     exact: bool = False,
+    sizes: dict[str, int] | None = None,
 ) -> CheckReport:
     """Run both models on ``runs`` seeded normal input sets, then (``edges``) on the edge
     sets, and compare every output element by element (see the module doc). ``exact``
-    compares non-finite positions on the infinities set too."""
+    compares non-finite positions on the infinities set too; ``sizes`` gives symbolic dims
+    their sizes (see :func:`random_inputs`)."""
     report = CheckReport(runs=runs)
     if runs <= 0:
         return report
@@ -230,7 +237,7 @@ def compare_models(
                          "skip the check with --no-check") from None
     # the optimized model's inputs carry any --overwrite-input-shape dims, and its
     # embedding Gathers (opaque to the rules) bound the integer inputs
-    plans = [(InputSet.NORMAL, seed + run, random_inputs(optimized, seed + run)) for run in range(runs)]
+    plans = [(InputSet.NORMAL, seed + run, random_inputs(optimized, seed + run, sizes=sizes)) for run in range(runs)]
     if edges and any(np.issubdtype(v.dtype, np.floating) for v in plans[0][2].values()):
         plans += [(kind, seed, edge_inputs(plans[0][2], kind, seed)) for kind in EDGE_SETS]
     # one session at a time: the original's outputs first, then the optimized model's, so that
