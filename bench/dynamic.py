@@ -26,7 +26,7 @@ from eqsat_dnn.models import hf
 from eqsat_dnn.pipeline import optimize
 from eqsat_dnn.runtime.check import random_inputs
 
-FUSED = ("Attention", "MultiHeadAttention", "RMSNormalization", "RotaryEmbedding", "SkipLayerNormalization",
+FUSED = ("Attention", "com.microsoft.Attention", "MultiHeadAttention", "RMSNormalization", "RotaryEmbedding", "SkipLayerNormalization",
          "LayerNormalization", "Gelu", "FastGelu", "QuickGelu")
 
 

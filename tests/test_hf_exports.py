@@ -228,7 +228,11 @@ def test_a_dynamic_export_pinned_to_a_shape_fuses_like_a_static_one(tmp_path):
     assert report.check is not None and report.check.ok and report.repair is None
 
 
-@pytest.mark.parametrize("name, fused", [("bert", {"MultiHeadAttention"}), ("llama", {"Attention", "RMSNormalization"})])
+@pytest.mark.parametrize("name, fused", [
+    ("bert", {"MultiHeadAttention"}),
+    ("llama", {"Attention", "RMSNormalization", "RotaryEmbedding"}),  # frequencies of one batch row, broadcast
+    ("cohere", {"RotaryEmbedding"}),  # interleaved pairs, broadcast likewise
+])
 def test_a_dynamic_export_left_symbolic_fuses_and_keeps_its_dims(tmp_path, name, fused):
     """Unpinned, the symbolic dims are searched at probe sizes (eqsat_dnn.io.probes) and given back:
     the output fuses and runs at any batch and sequence the input runs at."""

@@ -125,3 +125,19 @@ def test_a_model_the_check_sizes_cannot_run_is_searched_symbolic():
     assert report.probes is None and "cannot run the original" in report.probes_fallback
     assert any("symbolic dims could not be searched at probe sizes" in w for w in report.warnings)
     assert report.check is not None and report.check.ok
+
+
+def test_unnamed_symbolic_dims_get_probes_of_their_own():
+    model = head_split_model()
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[:2]:
+        dim.Clear()  # unknown: no value, no name
+    for dim in model.graph.output[0].type.tensor_type.shape.dim[:2]:
+        dim.Clear()
+    probes = find_probes(model)
+    assert probes.sizes == {"x:0": 7, "x:1": 509} and probes.check_sizes == {"x:0": 2, "x:1": 3}
+    optimized, report = optimize(model)
+    assert report.probes is not None and not report.probes_fallback
+    dims = optimized.graph.input[0].type.tensor_type.shape.dim
+    assert not dims[0].HasField("dim_value") and not dims[0].dim_param
+    session = ort.InferenceSession(optimized.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": np.ones((4, 6, 8), np.float32)})[0].shape == (4, 6, 8)
