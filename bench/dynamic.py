@@ -1,13 +1,13 @@
 """Benchmark: dynamo exports with dynamic batch and sequence dims, optimized with their dims left symbolic.
 
-Exports each model of the exports suite that takes token inputs (the bench's sizes,
-``eqsat_dnn.models.hf.EXPORTS``) with ``dynamic=True``, optimizes it with the default
+Exports each model of the exports suite (the bench's sizes, ``eqsat_dnn.models.hf.EXPORTS``; other
+decoder families when named) with ``dynamic=True`` (batch and sequence symbolic; ViT: its batch), optimizes it with the default
 ``optimize`` (symbolic dims searched at probe sizes and given back, ``eqsat_dnn/io/probes.py``),
 and times the input, a placebo session of it and the output in onnxruntime at batch 1 and
 sequence 512 (``ORT_ENABLE_ALL``, one thread, interleaved rounds: the bench's timer). The output
 must keep the input's symbolic dims; the table says which fused ops it has.
 
-    python bench/dynamic.py [bert gpt2 llama qwen2] [--cache DIR] [--out bench/results/dynamic.json]
+    python bench/dynamic.py [bert gpt2 vit llama qwen2] [--cache DIR] [--out bench/results/dynamic.json]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _dims(values) -> dict[str, list]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=[n for n in hf.SUITE if n != "vit"])
+    parser.add_argument("models", nargs="*", default=list(hf.SUITE))
     parser.add_argument("--cache", default="bench/results/dynamic-cache", help="where the exports are kept")
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--runs", type=int, default=20)

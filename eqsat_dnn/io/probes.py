@@ -26,7 +26,7 @@ with its symbolic dims as they are, as before.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -69,9 +69,9 @@ class Probes:
     """Symbolic dim -> the small size the check gives it (:data:`CHECK_SIZES`)."""
     input_shapes: dict[str, list[int]]
     """The pinned dims of every input with a symbolic one (what ``--overwrite-input-shape`` takes)."""
-    types: dict[str, onnx.TypeProto]
+    types: dict[str, onnx.TypeProto] = field(repr=False)
     """The model's inputs' and outputs' types, symbolic dims and all, by name."""
-    batch_like: frozenset[str] = frozenset()
+    batch_like: frozenset[str] = field(default=frozenset())
     """The dims at axis 0 of an input of rank 2 or more: batches, as far as a model can tell."""
 
     @property

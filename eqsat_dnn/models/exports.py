@@ -155,7 +155,9 @@ def _export(
             with torch.no_grad():
                 if exporter == "dynamo":
                     dynamic_shapes = None
-                    if dynamic:
+                    if dynamic and input_names == ["pixel_values"]:
+                        dynamic_shapes = {"pixel_values": {0: "batch"}}
+                    elif dynamic:
                         dims = {0: "batch", 1: "seq"}
                         dynamic_shapes = {"input_ids": dims, "attention_mask": dims}
                     torch.onnx.export(

@@ -223,11 +223,12 @@ def module_and_inputs(name: str, **overrides: int) -> tuple[Any, tuple[Any, ...]
 
 def export(name: str, path: str | Path, *, dynamic: bool = False, **overrides: int) -> Path:
     """Export ``name`` (sizes overridden by ``overrides``) with the dynamo exporter to ``path``;
-    ``dynamic`` makes the batch and sequence dims of the token inputs symbolic (not for ViT)."""
+    ``dynamic`` makes the batch and sequence dims of the token inputs symbolic (ViT: the batch of
+    its images)."""
     torch, _ = _ex._require()
     module, inputs, input_names, output_names = module_and_inputs(name, **overrides)
-    if dynamic and input_names != ["input_ids", "attention_mask"]:
-        raise ValueError(f"{name}: dynamic axes are for the token inputs (input_ids, attention_mask)")
+    if dynamic and input_names not in (["input_ids", "attention_mask"], ["pixel_values"]):
+        raise ValueError(f"{name}: dynamic axes are for token inputs (input_ids, attention_mask) or images")
     return _ex._export(torch, module, inputs, output_names, path, dynamic=dynamic, exporter="dynamo",
                        input_names=tuple(input_names))
 
