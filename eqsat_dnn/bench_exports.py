@@ -45,6 +45,8 @@ class ExportOptions:
     """Size overrides per export name (keys of :attr:`eqsat_dnn.models.hf.HFExport.sizes`)."""
     profile_runs: int = 3
     """Profiled runs of the original for the GEMM share (0: no profile, no limit)."""
+    attention: str = hf.ATTENTION
+    """transformers' attention implementation the exports are built with (:data:`eqsat_dnn.models.hf.ATTENTION`)."""
 
 
 def overrides(specs: Sequence[str], items: Sequence[str]) -> dict[str, dict]:
@@ -82,7 +84,7 @@ def resolve(spec: str, options: ExportOptions) -> tuple[str, Callable[[], onnx.M
         raise InputError(f"{spec}: {exc}") from None
 
     def load() -> onnx.ModelProto:
-        return onnx.load(str(hf.cached_export(spec, options.cache_dir, **sizes)))
+        return onnx.load(str(hf.cached_export(spec, options.cache_dir, options.attention, **sizes)))
 
     return entry.name, load, entry
 

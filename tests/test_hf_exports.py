@@ -259,3 +259,27 @@ def test_a_dynamic_export_left_symbolic_fuses_and_keeps_its_dims(tmp_path, name,
         feeds["attention_mask"][-1, -2:] = 0  # a padded row
         for got, want in zip(ours.run(None, feeds), theirs.run(None, feeds)):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("attention", hf.ATTENTIONS)
+@pytest.mark.parametrize("name", hf.SUITE)
+def test_either_attention_export_fuses_its_attention(cache, name, attention):
+    """transformers' SDPA (its default: torch's exporter decomposes it with the scale on Q and on K,
+    K^T as a 3-D transpose and the NaN guard) and its eager attention both become one fused op."""
+    from eqsat_dnn.pipeline import optimize
+
+    model = onnx.load(str(hf.cached_export(name, cache, attention, **hf.TINY[name])))
+    assert ("IsNaN" in {n.op_type for n in model.graph.node}) == (attention == "sdpa")
+    _, report = optimize(model)
+    assert report.check is not None and report.check.ok and report.repair is None
+    assert {"Attention", "MultiHeadAttention", "com.microsoft.Attention"} & set(report.ops_after)
+    assert "Softmax" not in report.ops_after and "IsNaN" not in report.ops_after
+
+
+def test_the_attention_is_part_of_the_cache_key():
+    assert hf.config_key("llama", "sdpa", **hf.TINY["llama"]) != hf.config_key("llama", "eager", **hf.TINY["llama"])
+    assert hf.config_key("bert", "sdpa", **hf.TINY["bert"]) != hf.config_key("bert", "eager", **hf.TINY["bert"])
+    # BLOOM has no SDPA path: both ask for the same (eager) export
+    assert hf.config_key("bloom", "sdpa", **hf.TINY["bloom"]) == hf.config_key("bloom", "eager", **hf.TINY["bloom"])
+    with pytest.raises(ValueError, match="attention must be one of"):
+        hf.config_key("llama", "flash", **hf.TINY["llama"])

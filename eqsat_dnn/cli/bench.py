@@ -24,6 +24,9 @@ def add_parser(commands) -> None:
     bench.add_argument("--cache", metavar="DIR", help="where --suite exports keeps its exports (default OUT/cache)")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
                        help="--suite exports: size override for every named export having KEY, e.g. --set layers=4")
+    bench.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa",
+                       help="--suite exports: transformers' attention the exports are built with (default sdpa, "
+                            "transformers' own; eager: the explicit MatMul/Softmax attention)")
     bench.add_argument("--out", default=None, metavar="DIR",
                        help="where bench.md, .csv, .json and .png go (default bench/results; "
                             "--suite exports: bench/results/exports)")
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         limits=Limits(iterations=args.iter_limit, seconds=args.time_limit),
         extractor=args.extractor, extract_time_limit=args.extract_time_limit)
     options = suite.ExportOptions(cache_dir=Path(args.cache) if args.cache else Path(args.out) / "cache",
-                                  sizes=suite.overrides(specs, args.overrides or []) if exports else {})
+                                  sizes=suite.overrides(specs, args.overrides or []) if exports else {},
+                                  attention=args.attention)
     bench.check_settings(settings)  # bad options and models fail now, not after the first model
     bench.require_matplotlib()  # and a missing plotting library, not after the whole run
     for spec in specs:

@@ -89,6 +89,21 @@ EXPORTS.update({name: HFExport(name, family, ort_type, note, sizes=dict(sizes))
                 for name, (_, _, family, ort_type, note, sizes, _) in _dec.DECODERS.items()})
 # The other decoder families: exported when named, not in the default suite.
 
+ATTENTIONS = ("sdpa", "eager")
+"""transformers' attention implementations an export can be built with."""
+
+ATTENTION = "sdpa"
+"""The default: transformers' own, what a user's export has (torch's exporter decomposes SDPA into
+``MatMul``s with the scale on Q and on K, K^T as a 3-D transpose, and the ``Where(IsNaN(.))`` guard).
+``"eager"`` is the explicit ``MatMul -> scale -> mask -> Softmax -> MatMul`` of the modeling code.
+Families without an SDPA path (:data:`~eqsat_dnn.models.hf_decoders.EAGER_ONLY`) are eager either way."""
+
+
+def _check_attention(attention: str) -> None:
+    if attention not in ATTENTIONS:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, not {attention!r}")
+
+
 TINY: dict[str, dict] = {
     "bert": dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16),
     "gpt2": dict(layers=1, hidden=64, heads=4, vocab=97, seq=16),
@@ -126,25 +141,26 @@ def check_sizes(name: str, overrides: dict) -> dict:
     return sizes
 
 
-def config(name: str, **overrides: int) -> Any:
-    """The transformers config object ``name`` is built from (eager attention, no cache)."""
+def config(name: str, attention: str = ATTENTION, **overrides: int) -> Any:
+    """The transformers config object ``name`` is built from (``attention``: see :data:`ATTENTION`; no cache)."""
     if name in ("bert", "gpt2"):
         raise ValueError(f"{name} is built by eqsat_dnn.models.exports; see config_key")
+    _check_attention(attention)
     _, transformers = _ex._require()
     s = check_sizes(name, overrides)
     with _ex._quiet():
         if name in _dec.DECODERS:
-            return _dec.config(transformers, name, s)
+            return _dec.config(transformers, name, s, attention)
         if name == "vit":
             return transformers.ViTConfig(
                 hidden_size=s["hidden"], num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
                 intermediate_size=s["intermediate"], image_size=s["image"], patch_size=s["patch"],
-                attn_implementation="eager")
+                attn_implementation=attention)
         common = dict(
             vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["intermediate"],
             num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
             num_key_value_heads=s["kv_heads"], max_position_embeddings=max(2048, s["seq"]),
-            rms_norm_eps=1e-5, use_cache=False, attn_implementation="eager",
+            rms_norm_eps=1e-5, use_cache=False, attn_implementation=attention,
             bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
         if name == "llama":
             return transformers.LlamaConfig(**common)
@@ -153,14 +169,18 @@ def config(name: str, **overrides: int) -> Any:
     raise AssertionError(name)
 
 
-def config_key(name: str, **overrides: int) -> str:
-    """The cache key: a hash of the config, the shapes, and the torch and transformers versions."""
+def config_key(name: str, attention: str = ATTENTION, **overrides: int) -> str:
+    """The cache key: a hash of the config (the attention with it), the shapes, and the torch and
+    transformers versions."""
     torch, transformers = _ex._require()
     s = check_sizes(name, overrides)
     if name in ("bert", "gpt2"):
-        described = {"builder": f"exports.{name}_module", "sizes": s}
+        _check_attention(attention)
+        described = {"builder": f"exports.{name}_module", "sizes": s, "attention": attention}
     else:
-        described = {"config": json.loads(config(name, **overrides).to_json_string(use_diff=False))}
+        cfg = config(name, attention, **overrides)
+        described = {"config": json.loads(cfg.to_json_string(use_diff=False)),
+                     "attention": cfg._attn_implementation}
         described["config"].pop("transformers_version", None)
         described["sizes"] = s
     described.update(name=name, format=_FORMAT, torch=torch.__version__, transformers=transformers.__version__)
@@ -168,20 +188,24 @@ def config_key(name: str, **overrides: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def module_and_inputs(name: str, **overrides: int) -> tuple[Any, tuple[Any, ...], list[str], list[str]]:
+def module_and_inputs(name: str, attention: str = ATTENTION,
+                      **overrides: int) -> tuple[Any, tuple[Any, ...], list[str], list[str]]:
     """``(module, example inputs, input names, output names)``: the eval-mode torch module that
     :func:`export` exports, and the inputs it is traced with."""
     torch, transformers = _ex._require()
+    _check_attention(attention)
     s = check_sizes(name, overrides)
     if name == "bert":
-        module = _ex.bert_module(**{k: s[k] for k in ("layers", "hidden", "heads", "intermediate", "vocab", "seq")})
+        module = _ex.bert_module(**{k: s[k] for k in ("layers", "hidden", "heads", "intermediate", "vocab", "seq")},
+                                 attn_implementation=attention)
         return (module, _ex.example_inputs(vocab=s["vocab"], seq=s["seq"]), ["input_ids", "attention_mask"],
                 list(_ex.BERT_OUTPUTS))
     if name == "gpt2":
-        module = _ex.gpt2_module(**{k: s[k] for k in ("layers", "hidden", "heads", "vocab", "seq")})
+        module = _ex.gpt2_module(**{k: s[k] for k in ("layers", "hidden", "heads", "vocab", "seq")},
+                                 attn_implementation=attention)
         return (module, _ex.example_inputs(vocab=s["vocab"], seq=s["seq"]), ["input_ids", "attention_mask"],
                 list(_ex.GPT2_OUTPUTS))
-    cfg = config(name, **overrides)
+    cfg = config(name, attention, **overrides)
     with _ex._quiet():
         torch.manual_seed(_ex._SEED)
         if name == "vit":
@@ -221,32 +245,33 @@ def module_and_inputs(name: str, **overrides: int) -> tuple[Any, tuple[Any, ...]
             ["input_ids", "attention_mask"], ["last_hidden_state"])
 
 
-def export(name: str, path: str | Path, *, dynamic: bool = False, **overrides: int) -> Path:
+def export(name: str, path: str | Path, *, dynamic: bool = False, attention: str = ATTENTION,
+           **overrides: int) -> Path:
     """Export ``name`` (sizes overridden by ``overrides``) with the dynamo exporter to ``path``;
     ``dynamic`` makes the batch and sequence dims of the token inputs symbolic (ViT: the batch of
     its images)."""
     torch, _ = _ex._require()
-    module, inputs, input_names, output_names = module_and_inputs(name, **overrides)
+    module, inputs, input_names, output_names = module_and_inputs(name, attention, **overrides)
     if dynamic and input_names not in (["input_ids", "attention_mask"], ["pixel_values"]):
         raise ValueError(f"{name}: dynamic axes are for token inputs (input_ids, attention_mask) or images")
     return _ex._export(torch, module, inputs, output_names, path, dynamic=dynamic, exporter="dynamo",
                        input_names=tuple(input_names))
 
 
-def cached_export(name: str, cache_dir: str | Path, **overrides: int) -> Path:
+def cached_export(name: str, cache_dir: str | Path, attention: str = ATTENTION, **overrides: int) -> Path:
     """The export of ``name`` under ``cache_dir`` (``<name>-<key>.onnx``), exported when absent.
 
     The file is written under a temporary name and renamed, so an interrupted export leaves no
     half file behind (nor a stray ``.data`` file: models this size keep their weights inside)."""
     cache = Path(cache_dir)
-    path = cache / f"{name}-{config_key(name, **overrides)}.onnx"
+    path = cache / f"{name}-{config_key(name, attention, **overrides)}.onnx"
     if path.is_file():
         return path
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".onnx", dir=cache)
     os.close(fd)
     try:
-        export(name, tmp, **overrides)
+        export(name, tmp, attention=attention, **overrides)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -110,23 +110,29 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
 }
 
 
-def config(transformers: Any, name: str, s: dict) -> Any:
-    """The transformers config of decoder ``name`` at sizes ``s`` (eager attention, no cache)."""
+EAGER_ONLY = frozenset({"gemma2", "bloom"})
+"""Families transformers runs with eager attention only (no SDPA path): exported eager whatever is asked."""
+
+
+def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> Any:
+    """The transformers config of decoder ``name`` at sizes ``s`` (``attention``: transformers'
+    ``attn_implementation``, eager for :data:`EAGER_ONLY`; no cache)."""
+    attention = "eager" if name in EAGER_ONLY else attention
     config_class = getattr(transformers, DECODERS[name][0])
     common = dict(vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
                   num_attention_heads=s["heads"], max_position_embeddings=max(2048, s["seq"]),
-                  use_cache=False, attn_implementation="eager", bos_token_id=0,
+                  use_cache=False, attn_implementation=attention, bos_token_id=0,
                   eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
     if name == "gptj":  # rotary on a quarter of each head, as GPT-J-6B's 64 of 256
         head = s["hidden"] // s["heads"]
         return config_class(vocab_size=s["vocab"], n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
                             n_inner=s["intermediate"], rotary_dim=max(2, head // 4 // 2 * 2),
                             n_positions=max(2048, s["seq"]), layer_norm_epsilon=1e-5, use_cache=False,
-                            attn_implementation="eager", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                            attn_implementation=attention, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                             bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
     if name == "bloom":  # the MLP is 4 x hidden: no intermediate size
         return config_class(vocab_size=s["vocab"], hidden_size=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
-                            layer_norm_epsilon=1e-5, use_cache=False, attn_implementation="eager",
+                            layer_norm_epsilon=1e-5, use_cache=False, attn_implementation=attention,
                             bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None,
                             hidden_dropout=0.0, attention_dropout=0.0)
     if name == "opt":
