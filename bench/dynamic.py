@@ -7,7 +7,8 @@ and times the input, a placebo session of it and the output in onnxruntime at ba
 sequence 512 (``ORT_ENABLE_ALL``, one thread, interleaved rounds: the bench's timer). The output
 must keep the input's symbolic dims; the table says which fused ops it has.
 
-    python bench/dynamic.py [bert gpt2 vit llama qwen2] [--cache DIR] [--out bench/results/dynamic.json]
+    python bench/dynamic.py [bert gpt2 vit llama qwen2] [--attention sdpa|eager] [--cache DIR]
+                            [--out bench/results/dynamic.json]
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=list(hf.SUITE))
     parser.add_argument("--cache", default="bench/results/dynamic-cache", help="where the exports are kept")
+    parser.add_argument("--attention", choices=hf.ATTENTIONS, default=hf.ATTENTION,
+                        help="transformers' attention the exports are built with (default sdpa)")
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--out", default="bench/results/dynamic.json")
@@ -46,9 +49,9 @@ def main() -> int:
     cache.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.models:
-        path = cache / f"{name}-dynamic.onnx"
+        path = cache / f"{name}-{args.attention}-dynamic.onnx"
         if not path.exists():
-            hf.export(name, path, dynamic=True)
+            hf.export(name, path, dynamic=True, attention=args.attention)
         original = onnx.load(str(path))
         t = time.perf_counter()
         optimized, report = optimize(str(path))
@@ -78,7 +81,8 @@ def main() -> int:
     print(f"\nGeometric mean speedup: {geomean:.3f}x (batch 1, sequence {args.seq}, one thread)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"seq": args.seq, "rows": rows, "geomean": geomean}, indent=2))
+    out.write_text(json.dumps({"seq": args.seq, "attention": args.attention, "rows": rows, "geomean": geomean},
+                              indent=2))
     return 0
 
 

@@ -33,6 +33,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eqsat_dnn.io.protos import tensor_view
+from eqsat_dnn.ir.graph import fresh_name
 
 BATCH_PROBE_START = 7
 """The smallest probe for a dim at axis 0 of an input of rank 2 or more (a batch, priced as a small one)."""
@@ -156,7 +157,8 @@ def restore(optimized: onnx.ModelProto, probes: Probes) -> onnx.ModelProto:
     del graph.value_info[:]  # inferred at the probes: the runtime infers them again
     _refuse_in_attributes(graph, probes)
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    names = _Names(graph)
+    taken = ({t.name for t in graph.initializer} | {v.name for v in graph.input}
+             | {o for n in graph.node for o in n.output})
     computed: list[onnx.NodeProto] = []
     reads: dict[str, str] = {}  # symbolic dim -> the [1] int64 tensor that holds it at run time
     kept: list[onnx.TensorProto] = []
@@ -173,7 +175,7 @@ def restore(optimized: onnx.ModelProto, probes: Probes) -> onnx.ModelProto:
         if not probes.in_value(values):
             kept.append(tensor)
             continue
-        computed.extend(_computed(tensor, values, probes, reads, names))
+        computed.extend(_computed(tensor, values, probes, reads, taken))
     del graph.initializer[:]
     graph.initializer.extend(kept)
     nodes = list(graph.node)
@@ -183,19 +185,20 @@ def restore(optimized: onnx.ModelProto, probes: Probes) -> onnx.ModelProto:
 
 
 def _computed(tensor: onnx.TensorProto, values: list[int], probes: Probes, reads: dict[str, str],
-              names: _Names) -> list[onnx.NodeProto]:
-    """Nodes that compute ``tensor`` (named as it is) at run time from the inputs' dims."""
+              taken: set[str]) -> list[onnx.NodeProto]:
+    """Nodes that compute ``tensor`` (named as it is) at run time from the inputs' dims; their
+    tensors get names not in ``taken``."""
     nodes: list[onnx.NodeProto] = []
 
     def read(dim: str) -> str:
         if dim not in reads:
             source, axis = probes.sources[dim]
-            reads[dim] = names.fresh(f"{dim}_size")
+            reads[dim] = fresh_name(f"{dim}_size", taken)
             nodes.append(helper.make_node("Shape", [source], [reads[dim]], start=axis, end=axis + 1))
         return reads[dim]
 
     def constant(array: list[int]) -> str:
-        name = names.fresh(f"{tensor.name}_part")
+        name = fresh_name(f"{tensor.name}_part", taken)
         nodes.append(helper.make_node("Constant", [], [name],
                                       value=numpy_helper.from_array(np.array(array, np.int64), name)))
         return name
@@ -212,18 +215,18 @@ def _computed(tensor: onnx.TensorProto, values: list[int], probes: Probes, reads
             static_run = []
         entry = read(dims[0])
         for dim in dims[1:] + ([] if factor == 1 else [None]):
-            product = names.fresh(f"{tensor.name}_product")
+            product = fresh_name(f"{tensor.name}_product", taken)
             nodes.append(helper.make_node("Mul", [entry, read(dim) if dim else constant([factor])], [product]))
             entry = product
         parts.append(entry)
     if static_run:
         parts.append(constant(static_run))
-    flat = parts[0] if len(parts) == 1 else names.fresh(f"{tensor.name}_flat")
+    flat = parts[0] if len(parts) == 1 else fresh_name(f"{tensor.name}_flat", taken)
     if len(parts) > 1:
         nodes.append(helper.make_node("Concat", parts, [flat], axis=0))
     typed = flat
     if tensor.data_type != onnx.TensorProto.INT64:
-        typed = names.fresh(f"{tensor.name}_typed")
+        typed = fresh_name(f"{tensor.name}_typed", taken)
         nodes.append(helper.make_node("Cast", [flat], [typed], to=tensor.data_type))
     shape = constant(list(tensor.dims))
     nodes.append(helper.make_node("Reshape", [typed, shape], [tensor.name]))
@@ -261,22 +264,6 @@ def _mentions_probe(graph: onnx.GraphProto, probes: Probes) -> bool:
     except ProbeError:
         return True
     return False
-
-
-class _Names:
-    """Fresh tensor names, none in use in the graph."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.used = ({t.name for t in graph.initializer} | {v.name for v in graph.input}
-                     | {o for n in graph.node for o in n.output})
-
-    def fresh(self, stem: str) -> str:
-        name, k = stem, 0
-        while name in self.used:
-            k += 1
-            name = f"{stem}_{k}"
-        self.used.add(name)
-        return name
 
 
 def _input_dims(model: onnx.ModelProto) -> dict[str, list[int | str]]:
