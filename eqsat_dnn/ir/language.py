@@ -377,7 +377,7 @@ OPS: dict[str, OpSpec] = {
                description="the upper (or lower) triangle of the last two axes (causal masks)", ranks=(2, 4),
                since=14),
         OpSpec("ConstantOfShape", (), (Attr("shape", "IVec", from_input=0, input_since=9, domain="any_shape"),
-                                       Attr("value", "f64", 0.0, domain=(0.0, 1.0, -math.inf, 0.5)),
+                                       Attr("value", "f64", 0.0, domain=(0.0, 1.0, -math.inf, 0.5, -2.0 ** 127)),
                                        Attr("dtype", "i64", 1, domain="float_type")),
                shape="reshape", dtype_attr="dtype",
                description="a tensor of one value (its element type: dtype; ONNX's value attribute holds both)"),
