@@ -36,6 +36,14 @@ EXPECTED = {
     # ALiBi: scores per batch x head in 3-D plus the bias, viewed 4-D; BLOOM's factored tanh GELU
     "bloom": {"attention": 1, "Gelu": 1},
     "opt": {"attention": 1},
+    # unscaled scores with the causal mask selected in, a global and a local layer: both fused
+    "gptneo": {"attention": 2, "Gelu": 2},
+    # multi-query from one fused qkv projection, parallel attention and MLP
+    "falcon": {"attention": 1, "RotaryEmbedding": 2, "Gelu": 1},
+    # RMSNorm exported without its epsilon (1e-8): RMSNormalization with epsilon 0
+    "helium": {"attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
+    # rotary on 40% of each head, parallel attention and MLP
+    "phi": {"attention": 1, "RotaryEmbedding": 2, "Gelu": 1},
 }
 
 #: decomposed ops that must be gone after the default optimization
@@ -50,6 +58,10 @@ GONE = {
     "gptj": {"Softmax", "Neg", "Slice", "Concat", "Tanh"},
     "bloom": {"Softmax", "Tanh"},
     "opt": {"Softmax"},
+    "gptneo": {"Softmax", "Tanh", "Pow"},
+    "falcon": {"Softmax", "Neg", "Concat", "IsNaN"},
+    "helium": {"Softmax", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal"},
+    "phi": {"Softmax", "Neg", "Concat", "Tanh", "IsNaN"},
 }
 
 
@@ -59,10 +71,13 @@ def cache(tmp_path_factory):
 
 
 def test_families_are_named_exports_outside_the_default_suite():
-    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "gptj", "bloom", "opt"}
+    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "gptj", "bloom", "opt",
+                                                       "gptneo", "falcon", "helium", "phi"}
     for name in FAMILIES:
         assert name in hf.EXPORTS and name in hf.TINY and name not in hf.SUITE
         assert hf.get(name).sizes["layers"] == 2 and hf.get(name).sizes["seq"] == 512
+    assert hf.config("helium").rms_norm_eps == 1e-8
+    assert hf.config("gptneo").attention_layers == ["global", "local"] and hf.config("gptneo").window_size == 256
     assert hf.config("qwen3").head_dim == 128  # Qwen3-0.6B: 16 heads of 128 over 1024 hidden
     assert hf.config("neox").rope_parameters["partial_rotary_factor"] == 0.25
 
@@ -102,6 +117,12 @@ def test_family_default_optimize_fuses_and_checks(cache, name):
         rotary = [n for n in optimized.graph.node if n.op_type == "RotaryEmbedding"]
         attrs = [{a.name: a.i for a in n.attribute} for n in rotary]
         assert [(a.get("interleaved"), a.get("rotary_embedding_dim")) for a in attrs] == [(1, 4), (1, 4)]
+    if name == "phi":  # rotary on 40% of each 16-wide head: 6 of 16 (transformers rounds down to even)
+        rotary = [n for n in optimized.graph.node if n.op_type == "RotaryEmbedding"]
+        assert [{a.name: a.i for a in n.attribute}.get("rotary_embedding_dim") for n in rotary] == [6, 6]
+    if name == "helium":  # the exported norm has no epsilon; neither has the fused one
+        norms = [n for n in optimized.graph.node if n.op_type == "RMSNormalization"]
+        assert [[a.f for a in n.attribute if a.name == "epsilon"] for n in norms] == [[0.0]] * 3
     if name == "gemma2":  # the soft cap on the logits
         attention = [n for n in optimized.graph.node if n.op_type == "Attention"]
         assert [onnx.helper.get_attribute_value(a) for a in attention[0].attribute if a.name == "softcap"] == [50.0]

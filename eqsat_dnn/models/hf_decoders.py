@@ -2,9 +2,10 @@
 
 These exports are selectable by name (``eqsat-dnn bench --suite exports mistral qwen3 ...``,
 ``hf.cached_export(name, ...)``) but are not in the default suite. Each is the family's
-``*Model`` (no LM head) built from a config object with random weights, eager attention and no
-cache, at the sizes of a real small model of the family with 2 layers (vocabularies cut to
-about 32000 where larger: the embedding is a Gather, the vocabulary only changes the file):
+``*Model`` (no LM head) built from a config object with random weights, transformers' default
+attention (SDPA; eager where the family has no SDPA path, :data:`EAGER_ONLY`) and no cache, at the
+sizes of a real small model of the family with 2 layers (vocabularies cut to about 32000 where
+larger: the embedding is a Gather, the vocabulary only changes the file):
 
 * ``mistral``: ``MistralModel``, Mistral-7B's head layout (head dim 128, GQA 4:1, SwiGLU,
   no sliding window at 512) at a quarter of its width (1024 hidden, 8/2 heads, 3584 MLP);
@@ -27,6 +28,15 @@ about 32000 where larger: the embedding is a Gather, the vocabulary only changes
   scores instead of positions, scores per batch x head in 3-D, LayerNorm, tanh GELU;
 * ``opt``: ``OPTModel`` at OPT-125M's sizes (768 hidden, 12 heads, 3072 ReLU MLP): LayerNorm,
   learned positions, biases everywhere.
+* ``gptneo``: ``GPTNeoModel`` at GPT-Neo-125M's sizes (768 hidden, 12 heads, 3072 MLP): eager only,
+  unscaled scores, the causal mask applied by selection (``where(causal, s, min)``) before the
+  padding mask is added, its second layer local (a window of half the sequence: GPT-Neo's 256 at 512);
+* ``falcon``: ``FalconModel``, Falcon-7B's layout (multi-query: one key/value head of 64, one fused
+  qkv projection, attention and MLP in parallel from one LayerNorm) at 1024 hidden (16 heads);
+* ``helium``: ``HeliumModel``, Helium-2B's heads of 128 at 1024 hidden (8 heads, 2816 MLP): RMSNorm
+  with epsilon 1e-8, which the exporter drops (the norm is exported without one), SwiGLU;
+* ``phi``: ``PhiModel`` at Phi-2's head size (80) with 1280 hidden (16 heads, 5120 MLP): LayerNorm,
+  rotary on 40% of each head, attention and MLP in parallel, tanh GELU, biases everywhere.
 """
 
 from __future__ import annotations
@@ -107,10 +117,39 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
         "no opt type in onnxruntime's optimizer; bart, whose attention OPT's is",
         dict(layers=2, hidden=768, heads=12, intermediate=3072, vocab=50272, seq=512),
         dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
+    "gptneo": (
+        "GPTNeoConfig", "GPTNeoModel",
+        "GPT-Neo decoder, GPT-Neo-125M sizes: 12 heads, unscaled scores masked by selection, a global then "
+        "a local layer (window 256), LayerNorm, tanh GELU (transformers GPTNeoModel; vocabulary 32000)", "gpt2",
+        "no gpt_neo type in onnxruntime's optimizer; gpt2, whose layout (LayerNorm, GELU) it shares",
+        dict(layers=2, hidden=768, heads=12, intermediate=3072, vocab=32000, seq=512),
+        dict(layers=2, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
+    "falcon": (
+        "FalconConfig", "FalconModel",
+        "Falcon decoder, Falcon-7B's layout: multi-query (one key/value head of 64), fused qkv, parallel "
+        "attention and MLP, LayerNorm, RoPE, GELU (transformers FalconModel; 1024 hidden, vocabulary 32000)",
+        "gpt2", "no falcon type in onnxruntime's optimizer; gpt2, whose layout (LayerNorm, fused qkv, GELU) it shares",
+        dict(layers=2, hidden=1024, heads=16, kv_heads=1, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, kv_heads=1, vocab=97, seq=16)),
+    "helium": (
+        "HeliumConfig", "HeliumModel",
+        "Helium decoder: heads of 128, RMSNorm with epsilon 1e-8 (dropped by the exporter), RoPE, SwiGLU "
+        "(transformers HeliumModel; Helium-2B's head size at 1024 hidden, vocabulary 32000)", "qwen3",
+        "no helium type in onnxruntime's optimizer; qwen3, its closest, as for llama",
+        dict(layers=2, hidden=1024, heads=8, kv_heads=8, head_dim=128, intermediate=2816, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=97, seq=16)),
+    "phi": (
+        "PhiConfig", "PhiModel",
+        "Phi-2-style decoder: heads of 80, rotary on 40% of each, parallel attention and MLP, LayerNorm, "
+        "tanh GELU, biases (transformers PhiModel; 1280 hidden, vocabulary 32000)", "gpt2",
+        "onnxruntime's phi type fails on this export (TypeError: 'method' object is not iterable); gpt2, whose "
+        "layout (LayerNorm, GELU, biases) it shares",
+        dict(layers=2, hidden=1280, heads=16, intermediate=5120, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
 }
 
 
-EAGER_ONLY = frozenset({"gemma2", "bloom"})
+EAGER_ONLY = frozenset({"gemma2", "bloom", "gptneo"})
 """Families transformers runs with eager attention only (no SDPA path): exported eager whatever is asked."""
 
 
@@ -135,6 +174,18 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
                             layer_norm_epsilon=1e-5, use_cache=False, attn_implementation=attention,
                             bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None,
                             hidden_dropout=0.0, attention_dropout=0.0)
+    if name == "gptneo":  # a global layer, then a local one: the window is half the sequence (256 at 512)
+        return config_class(vocab_size=s["vocab"], hidden_size=s["hidden"], num_layers=s["layers"],
+                            num_heads=s["heads"], intermediate_size=s["intermediate"],
+                            attention_types=[[[("global", "local")[i % 2]], 1] for i in range(s["layers"])],
+                            window_size=max(1, s["seq"] // 2),
+                            max_position_embeddings=max(2048, s["seq"]), use_cache=False,
+                            attn_implementation=attention, embed_dropout=0.0, attention_dropout=0.0,
+                            resid_dropout=0.0, bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
+    if name == "falcon":  # Falcon-7B: multi-query, parallel attention, no biases
+        return config_class(**common, num_kv_heads=s["kv_heads"], multi_query=s["kv_heads"] == 1,
+                            new_decoder_architecture=False, parallel_attn=True, bias=False,
+                            layer_norm_epsilon=1e-5, hidden_dropout=0.0, attention_dropout=0.0)
     if name == "opt":
         return config_class(**common, ffn_dim=s["intermediate"], word_embed_proj_dim=s["hidden"],
                             dropout=0.0, attention_dropout=0.0)
@@ -143,6 +194,11 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
         return config_class(**common, layer_norm_eps=1e-5, use_parallel_residual=True,
                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                              "partial_rotary_factor": 0.25})
+    if name == "phi":  # Phi-2: rotary on 40% of each head (32 of 80)
+        return config_class(**common, num_key_value_heads=s["heads"], layer_norm_eps=1e-5, resid_pdrop=0.0,
+                            embd_pdrop=0.0, attention_dropout=0.0,
+                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                             "partial_rotary_factor": 0.4})
     if name == "cohere":
         return config_class(**common, num_key_value_heads=s["kv_heads"], layer_norm_eps=1e-5, use_qk_norm=False)
     common.update(num_key_value_heads=s["kv_heads"], rms_norm_eps=1e-5)
@@ -154,6 +210,9 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
         return config_class(**common, use_sliding_window=False)
     if name == "phi3":
         return config_class(**common, resid_pdrop=0.0, embd_pdrop=0.0, sliding_window=None)
+    if name == "helium":  # Helium's own epsilon, 1e-8: the exporter drops it
+        common["rms_norm_eps"] = 1e-8
+        return config_class(**common)
     if name == "gemma":
         return config_class(**common)
     if name == "gemma2":  # the sliding window (4096) is longer than the sequence: every layer is global
