@@ -636,7 +636,9 @@ def markdown(results: Sequence[BenchResult], meta: dict, columns: Sequence[str] 
         f"(more for quick models: {meta['min_seconds']:g} s of rounds at least); "
         f"optimized under `{meta['cost_model']}`; load average {meta['load_average_start']:.1f} at the start, "
         f"{meta['load_average_end']:.1f} at the end"
-        + (f"; {meta['wall_s'] / 60:.1f} minutes in all." if meta.get("wall_s") else "."), "",
+        + (f"; {meta['wall_s'] / 60:.1f} minutes in all." if meta.get("wall_s") else ".")
+        + (f" **Partial results: {meta['partial']}** (the run is going on, or stopped)." if meta.get("partial") else ""),
+        "",
         "A speedup is the median over rounds of the original's time over the version's in the same round; "
         "`noise` is the same figure for a second session of the very same model: the size of chance on this "
         "machine at that moment. `orig ms` is the original's median. `total s` is the optimizer's time "

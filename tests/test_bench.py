@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import onnx
 import pytest
@@ -105,6 +106,27 @@ def test_cli_bench_on_a_file(tmp_path, capsys):
     assert "bert_small" in capsys.readouterr().out
     data = json.loads((out / "bench.json").read_text())
     assert data["meta"]["runs"] == 2 and list(data["results"][0]["versions"]) == [bench.OURS]
+
+
+def test_cli_bench_keeps_each_model_it_measured_when_the_run_stops(tmp_path, monkeypatch):
+    """Results are written after each model: a run killed later (out of memory) keeps them."""
+    first, second = _small_file(tmp_path), str(tmp_path / "second.onnx")
+    shutil.copy(first, second)
+    measure = bench.bench_model
+
+    def stop_at_second(name, *args, **kwargs):
+        if name == "second":
+            raise MemoryError("killed")
+        return measure(name, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "bench_model", stop_at_second)
+    out = tmp_path / "results"
+    code = main(["bench", first, second, "--runs", "1", "--min-seconds", "0", "--peers", "none",
+                 "--gpu-profile", "none", "--extract-time-limit", "1", "--out", str(out)])
+    assert code != 0
+    data = json.loads((out / "bench.json").read_text())
+    assert [r["model"] for r in data["results"]] == ["bert_small"] and data["meta"]["partial"] == "1 of 2 models"
+    assert "Partial results: 1 of 2 models" in (out / "bench.md").read_text()
 
 
 def test_cli_bench_check_failure_is_loud(tmp_path, monkeypatch, capsys):

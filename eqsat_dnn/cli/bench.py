@@ -90,6 +90,23 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     status = err.status("bench", spinner="dots") if err.is_terminal else nullcontext()
     load_start, started = os.getloadavg()[0], time.perf_counter()
+
+    def write(results: list, partial: bool) -> list:
+        if exports:
+            meta = suite.metadata(settings, options, load_start, os.getloadavg()[0], time.perf_counter() - started)
+        else:
+            meta = bench.metadata(settings, load_start, os.getloadavg()[0], time.perf_counter() - started)
+        if partial:
+            meta["partial"] = f"{len(results)} of {len(specs)} models"
+        return (suite.write_results if exports else bench.write_results)(results, args.out, meta)
+
+    done: list = []
+
+    def on_result(result) -> None:  # a run stopped half way (killed, out of memory) keeps what it measured
+        done.append(result)
+        if len(done) < len(specs):
+            write(done, partial=True)
+
     with status as live:
         def progress(message: str) -> None:
             if live is not None:
@@ -97,14 +114,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(message, file=sys.stderr, flush=True)
 
-        results = suite.run(specs, settings, options, progress) if exports else bench.run_bench(
-            specs, settings, progress)
-    if exports:
-        meta = suite.metadata(settings, options, load_start, os.getloadavg()[0], time.perf_counter() - started)
-        written = suite.write_results(results, args.out, meta)
-    else:
-        meta = bench.metadata(settings, load_start, os.getloadavg()[0], time.perf_counter() - started)
-        written = bench.write_results(results, args.out, meta)
+        results = suite.run(specs, settings, options, progress, on_result) if exports else bench.run_bench(
+            specs, settings, progress, on_result)
+    written = write(results, partial=False)
     out = Console()
     if not out.is_terminal:  # a log file gets the whole table, not 80 columns of it
         out = Console(width=220)
