@@ -25,7 +25,7 @@ with its symbolic dims as they are, as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,9 +116,8 @@ def find_probes(model: onnx.ModelProto, pinned: dict[str, list[int]] | None = No
     order: list[str] = []
     sources: dict[str, tuple[str, int]] = {}
     batch_like: set[str] = set()
-    for name, dims in _input_dims(model).items():
-        if name in pinned:
-            continue
+    inputs = {name: dims for name, dims in _input_dims(model).items() if name not in pinned}
+    for name, dims in inputs.items():
         for axis, dim in enumerate(dims):
             if isinstance(dim, int):
                 continue
@@ -139,7 +138,7 @@ def find_probes(model: onnx.ModelProto, pinned: dict[str, list[int]] | None = No
     checks = {dim: CHECK_SIZES[i % len(CHECK_SIZES)] for i, dim in enumerate(order)}
     types = {v.name: v.type for v in list(model.graph.input) + list(model.graph.output)}
     shapes = {name: [d if isinstance(d, int) else sizes[d] for d in dims]
-              for name, dims in _input_dims(model).items() if name not in pinned and not all(isinstance(d, int) for d in dims)}
+              for name, dims in inputs.items() if not all(isinstance(d, int) for d in dims)}
     return Probes(sizes, sources, checks, shapes, types, frozenset(batch_like))
 
 
@@ -237,33 +236,8 @@ def _refuse_in_attributes(graph: onnx.GraphProto, probes: Probes) -> None:
     """A probe in an attribute (an integer, a tensor's dims or values, a subgraph) has no run-time form."""
     for node in graph.node:
         for attribute in node.attribute:
-            value = helper.get_attribute_value(attribute)
-            found = False
-            if attribute.type == onnx.AttributeProto.INT:
-                found = probes.in_value([value])
-            elif attribute.type == onnx.AttributeProto.INTS:
-                found = probes.in_value(value)
-            elif attribute.type == onnx.AttributeProto.TENSOR:
-                found = probes.in_shape(value.dims) or (
-                    value.data_type in _INTEGER_TYPES and probes.in_value(numpy_helper.to_array(value).ravel()))
-            elif attribute.type == onnx.AttributeProto.GRAPH:
-                found = _mentions_probe(value, probes)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                found = any(_mentions_probe(g, probes) for g in value)
-            if found:
+            if probes.in_value(_attribute_numbers(attribute)):
                 raise ProbeError(f"attribute {attribute.name!r} of {node.op_type} holds a probe's size")
-
-
-def _mentions_probe(graph: onnx.GraphProto, probes: Probes) -> bool:
-    for tensor in graph.initializer:
-        if probes.in_shape(tensor.dims) or (tensor.data_type in _INTEGER_TYPES and probes.in_value(
-                numpy_helper.to_array(tensor).ravel())):
-            return True
-    try:
-        _refuse_in_attributes(graph, probes)
-    except ProbeError:
-        return True
-    return False
 
 
 def _input_dims(model: onnx.ModelProto) -> dict[str, list[int | str]]:
@@ -280,38 +254,41 @@ def _input_dims(model: onnx.ModelProto) -> dict[str, list[int | str]]:
 
 def _numbers(model: onnx.ModelProto) -> set[int]:
     """Every size the model states: dims, small integer constants and integer attributes."""
-    found: set[int] = set()
+    return {abs(v) for v in _graph_numbers(model.graph) if 2 <= abs(v) < _SENTINEL}
 
-    def add(values: Iterable[int]) -> None:
-        found.update(abs(int(v)) for v in values if 2 <= abs(int(v)) < _SENTINEL)
 
-    def scan(graph: onnx.GraphProto) -> None:
-        for tensor in graph.initializer:
-            add(tensor.dims)
-            if tensor.data_type in _INTEGER_TYPES and np.prod(tensor.dims, dtype=np.int64) <= _SCANNED_ELEMENTS \
-                    and not tensor.external_data:
-                add(numpy_helper.to_array(tensor).ravel())
-        for value in list(graph.input) + list(graph.output) + list(graph.value_info):
-            add(d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value"))
-        for node in graph.node:
-            for attribute in node.attribute:
-                value = helper.get_attribute_value(attribute)
-                if attribute.type == onnx.AttributeProto.INT:
-                    add([value])
-                elif attribute.type == onnx.AttributeProto.INTS:
-                    add(value)
-                elif attribute.type == onnx.AttributeProto.TENSOR:
-                    add(value.dims)
-                    if value.data_type in _INTEGER_TYPES:
-                        add(numpy_helper.to_array(value).ravel())
-                elif attribute.type == onnx.AttributeProto.GRAPH:
-                    scan(value)
-                elif attribute.type == onnx.AttributeProto.GRAPHS:
-                    for g in value:
-                        scan(g)
+def _graph_numbers(graph: onnx.GraphProto) -> Iterator[int]:
+    """The integers a graph states: its constants' dims, the values of its small integer constants,
+    its values' dims and its nodes' integer attributes (subgraphs included)."""
+    for tensor in graph.initializer:
+        yield from _tensor_numbers(tensor)
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        yield from (d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value"))
+    for node in graph.node:
+        for attribute in node.attribute:
+            yield from _attribute_numbers(attribute)
 
-    scan(model.graph)
-    return found
+
+def _attribute_numbers(attribute: onnx.AttributeProto) -> Iterator[int]:
+    value = helper.get_attribute_value(attribute)
+    if attribute.type == onnx.AttributeProto.INT:
+        yield int(value)
+    elif attribute.type == onnx.AttributeProto.INTS:
+        yield from (int(v) for v in value)
+    elif attribute.type == onnx.AttributeProto.TENSOR:
+        yield from _tensor_numbers(value)
+    elif attribute.type == onnx.AttributeProto.GRAPH:
+        yield from _graph_numbers(value)
+    elif attribute.type == onnx.AttributeProto.GRAPHS:
+        for graph in value:
+            yield from _graph_numbers(graph)
+
+
+def _tensor_numbers(tensor: onnx.TensorProto) -> Iterator[int]:
+    yield from (int(d) for d in tensor.dims)
+    if tensor.data_type in _INTEGER_TYPES and np.prod(tensor.dims, dtype=np.int64) <= _SCANNED_ELEMENTS \
+            and not tensor.external_data:
+        yield from (int(v) for v in numpy_helper.to_array(tensor).ravel())
 
 
 def _next_prime(n: int) -> int:
