@@ -81,10 +81,14 @@ class OptimizeReport:
     @property
     def extraction_status(self) -> str:
         """The extraction's status as shown to the user: ``optimal``, ``feasible``, ``greedy``,
-        followed by `` (kept input program)`` when the input program was kept."""
+        followed by `` (kept input program)`` when the input program was kept (searched block by
+        block, the extraction is the glue's: `` (kept the glue's input program)``)."""
         if self.extraction is None:
             return ""
-        return str(self.extraction.status) + (" (kept input program)" if self.kept_input else "")
+        if not self.kept_input:
+            return str(self.extraction.status)
+        whose = "the glue's " if self.blocks_path is BlockPath.BLOCKS else ""
+        return f"{self.extraction.status} (kept {whose}input program)"
 
     @property
     def warnings(self) -> list[str]:

@@ -274,3 +274,7 @@ def test_a_kept_input_program_is_a_field_shown_beside_the_status():
     console = Console(record=True, width=300)
     console.print(optimize_table(report))
     assert "greedy: greedy (kept input program)" in console.export_text()
+    from eqsat_dnn.blocks import BlockPath
+
+    report.blocks_path = BlockPath.BLOCKS  # searched block by block, the extraction is the glue's
+    assert report.extraction_status == "greedy (kept the glue's input program)"
