@@ -1,5 +1,6 @@
 """Benchmark: the decompositions the HF exports write against the fused kernels the rules of
-``rules/normalization.egg``, ``rules/rotary.egg`` and ``rules/gelu.egg`` choose (issue 16).
+``rules/normalization.egg``, ``rules/rotary.egg`` and ``rules/gelu.egg`` choose, and the two fused
+attention kernels ``rules/attention.egg`` chooses between (issue 16).
 
 Each case is a one-pattern model at a shape of the exports (LLaMA-style: hidden 576, 9 query and
 3 key heads of 64; Qwen2: hidden 896, 14 and 2 heads; GPT-2's MLP 3072; sequence 512), written
@@ -114,8 +115,30 @@ def gelu_cases(width: int = 3072) -> dict[str, tuple[onnx.ModelProto, dict[str, 
                                             x)}
 
 
+def attention_cases(heads: int, head: int = 64) -> dict[str, tuple[onnx.ModelProto, dict[str, list[int]]]]:
+    """The attention core on [1, S, heads * head] projections under a causal mask filled with the
+    float minimum (a constant: the floor the rules give it, -2^127): onnxruntime's
+    MultiHeadAttention on the unsplit tensors against opset 23's Attention on the head splits
+    (Reshape, Transpose in; Transpose, Reshape out), the two forms extraction chooses between."""
+    width = heads * head
+    x = {n: [1, SEQ, width] for n in "qkv"}
+    causal = np.where(np.tril(np.ones((SEQ, SEQ), bool)), 0.0, -2.0 ** 127).astype(np.float32)[None, None]
+    mask = numpy_helper.from_array(causal, "m")
+    mha = [helper.make_node("MultiHeadAttention", ["q", "k", "v", "", "", "m"], ["y"], domain=CONTRIB,
+                            num_heads=heads, scale=head ** -0.5)]
+    split = [n for name in "qkv" for n in (helper.make_node("Reshape", [name, "heads"], [name + "4"]),
+                                            helper.make_node("Transpose", [name + "4"], [name + "t"], perm=[0, 2, 1, 3]))]
+    four_d = split + [helper.make_node("Attention", ["qt", "kt", "vt", "m"], ["a"], scale=head ** -0.5),
+                      helper.make_node("Transpose", ["a"], ["at"], perm=[0, 2, 1, 3]),
+                      helper.make_node("Reshape", ["at", "merged"], ["y"])]
+    shapes = [_i("heads", [1, SEQ, heads, head]), _i("merged", [1, SEQ, width])]
+    return {f"attention {heads}x{head} causal MultiHeadAttention": (_model(mha, x, [mask], opset=23), x),
+            f"attention {heads}x{head} causal Attention (4-D)": (_model(four_d, x, [mask, *shapes], opset=23), x)}
+
+
 def run(runs: int) -> dict[str, dict]:
-    cases = {**rms_cases(576), **rms_cases(896), **rope_cases(9), **rope_cases(3), **rope_cases(14), **gelu_cases()}
+    cases = {**rms_cases(576), **rms_cases(896), **rope_cases(9), **rope_cases(3), **rope_cases(14), **gelu_cases(),
+             **attention_cases(12), **attention_cases(16), **attention_cases(8, 128)}
     rng = np.random.default_rng(1)
     sessions, feeds, fused_ops = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
