@@ -211,8 +211,7 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
     if name == "phi3":
         return config_class(**common, resid_pdrop=0.0, embd_pdrop=0.0, sliding_window=None)
     if name == "helium":  # Helium's own epsilon, 1e-8: the exporter drops it
-        common["rms_norm_eps"] = 1e-8
-        return config_class(**common)
+        return config_class(**{**common, "rms_norm_eps": 1e-8})
     if name == "gemma":
         return config_class(**common)
     if name == "gemma2":  # the sliding window (4096) is longer than the sequence: every layer is global
