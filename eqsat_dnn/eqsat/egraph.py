@@ -196,9 +196,34 @@ class TensorEGraph:
                 attrs = dict(node.attrs, index=k) if spec.name == "Split" else node.attrs
                 values = [lit(attrs[a.name], a.sort) for a in spec.attrs]
                 bind(out, f"({spec.name} {' '.join(tensors + values)})")
+            if spec.name == "Gather":
+                selection = self._gather_as_slice(node)
+                if selection is not None:
+                    self.command(selection)
         missing = [o for o in self.graph.outputs if o not in self.globals]
         if missing:
             raise ValueError(f"graph outputs {missing[:3]} are not computed by any node")
+
+    def _gather_as_slice(self, node: Node) -> str | None:
+        """The union of a Gather by one constant index (a 0-d int weight) with the slice of that
+        index along its axis, reshaped to the Gather's shape: the form rules match a selection
+        in (BLOOM picks Q, K and V out of each head so). None for any other Gather."""
+        data, indices = node.inputs[0], node.inputs[1]
+        tensor = self.graph.weights.get(indices)
+        source, out = self.graph.types.get(data), self.graph.types.get(node.outputs[0])
+        if (tensor is None or tensor.dims or tensor.data_type not in _INDEX_TYPES or is_stub(tensor)
+                or source is None or out is None or out.shape is None or source.shape is None
+                or not all(isinstance(d, int) for d in (*out.shape, *source.shape))):
+            return None
+        axis = node.attrs["axis"] % len(source.shape)
+        dim = source.shape[axis]
+        index = int(tensor_view(tensor).reshape(-1)[0])
+        index += dim if index < 0 else 0
+        if not 0 <= index < dim:
+            return None
+        part = (f"(Slice {self.globals[data]} {lit([index], 'IVec')} {lit([index + 1], 'IVec')} "
+                f"{lit([axis], 'IVec')} {lit([1], 'IVec')})")
+        return f"(union {self.globals[node.outputs[0]]} (Reshape {part} {lit(list(out.shape), 'IVec')} 0))"
 
     def _ref(self, value: str) -> str:
         if not value:
@@ -421,6 +446,9 @@ def _leave_out_foreign(nodes: dict[str, ENode], target: Target, roots: list[str]
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
                 onnx.TensorProto.BFLOAT16}
+
+
+_INDEX_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
 
 
 def _scalar_value(tensor: onnx.TensorProto) -> float | None:

@@ -525,6 +525,8 @@ def _reshape_target(c: Context) -> Any:
         target = [int(d) for d in s.rng.permutation(list(x))]  # same rank, usually another shape
     elif len(x) == 3 and choice == 3 and s.chance(0.75):
         target = [x[0] * x[1], x[2]]  # flattened before a linear layer, as exporters write it
+    elif len(x) in (2, 3) and s.chance(0.5):
+        return _packed_heads(s, x)  # a projection's columns in groups of parts (GPT-NeoX, BLOOM)
     else:
         target = list(s.factorization(n, s.rank(0, 4)))
     if target and s.chance(0.2):
@@ -545,6 +547,19 @@ def _head_split(b: InstanceBuilder, x: tuple[int, ...]) -> list[int] | None:
             return [batch, rows, shape[2], shape[3]]
     divisors = [h for h in range(2, width) if width % h == 0]
     return [batch, rows, divisors[0], width // divisors[0]] if divisors else None
+
+
+def _packed_heads(s: Sampler, x: tuple[int, ...]) -> list[int]:
+    """A projection's output [B, S, G * P] (or [B * S, G * P]: flattened) viewed as [B, S, G, P]
+    or as [B, S, G, J, P] (GPT-NeoX's heads with Q, K and V side by side, BLOOM's), G and J random
+    divisors of the width."""
+    lead = list(x[:-1]) if len(x) == 3 else [1, x[0]]
+    width = x[-1]
+    g = int(s.pick([g for g in range(1, width + 1) if width % g == 0]))
+    if s.chance(0.5):
+        return lead + [g, width // g]
+    j = int(s.pick([j for j in range(1, width // g + 1) if (width // g) % j == 0]))
+    return lead + [g, j, width // g // j]
 
 
 def _allowzero(c: Context) -> Any:

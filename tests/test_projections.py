@@ -1,0 +1,80 @@
+"""Packed projections cut apart (rules/projections.egg): a projection whose output is viewed per
+head and cut into parts, by a Split after the head transpose (GPT-NeoX), by a Gather of one
+constant index (BLOOM) or by a Slice of heads (Falcon), is one projection per part, by that
+part's columns of the weights. A part used alone then costs a third of the product."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from eqsat_dnn.pipeline import optimize
+
+F = TensorProto.FLOAT
+B, S, K, H, D = 2, 8, 16, 2, 4
+
+
+def _packed(cut: list, cut_inits: list, out_shape: list[int], bias: bool = True) -> onnx.ModelProto:
+    """x [B, S, K] @ W [K, H*3*D] (+ b), viewed as [B, S, H, 3, D] (or [B, S, H, 3D] for a Split),
+    then ``cut`` reading ``view``."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((K, H * 3 * D)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(H * 3 * D).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array([B, S, H, 3, D], np.int64), "view5"),
+             numpy_helper.from_array(np.array([B, S, H, 3 * D], np.int64), "view4"), *cut_inits]
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "w"], ["p"])]
+    nodes += [n("Add", ["p", "b"], ["y"])] if bias else [n("Identity", ["p"], ["y"])]
+    graph = helper.make_graph(nodes + cut, "packed", [helper.make_tensor_value_info("x", F, [B, S, K])],
+                              [helper.make_tensor_value_info("out", F, out_shape)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    return [node.op_type for node in model.graph.node]
+
+
+def _product_widths(model: onnx.ModelProto) -> list[int]:
+    """The column counts of the model's MatMuls (their weights are folded initializers)."""
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    return [weights[node.input[1]][1] for node in model.graph.node if node.op_type == "MatMul"]
+
+
+@pytest.mark.parametrize("index", [0, 2, -2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_one_part_picked_by_a_constant_index_is_a_projection_by_its_columns(index, bias):
+    """BLOOM's Q, K or V: view[..., index, :] of [B, S, H, 3, D] (a Gather by a 0-d index)."""
+    cut = [helper.make_node("Reshape", ["y", "view5"], ["view"]),
+           helper.make_node("Gather", ["view", "i"], ["out"], axis=3)]
+    model = _packed(cut, [numpy_helper.from_array(np.array(index, np.int64), "i")], [B, S, H, D], bias)
+    optimized, report = optimize(model)
+    assert report.check is not None and report.check.ok
+    assert "Gather" not in _ops(optimized)
+    assert _product_widths(optimized) == [H * D]  # a third of the columns
+
+
+def test_one_part_split_after_the_head_transpose_is_a_projection_by_its_columns():
+    """GPT-NeoX: [B, S, H, 3D] moved heads first, split in three along the last axis; V alone."""
+    n = helper.make_node
+    cut = [n("Reshape", ["y", "view4"], ["view"]), n("Transpose", ["view"], ["heads"], perm=[0, 2, 1, 3]),
+           n("Split", ["heads", "thirds"], ["q", "k", "out"], axis=3)]
+    model = _packed(cut, [numpy_helper.from_array(np.array([D, D, D], np.int64), "thirds")], [B, H, S, D])
+    optimized, report = optimize(model)
+    assert report.check is not None and report.check.ok
+    assert "Split" not in _ops(optimized)
+    assert _product_widths(optimized) == [H * D]
+
+
+def test_heads_sliced_off_a_packed_projection_are_a_projection_by_their_columns():
+    """Falcon's multi-query layout: [B, S, H + 2, D], the query heads sliced off along axis 2."""
+    n = helper.make_node
+    ints = [numpy_helper.from_array(np.array(v, np.int64), name)
+            for name, v in (("view", [B, S, 3 * H, D]), ("st", [0]), ("en", [H]), ("ax", [2]))]
+    cut = [n("Reshape", ["y", "view"], ["heads"]), n("Slice", ["heads", "st", "en", "ax"], ["out"])]
+    model = _packed(cut, ints, [B, S, H, D])
+    optimized, report = optimize(model)
+    assert report.check is not None and report.check.ok
+    assert "Slice" not in _ops(optimized)
+    assert _product_widths(optimized) == [H * D]
