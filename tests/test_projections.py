@@ -55,6 +55,17 @@ def test_one_part_picked_by_a_constant_index_is_a_projection_by_its_columns(inde
     assert _product_widths(optimized) == [H * D]  # a third of the columns
 
 
+def test_one_part_picked_by_a_one_element_index_is_a_projection_by_its_columns():
+    """The same picked by an index of shape [1], which keeps the axis: view[..., [1], :]."""
+    cut = [helper.make_node("Reshape", ["y", "view5"], ["view"]),
+           helper.make_node("Gather", ["view", "i"], ["out"], axis=3)]
+    model = _packed(cut, [numpy_helper.from_array(np.array([1], np.int64), "i")], [B, S, H, 1, D])
+    optimized, report = optimize(model)
+    assert report.check is not None and report.check.ok
+    assert "Gather" not in _ops(optimized)
+    assert _product_widths(optimized) == [H * D]
+
+
 def test_one_part_split_after_the_head_transpose_is_a_projection_by_its_columns():
     """GPT-NeoX: [B, S, H, 3D] moved heads first, split in three along the last axis; V alone."""
     n = helper.make_node

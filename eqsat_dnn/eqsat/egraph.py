@@ -205,14 +205,15 @@ class TensorEGraph:
             raise ValueError(f"graph outputs {missing[:3]} are not computed by any node")
 
     def _gather_as_slice(self, node: Node) -> str | None:
-        """The union of a Gather by one constant index (a 0-d int weight) with the slice of that
-        index along its axis, reshaped to the Gather's shape: the form rules match a selection
-        in (BLOOM picks Q, K and V out of each head so). None for any other Gather."""
+        """The union of a Gather by one constant index (an int weight of shape [] or [1]) with the
+        slice of that index along its axis (reshaped to the Gather's shape where the index is 0-d and
+        drops the axis): the form rules match a selection in (BLOOM picks Q, K and V out of each head
+        so). None for any other Gather."""
         data, indices = node.inputs[0], node.inputs[1]
         tensor = self.graph.weights.get(indices)
         source, out = self.graph.types.get(data), self.graph.types.get(node.outputs[0])
-        if (tensor is None or tensor.dims or tensor.data_type not in _INDEX_TYPES or is_stub(tensor)
-                or source is None or out is None or out.shape is None or source.shape is None
+        if (tensor is None or list(tensor.dims) not in ([], [1]) or tensor.data_type not in _INDEX_TYPES
+                or is_stub(tensor) or source is None or out is None or out.shape is None or source.shape is None
                 or not all(isinstance(d, int) for d in (*out.shape, *source.shape))):
             return None
         axis = node.attrs["axis"] % len(source.shape)
@@ -223,7 +224,9 @@ class TensorEGraph:
             return None
         part = (f"(Slice {self.globals[data]} {lit([index], 'IVec')} {lit([index + 1], 'IVec')} "
                 f"{lit([axis], 'IVec')} {lit([1], 'IVec')})")
-        return f"(union {self.globals[node.outputs[0]]} (Reshape {part} {lit(list(out.shape), 'IVec')} 0))"
+        if not tensor.dims:
+            part = f"(Reshape {part} {lit(list(out.shape), 'IVec')} 0)"
+        return f"(union {self.globals[node.outputs[0]]} {part})"
 
     def _ref(self, value: str) -> str:
         if not value:
