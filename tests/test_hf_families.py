@@ -44,6 +44,8 @@ EXPECTED = {
     "helium": {"attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
     # rotary on 40% of each head, parallel attention and MLP
     "phi": {"attention": 1, "RotaryEmbedding": 2, "Gelu": 1},
+    # ALiBi plus the mask filled into the scores by masked_fill, nothing added after it
+    "mpt": {"attention": 1, "LayerNormalization": 3, "Gelu": 1},
 }
 
 #: decomposed ops that must be gone after the default optimization
@@ -62,6 +64,7 @@ GONE = {
     "falcon": {"Softmax", "Neg", "Concat", "IsNaN", "Transpose"},
     "helium": {"Softmax", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal"},
     "phi": {"Softmax", "Neg", "Concat", "Tanh", "IsNaN"},
+    "mpt": {"Softmax", "Transpose"},
 }
 
 
@@ -72,7 +75,7 @@ def cache(tmp_path_factory):
 
 def test_families_are_named_exports_outside_the_default_suite():
     assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "gptj", "bloom", "opt",
-                                                       "gptneo", "falcon", "helium", "phi"}
+                                                       "gptneo", "falcon", "helium", "phi", "mpt"}
     for name in FAMILIES:
         assert name in hf.EXPORTS and name in hf.TINY and name not in hf.SUITE
         assert hf.get(name).sizes["layers"] == 2 and hf.get(name).sizes["seq"] == 512
@@ -146,3 +149,24 @@ def test_a_soft_capped_attention_costs_what_onnxruntime_makes_it_cost():
     assert cost(cpu, 50.0) > 2.5 * cost(cpu, 0.0)
     gpu = RooflineCostModel(GPU_PROFILES["h100"])
     assert cost(gpu, 50.0) == cost(gpu, 0.0)
+
+
+@pytest.mark.parametrize("name", ["mpt", "gptneo", "bloom"])
+def test_fully_masked_rows_match_after_optimization(cache, name):
+    """Left padding masks the first query rows throughout (every key they may see is padding):
+    the original's softmax gives them a uniform row. The optimized model must too, whichever mask
+    the fused attention reads (a mask's floor stays on a sum whose addend is itself a mask)."""
+    import numpy as np
+
+    from eqsat_dnn.runtime.sessions import create_session
+
+    model = onnx.load(str(hf.cached_export(name, cache, **hf.TINY[name])))
+    optimized, _ = optimize(model, check=0)
+    seq = hf.TINY[name]["seq"]
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, hf.TINY[name]["vocab"], (1, seq)).astype(np.int64),
+             "attention_mask": np.array([[0] * 4 + [1] * (seq - 4)], np.int64)}
+    want = create_session(model, optimize=True, threads=1).run(None, feeds)
+    got = create_session(optimized, optimize=True, threads=1).run(None, feeds)
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)

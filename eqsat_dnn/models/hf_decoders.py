@@ -36,7 +36,10 @@ larger: the embedding is a Gather, the vocabulary only changes the file):
 * ``helium``: ``HeliumModel``, Helium-2B's heads of 128 at 1024 hidden (8 heads, 2816 MLP): RMSNorm
   with epsilon 1e-8, which the exporter drops (the norm is exported without one), SwiGLU;
 * ``phi``: ``PhiModel`` at Phi-2's head size (80) with 1280 hidden (16 heads, 5120 MLP): LayerNorm,
-  rotary on 40% of each head, attention and MLP in parallel, tanh GELU, biases everywhere.
+  rotary on 40% of each head, attention and MLP in parallel, tanh GELU, biases everywhere;
+* ``mpt``: ``MptModel``, MPT-7B's heads of 128 at 1024 hidden (8 heads, 4096 MLP): eager only, ALiBi
+  biases added to the scaled scores, the mask applied by ``masked_fill`` with nothing added after
+  it, one fused qkv projection, LayerNorm without bias, no biases, GELU.
 """
 
 from __future__ import annotations
@@ -146,10 +149,18 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
         "layout (LayerNorm, GELU, biases) it shares",
         dict(layers=2, hidden=1280, heads=16, intermediate=5120, vocab=32000, seq=512),
         dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
+    "mpt": (
+        "MptConfig", "MptModel",
+        "MPT decoder: heads of 128, ALiBi, the mask filled into the biased scores, fused qkv, LayerNorm "
+        "without bias, GELU, no biases (transformers MptModel; MPT-7B's head size at 1024 hidden, "
+        "vocabulary 32000)", "gpt2",
+        "no mpt type in onnxruntime's optimizer; gpt2, whose layout (LayerNorm, fused qkv, GELU) it shares",
+        dict(layers=2, hidden=1024, heads=8, intermediate=4096, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, intermediate=256, vocab=97, seq=16)),
 }
 
 
-EAGER_ONLY = frozenset({"gemma2", "bloom", "gptneo"})
+EAGER_ONLY = frozenset({"gemma2", "bloom", "gptneo", "mpt"})
 """Families transformers runs with eager attention only (no SDPA path): exported eager whatever is asked."""
 
 
@@ -186,6 +197,11 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
         return config_class(**common, num_kv_heads=s["kv_heads"], multi_query=s["kv_heads"] == 1,
                             new_decoder_architecture=False, parallel_attn=True, bias=False,
                             layer_norm_epsilon=1e-5, hidden_dropout=0.0, attention_dropout=0.0)
+    if name == "mpt":  # the MLP is expansion_ratio x hidden; ALiBi on (MPT's default attention config)
+        return config_class(vocab_size=s["vocab"], d_model=s["hidden"], n_layers=s["layers"], n_heads=s["heads"],
+                            expansion_ratio=s["intermediate"] // s["hidden"], max_seq_len=max(2048, s["seq"]),
+                            use_cache=False, attn_implementation=attention, resid_pdrop=0.0, emb_pdrop=0.0,
+                            bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
     if name == "opt":
         return config_class(**common, ffn_dim=s["intermediate"], word_embed_proj_dim=s["hidden"],
                             dropout=0.0, attention_dropout=0.0)
