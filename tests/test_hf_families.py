@@ -74,8 +74,8 @@ def cache(tmp_path_factory):
 
 
 def test_families_are_named_exports_outside_the_default_suite():
-    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "gptj", "bloom", "opt",
-                                                       "gptneo", "falcon", "helium", "phi", "mpt"}
+    assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "gptj",
+                                              "bloom", "opt", "gptneo", "falcon", "helium", "phi", "mpt"}
     for name in FAMILIES:
         assert name in hf.EXPORTS and name in hf.TINY and name not in hf.SUITE
         assert hf.get(name).sizes["layers"] == 2 and hf.get(name).sizes["seq"] == 512

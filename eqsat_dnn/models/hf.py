@@ -15,8 +15,9 @@ layers, and exports it with torch's dynamo exporter through :mod:`eqsat_dnn.mode
   embedding is a Gather: the vocabulary only changes the file's size, 545 MB of it).
 
 More decoder families (Mistral, Qwen3, Phi-3, Gemma, Gemma 2, Cohere, GPT-NeoX, GPT-J, BLOOM,
-OPT, GPT-Neo, Falcon, Helium, Phi, MPT), described in :mod:`eqsat_dnn.models.hf_decoders`, are in :data:`EXPORTS` but not in
-:data:`SUITE`: the bench runs them when named (``eqsat-dnn bench --suite exports mistral qwen3``).
+OPT, GPT-Neo, Falcon, Helium, Phi, MPT), described in :mod:`eqsat_dnn.models.hf_decoders`, are in
+:data:`EXPORTS` but not in :data:`SUITE`: the bench runs them when named (``eqsat-dnn bench
+--suite exports mistral qwen3``).
 
 Text models take ``input_ids`` and ``attention_mask`` of ``[1, seq]`` (sequence 512 by
 default; the last quarter of the mask is padding, as in :func:`exports.example_inputs`) and
