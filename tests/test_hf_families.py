@@ -46,6 +46,8 @@ EXPECTED = {
     "phi": {"attention": 1, "RotaryEmbedding": 2, "Gelu": 1},
     # ALiBi plus the mask filled into the scores by masked_fill, nothing added after it
     "mpt": {"attention": 1, "LayerNormalization": 3, "Gelu": 1},
+    # a 4-D Q by a 3-D K^T, the softmax and the product by V in 3-D batches of heads
+    "xglm": {"attention": 1, "LayerNormalization": 3, "Gelu": 1},
 }
 
 #: decomposed ops that must be gone after the default optimization
@@ -65,6 +67,7 @@ GONE = {
     "helium": {"Softmax", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal"},
     "phi": {"Softmax", "Neg", "Concat", "Tanh", "IsNaN"},
     "mpt": {"Softmax", "Transpose"},
+    "xglm": {"Softmax", "Transpose", "Max", "Reshape"},
 }
 
 
@@ -75,7 +78,7 @@ def cache(tmp_path_factory):
 
 def test_families_are_named_exports_outside_the_default_suite():
     assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "gptj",
-                                              "bloom", "opt", "gptneo", "falcon", "helium", "phi", "mpt"}
+                                              "bloom", "opt", "gptneo", "falcon", "helium", "phi", "mpt", "xglm"}
     for name in FAMILIES:
         assert name in hf.EXPORTS and name in hf.TINY and name not in hf.SUITE
         assert hf.get(name).sizes["layers"] == 2 and hf.get(name).sizes["seq"] == 512
@@ -151,7 +154,7 @@ def test_a_soft_capped_attention_costs_what_onnxruntime_makes_it_cost():
     assert cost(gpu, 50.0) == cost(gpu, 0.0)
 
 
-@pytest.mark.parametrize("name", ["mpt", "gptneo", "bloom"])
+@pytest.mark.parametrize("name", ["mpt", "gptneo", "bloom", "xglm"])
 def test_fully_masked_rows_match_after_optimization(cache, name):
     """Left padding masks the first query rows throughout (every key they may see is padding):
     the original's softmax gives them a uniform row. The optimized model must too, whichever mask

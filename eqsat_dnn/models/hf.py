@@ -15,7 +15,7 @@ layers, and exports it with torch's dynamo exporter through :mod:`eqsat_dnn.mode
   embedding is a Gather: the vocabulary only changes the file's size, 545 MB of it).
 
 More decoder families (Mistral, Qwen3, Phi-3, Gemma, Gemma 2, Cohere, GPT-NeoX, GPT-J, BLOOM,
-OPT, GPT-Neo, Falcon, Helium, Phi, MPT), described in :mod:`eqsat_dnn.models.hf_decoders`, are in
+OPT, GPT-Neo, Falcon, Helium, Phi, MPT, XGLM), described in :mod:`eqsat_dnn.models.hf_decoders`, are in
 :data:`EXPORTS` but not in :data:`SUITE`: the bench runs them when named (``eqsat-dnn bench
 --suite exports mistral qwen3``).
 

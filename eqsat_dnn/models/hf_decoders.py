@@ -39,7 +39,10 @@ larger: the embedding is a Gather, the vocabulary only changes the file):
   rotary on 40% of each head, attention and MLP in parallel, tanh GELU, biases everywhere;
 * ``mpt``: ``MptModel``, MPT-7B's heads of 128 at 1024 hidden (8 heads, 4096 MLP): eager only, ALiBi
   biases added to the scaled scores, the mask applied by ``masked_fill`` with nothing added after
-  it, one fused qkv projection, LayerNorm without bias, no biases, GELU.
+  it, one fused qkv projection, LayerNorm without bias, no biases, GELU;
+* ``xglm``: ``XGLMModel`` at XGLM-564M's sizes (1024 hidden, 16 heads, 4096 MLP): eager only, BART-style
+  attention with the heads merged into the batch (a 4-D Q by a 3-D K^T, the softmax and the product
+  by V in 3-D), the masked scores floored at the lowest float, sinusoidal positions, LayerNorm, GELU.
 """
 
 from __future__ import annotations
@@ -157,10 +160,17 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
         "no mpt type in onnxruntime's optimizer; gpt2, whose layout (LayerNorm, fused qkv, GELU) it shares",
         dict(layers=2, hidden=1024, heads=8, intermediate=4096, vocab=32000, seq=512),
         dict(layers=1, hidden=64, heads=4, intermediate=256, vocab=97, seq=16)),
+    "xglm": (
+        "XGLMConfig", "XGLMModel",
+        "XGLM decoder, XGLM-564M sizes: 16 heads, BART-style attention in 3-D batches of heads, scores floored "
+        "at the lowest float, sinusoidal positions, LayerNorm, GELU (transformers XGLMModel; vocabulary 32000)",
+        "bart", "no xglm type in onnxruntime's optimizer; bart, whose attention XGLM's is",
+        dict(layers=2, hidden=1024, heads=16, intermediate=4096, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
 }
 
 
-EAGER_ONLY = frozenset({"gemma2", "bloom", "gptneo", "mpt"})
+EAGER_ONLY = frozenset({"gemma2", "bloom", "gptneo", "mpt", "xglm"})
 """Families transformers runs with eager attention only (no SDPA path): exported eager whatever is asked."""
 
 
@@ -201,6 +211,12 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
         return config_class(vocab_size=s["vocab"], d_model=s["hidden"], n_layers=s["layers"], n_heads=s["heads"],
                             expansion_ratio=s["intermediate"] // s["hidden"], max_seq_len=max(2048, s["seq"]),
                             use_cache=False, attn_implementation=attention, resid_pdrop=0.0, emb_pdrop=0.0,
+                            bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
+    if name == "xglm":
+        return config_class(vocab_size=s["vocab"], d_model=s["hidden"], num_layers=s["layers"],
+                            attention_heads=s["heads"], ffn_dim=s["intermediate"],
+                            max_position_embeddings=max(2048, s["seq"]), use_cache=False, attn_implementation=attention,
+                            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0,
                             bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
     if name == "opt":
         return config_class(**common, ffn_dim=s["intermediate"], word_embed_proj_dim=s["hidden"],

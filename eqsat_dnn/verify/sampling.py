@@ -527,6 +527,8 @@ def _reshape_target(c: Context) -> Any:
         target = [x[0] * x[1], x[2]]  # flattened before a linear layer, as exporters write it
     elif len(x) in (2, 3) and s.chance(0.5):
         return _packed_heads(s, x)  # a projection's columns in groups of parts (GPT-NeoX, BLOOM)
+    elif len(x) == 4 and s.chance(0.5):
+        return [x[0] * x[1], x[2], x[3]]  # the heads merged into the batch (BART-style attention)
     else:
         target = list(s.factorization(n, s.rank(0, 4)))
     if target and s.chance(0.2):
