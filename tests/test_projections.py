@@ -32,14 +32,14 @@ def _packed(cut: list, cut_inits: list, out_shape: list[int], bias: bool = True)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def _ops(model: onnx.ModelProto) -> list[str]:
-    return [node.op_type for node in model.graph.node]
-
-
-def _product_widths(model: onnx.ModelProto) -> list[int]:
-    """The column counts of the model's MatMuls (their weights are folded initializers)."""
-    weights = {t.name: list(t.dims) for t in model.graph.initializer}
-    return [weights[node.input[1]][1] for node in model.graph.node if node.op_type == "MatMul"]
+def _assert_one_projection_by_its_columns(model: onnx.ModelProto, cut_op: str) -> None:
+    """Optimized, the model passes its check, has no ``cut_op`` left and one MatMul, by the part's
+    H * D columns (a third of the projection's: its weight is a folded initializer)."""
+    optimized, report = optimize(model)
+    assert report.check is not None and report.check.ok
+    assert cut_op not in [node.op_type for node in optimized.graph.node]
+    weights = {t.name: list(t.dims) for t in optimized.graph.initializer}
+    assert [weights[node.input[1]][1] for node in optimized.graph.node if node.op_type == "MatMul"] == [H * D]
 
 
 @pytest.mark.parametrize("index", [0, 2, -2])
@@ -49,10 +49,7 @@ def test_one_part_picked_by_a_constant_index_is_a_projection_by_its_columns(inde
     cut = [helper.make_node("Reshape", ["y", "view5"], ["view"]),
            helper.make_node("Gather", ["view", "i"], ["out"], axis=3)]
     model = _packed(cut, [numpy_helper.from_array(np.array(index, np.int64), "i")], [B, S, H, D], bias)
-    optimized, report = optimize(model)
-    assert report.check is not None and report.check.ok
-    assert "Gather" not in _ops(optimized)
-    assert _product_widths(optimized) == [H * D]  # a third of the columns
+    _assert_one_projection_by_its_columns(model, "Gather")
 
 
 def test_one_part_picked_by_a_one_element_index_is_a_projection_by_its_columns():
@@ -60,10 +57,7 @@ def test_one_part_picked_by_a_one_element_index_is_a_projection_by_its_columns()
     cut = [helper.make_node("Reshape", ["y", "view5"], ["view"]),
            helper.make_node("Gather", ["view", "i"], ["out"], axis=3)]
     model = _packed(cut, [numpy_helper.from_array(np.array([1], np.int64), "i")], [B, S, H, 1, D])
-    optimized, report = optimize(model)
-    assert report.check is not None and report.check.ok
-    assert "Gather" not in _ops(optimized)
-    assert _product_widths(optimized) == [H * D]
+    _assert_one_projection_by_its_columns(model, "Gather")
 
 
 def test_one_part_split_after_the_head_transpose_is_a_projection_by_its_columns():
@@ -72,10 +66,7 @@ def test_one_part_split_after_the_head_transpose_is_a_projection_by_its_columns(
     cut = [n("Reshape", ["y", "view4"], ["view"]), n("Transpose", ["view"], ["heads"], perm=[0, 2, 1, 3]),
            n("Split", ["heads", "thirds"], ["q", "k", "out"], axis=3)]
     model = _packed(cut, [numpy_helper.from_array(np.array([D, D, D], np.int64), "thirds")], [B, H, S, D])
-    optimized, report = optimize(model)
-    assert report.check is not None and report.check.ok
-    assert "Split" not in _ops(optimized)
-    assert _product_widths(optimized) == [H * D]
+    _assert_one_projection_by_its_columns(model, "Split")
 
 
 def test_heads_sliced_off_a_packed_projection_are_a_projection_by_their_columns():
@@ -85,7 +76,4 @@ def test_heads_sliced_off_a_packed_projection_are_a_projection_by_their_columns(
             for name, v in (("view", [B, S, 3 * H, D]), ("st", [0]), ("en", [H]), ("ax", [2]))]
     cut = [n("Reshape", ["y", "view"], ["heads"]), n("Slice", ["heads", "st", "en", "ax"], ["out"])]
     model = _packed(cut, ints, [B, S, H, D])
-    optimized, report = optimize(model)
-    assert report.check is not None and report.check.ok
-    assert "Slice" not in _ops(optimized)
-    assert _product_widths(optimized) == [H * D]
+    _assert_one_projection_by_its_columns(model, "Slice")
