@@ -179,45 +179,38 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
     ``attn_implementation``, eager for :data:`EAGER_ONLY`; no cache)."""
     attention = "eager" if name in EAGER_ONLY else attention
     config_class = getattr(transformers, DECODERS[name][0])
-    common = dict(vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
-                  num_attention_heads=s["heads"], max_position_embeddings=max(2048, s["seq"]),
-                  use_cache=False, attn_implementation=attention, bos_token_id=0,
+    # what every family's config takes under these names; the rest name their sizes their own way
+    shared = dict(vocab_size=s["vocab"], use_cache=False, attn_implementation=attention, bos_token_id=0,
                   eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
+    common = dict(**shared, hidden_size=s["hidden"], num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+                  max_position_embeddings=max(2048, s["seq"]))
     if name == "gptj":  # rotary on a quarter of each head, as GPT-J-6B's 64 of 256
         head = s["hidden"] // s["heads"]
-        return config_class(vocab_size=s["vocab"], n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
+        return config_class(**shared, n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
                             n_inner=s["intermediate"], rotary_dim=max(2, head // 4 // 2 * 2),
-                            n_positions=max(2048, s["seq"]), layer_norm_epsilon=1e-5, use_cache=False,
-                            attn_implementation=attention, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                            bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
+                            n_positions=max(2048, s["seq"]), layer_norm_epsilon=1e-5, resid_pdrop=0.0,
+                            embd_pdrop=0.0, attn_pdrop=0.0)
     if name == "bloom":  # the MLP is 4 x hidden: no intermediate size
-        return config_class(vocab_size=s["vocab"], hidden_size=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
-                            layer_norm_epsilon=1e-5, use_cache=False, attn_implementation=attention,
-                            bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None,
-                            hidden_dropout=0.0, attention_dropout=0.0)
+        return config_class(**shared, hidden_size=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
+                            layer_norm_epsilon=1e-5, hidden_dropout=0.0, attention_dropout=0.0)
     if name == "gptneo":  # a global layer, then a local one: the window is half the sequence (256 at 512)
-        return config_class(vocab_size=s["vocab"], hidden_size=s["hidden"], num_layers=s["layers"],
-                            num_heads=s["heads"], intermediate_size=s["intermediate"],
+        return config_class(**shared, hidden_size=s["hidden"], num_layers=s["layers"], num_heads=s["heads"],
+                            intermediate_size=s["intermediate"],
                             attention_types=[[[("global", "local")[i % 2]], 1] for i in range(s["layers"])],
-                            window_size=max(1, s["seq"] // 2),
-                            max_position_embeddings=max(2048, s["seq"]), use_cache=False,
-                            attn_implementation=attention, embed_dropout=0.0, attention_dropout=0.0,
-                            resid_dropout=0.0, bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
+                            window_size=max(1, s["seq"] // 2), max_position_embeddings=max(2048, s["seq"]),
+                            embed_dropout=0.0, attention_dropout=0.0, resid_dropout=0.0)
     if name == "falcon":  # Falcon-7B: multi-query, parallel attention, no biases
         return config_class(**common, num_kv_heads=s["kv_heads"], multi_query=s["kv_heads"] == 1,
                             new_decoder_architecture=False, parallel_attn=True, bias=False,
                             layer_norm_epsilon=1e-5, hidden_dropout=0.0, attention_dropout=0.0)
     if name == "mpt":  # the MLP is expansion_ratio x hidden; ALiBi on (MPT's default attention config)
-        return config_class(vocab_size=s["vocab"], d_model=s["hidden"], n_layers=s["layers"], n_heads=s["heads"],
+        return config_class(**shared, d_model=s["hidden"], n_layers=s["layers"], n_heads=s["heads"],
                             expansion_ratio=s["intermediate"] // s["hidden"], max_seq_len=max(2048, s["seq"]),
-                            use_cache=False, attn_implementation=attention, resid_pdrop=0.0, emb_pdrop=0.0,
-                            bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
+                            resid_pdrop=0.0, emb_pdrop=0.0)
     if name == "xglm":
-        return config_class(vocab_size=s["vocab"], d_model=s["hidden"], num_layers=s["layers"],
-                            attention_heads=s["heads"], ffn_dim=s["intermediate"],
-                            max_position_embeddings=max(2048, s["seq"]), use_cache=False, attn_implementation=attention,
-                            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0,
-                            bos_token_id=0, eos_token_id=min(2, s["vocab"] - 1), pad_token_id=None)
+        return config_class(**shared, d_model=s["hidden"], num_layers=s["layers"], attention_heads=s["heads"],
+                            ffn_dim=s["intermediate"], max_position_embeddings=max(2048, s["seq"]),
+                            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0)
     if name == "opt":
         return config_class(**common, ffn_dim=s["intermediate"], word_embed_proj_dim=s["hidden"],
                             dropout=0.0, attention_dropout=0.0)
