@@ -8,10 +8,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 from eqsat_dnn.models import hf, hf_decoders  # noqa: E402
 from eqsat_dnn.pipeline import optimize  # noqa: E402
+from eqsat_dnn.runtime.sessions import create_session  # noqa: E402
 
 FAMILIES = tuple(hf_decoders.DECODERS)
 
@@ -159,10 +161,6 @@ def test_fully_masked_rows_match_after_optimization(cache, name):
     """Left padding masks the first query rows throughout (every key they may see is padding):
     the original's softmax gives them a uniform row. The optimized model must too, whichever mask
     the fused attention reads (a mask's floor stays on a sum whose addend is itself a mask)."""
-    import numpy as np
-
-    from eqsat_dnn.runtime.sessions import create_session
-
     model = onnx.load(str(hf.cached_export(name, cache, **hf.TINY[name])))
     optimized, _ = optimize(model, check=0)
     seq = hf.TINY[name]["seq"]
