@@ -25,10 +25,12 @@ B, S, D = 1, 16, 8
 F = TensorProto.FLOAT
 
 
-def _block(heads: int, kv_heads: int) -> onnx.ModelProto:
+def _block(heads: int, kv_heads: int, norm: str = "") -> onnx.ModelProto:
     """Projections, head splits, RotaryEmbedding (4-D) on Q and K, Attention (4-D, GQA where
     ``kv_heads`` is fewer) with an additive mask, head merge: what the rotary and attention rules
-    leave of a LLaMA export before the 3-D forms."""
+    leave of a LLaMA export before the 3-D forms. ``norm`` normalizes Q and K per head, before the
+    head transpose (``"rms-before"``, ``"layer-before"``: Qwen3, Persimmon) or after it
+    (``"rms-after"``: Gemma 3)."""
     rng = np.random.default_rng(0)
     hidden, kv_hidden = heads * D, kv_heads * D
 
@@ -40,12 +42,23 @@ def _block(heads: int, kv_heads: int) -> onnx.ModelProto:
 
     inits = [w("wq", hidden, hidden), w("wk", hidden, kv_hidden), w("wv", hidden, kv_hidden),
              w("cos", B, S, D // 2), w("sin", B, S, D // 2),
-             ints("split_q", [B, S, heads, D]), ints("split_kv", [B, S, kv_heads, D]), ints("merge", [B, S, -1])]
+             ints("split_q", [B, S, heads, D]), ints("split_kv", [B, S, kv_heads, D]), ints("merge", [B, S, -1]),
+             w("gamma", D), w("beta", D)]
     n = helper.make_node
+
+    def normalized(name: str, source: str, where: str) -> list:
+        if not norm.endswith(where) or name == "v":
+            return [n("Identity", [source], [name])]
+        if norm.startswith("layer"):
+            return [n("LayerNormalization", [source, "gamma", "beta"], [name], axis=-1, epsilon=1e-5)]
+        return [n("RMSNormalization", [source, "gamma"], [name], axis=-1, epsilon=1e-6)]
+
     nodes = []
     for name, weight, split in (("q", "wq", "split_q"), ("k", "wk", "split_kv"), ("v", "wv", "split_kv")):
         nodes += [n("MatMul", ["x", weight], [f"{name}3"]), n("Reshape", [f"{name}3", split], [f"{name}s"]),
-                  n("Transpose", [f"{name}s"], [f"{name}4"], perm=[0, 2, 1, 3])]
+                  *normalized(f"{name}n", f"{name}s", "before"),
+                  n("Transpose", [f"{name}n"], [f"{name}t"], perm=[0, 2, 1, 3]),
+                  *normalized(f"{name}4", f"{name}t", "after")]
     nodes += [n("RotaryEmbedding", ["q4", "cos", "sin"], ["qr"]), n("RotaryEmbedding", ["k4", "cos", "sin"], ["kr"]),
               n("Attention", ["qr", "kr", "v4", "mask"], ["o4"], scale=D ** -0.5),
               n("Transpose", ["o4"], ["ot"], perm=[0, 2, 1, 3]), n("Reshape", ["ot", "merge"], ["y"])]
@@ -82,6 +95,20 @@ def test_head_splits_become_3d_rotary_and_attention(heads, kv_heads):
         assert "Attention" in nodes or "MultiHeadAttention" in nodes
     assert ops.get("RotaryEmbedding") == 2 and attrs["RotaryEmbedding"]["num_heads"] in (heads, kv_heads)
     feeds = _feeds(heads)
+    np.testing.assert_allclose(_run(optimized, feeds), _run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["rms-before", "rms-after", "layer-before"])
+def test_per_head_normalized_q_and_k_reach_the_3d_forms(norm):
+    """Q and K normalized per head, before or after the head transpose, still reach the 3-D
+    rotary and attention: no head transpose is left, and the outputs are the model's."""
+    model = _block(4, 2, norm)
+    optimized, report = optimize(model, cost_model=RooflineCostModel(), check=1)
+    assert report.check is not None and report.check.ok
+    ops = report.ops_after
+    assert "Transpose" not in ops, ops
+    assert ops.get("RotaryEmbedding") == 2 and ops.get("Attention") == 1, ops
+    feeds = _feeds(4)
     np.testing.assert_allclose(_run(optimized, feeds), _run(model, feeds), rtol=1e-4, atol=1e-5)
 
 
