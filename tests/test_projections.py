@@ -77,3 +77,15 @@ def test_heads_sliced_off_a_packed_projection_are_a_projection_by_their_columns(
     cut = [n("Reshape", ["y", "view"], ["heads"]), n("Slice", ["heads", "st", "en", "ax"], ["out"])]
     model = _packed(cut, ints, [B, S, H, D])
     _assert_one_projection_by_its_columns(model, "Slice")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_one_part_split_off_a_viewed_projection_is_a_projection_by_its_columns(bias):
+    """GPT-BigCode: the projection [B, S, N] viewed as [B, 1, S, N] and split along N (its biased
+    sum sliced as the product and the bias); the last third alone."""
+    n = helper.make_node
+    cut = [n("Unsqueeze", ["y", "axis1"], ["view"]), n("Split", ["view", "thirds"], ["q", "k", "out"], axis=3)]
+    ints = [numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+            numpy_helper.from_array(np.array([H * D] * 3, np.int64), "thirds")]
+    model = _packed(cut, ints, [B, 1, S, H * D], bias)
+    _assert_one_projection_by_its_columns(model, "Split")
