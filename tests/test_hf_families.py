@@ -50,6 +50,14 @@ EXPECTED = {
     "mpt": {"attention": 1, "LayerNormalization": 3, "Gelu": 1},
     # a 4-D Q by a 3-D K^T, the softmax and the product by V in 3-D batches of heads
     "xglm": {"attention": 1, "LayerNormalization": 3, "Gelu": 1},
+    # multi-query Q, K and V split off one biased projection viewed as [B, 1, S, N]
+    "gptbigcode": {"attention": 1, "LayerNormalization": 3, "Gelu": 1},
+    # Q and K normalized per head after the head transpose; norms before and after each block
+    "gemma3": {"attention": 1, "RMSNormalization": 7, "RotaryEmbedding": 2},
+    # Q and K LayerNormed per head before the head transpose; rotary on half of each head
+    "persimmon": {"attention": 1, "LayerNormalization": 5, "RotaryEmbedding": 2},
+    # rotary in pairs on half of each head: rotary_embedding_dim with interleaved
+    "glm": {"attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
 }
 
 #: decomposed ops that must be gone after the default optimization
@@ -70,6 +78,10 @@ GONE = {
     "phi": {"Softmax", "Neg", "Concat", "Tanh", "IsNaN"},
     "mpt": {"Softmax", "Transpose"},
     "xglm": {"Softmax", "Transpose", "Max", "Reshape"},
+    "gptbigcode": {"Softmax", "Transpose", "Split", "Reshape", "IsNaN"},
+    "gemma3": {"Softmax", "Transpose", "Neg", "Pow", "Sqrt", "Reciprocal", "IsNaN"},
+    "persimmon": {"Softmax", "Transpose", "Neg", "Concat", "IsNaN"},
+    "glm": {"Softmax", "Transpose", "Neg", "Concat", "Slice", "IsNaN", "Pow"},
 }
 
 
@@ -80,7 +92,8 @@ def cache(tmp_path_factory):
 
 def test_families_are_named_exports_outside_the_default_suite():
     assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "gptj",
-                                              "bloom", "opt", "gptneo", "falcon", "helium", "phi", "mpt", "xglm"}
+                                              "bloom", "opt", "gptneo", "falcon", "helium", "phi", "mpt", "xglm",
+                                              "gptbigcode", "gemma3", "persimmon", "glm"}
     for name in FAMILIES:
         assert name in hf.EXPORTS and name in hf.TINY and name not in hf.SUITE
         assert hf.get(name).sizes["layers"] == 2 and hf.get(name).sizes["seq"] == 512
@@ -131,6 +144,10 @@ def test_family_default_optimize_fuses_and_checks(cache, name):
     if name == "helium":  # the exported norm has no epsilon; neither has the fused one
         norms = [n for n in optimized.graph.node if n.op_type == "RMSNormalization"]
         assert [[a.f for a in n.attribute if a.name == "epsilon"] for n in norms] == [[0.0]] * 3
+    if name == "glm":  # pairs rotated, the first half (8) of each 16-wide head
+        rotary = [n for n in optimized.graph.node if n.op_type == "RotaryEmbedding"]
+        attrs = [{a.name: a.i for a in n.attribute} for n in rotary]
+        assert [(a.get("interleaved"), a.get("rotary_embedding_dim")) for a in attrs] == [(1, 8), (1, 8)]
     if name == "gemma2":  # the soft cap on the logits
         attention = [n for n in optimized.graph.node if n.op_type == "Attention"]
         assert [onnx.helper.get_attribute_value(a) for a in attention[0].attribute if a.name == "softcap"] == [50.0]

@@ -42,7 +42,16 @@ larger: the embedding is a Gather, the vocabulary only changes the file):
   it, one fused qkv projection, LayerNorm without bias, no biases, GELU;
 * ``xglm``: ``XGLMModel`` at XGLM-564M's sizes (1024 hidden, 16 heads, 4096 MLP): eager only, BART-style
   attention with the heads merged into the batch (a 4-D Q by a 3-D K^T, the softmax and the product
-  by V in 3-D), the masked scores floored at the lowest float, sinusoidal positions, LayerNorm, GELU.
+  by V in 3-D), the masked scores floored at the lowest float, sinusoidal positions, LayerNorm, GELU;
+* ``gptbigcode``: ``GPTBigCodeModel``, StarCoder's layout (multi-query: one key/value head, Q, K and V
+  split off one biased projection viewed as [B, 1, S, N]) at 1024 hidden (8 heads of 128, 4096 MLP);
+* ``gemma3``: ``Gemma3TextModel`` at Gemma-3-1B's sizes (1152 hidden, 4 query heads of 256, one
+  key/value head, 6912 MLP): Q and K normalized per head after the head transpose, norms before and
+  after each block, sliding-window layers (the window, 512, spans the sequence);
+* ``persimmon``: ``PersimmonModel``, Persimmon-8B's heads of 64 at 1024 hidden (16 heads, 4096 MLP):
+  Q and K LayerNormed per head, rotary on half of each head, squared-ReLU MLP, biases;
+* ``glm``: ``GlmModel``, GLM-4-9B's heads of 128 (GQA 4:1) at 1024 hidden (8/2 heads, 3424 MLP): rotary in
+  pairs on half of each head, biases on Q, K and V, SwiGLU from one gate-up projection.
 """
 
 from __future__ import annotations
@@ -167,6 +176,38 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
         "bart", "no xglm type in onnxruntime's optimizer; bart, whose attention XGLM's is",
         dict(layers=2, hidden=1024, heads=16, intermediate=4096, vocab=32000, seq=512),
         dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
+    "gptbigcode": (
+        "GPTBigCodeConfig", "GPTBigCodeModel",
+        "GPT-BigCode (StarCoder) decoder: multi-query attention (one key/value head of 128) split off one "
+        "biased projection, learned positions, LayerNorm, tanh GELU (transformers GPTBigCodeModel; 1024 hidden, "
+        "vocabulary 32000)", "gpt2",
+        "no gpt_bigcode type in onnxruntime's optimizer; gpt2, whose layout (LayerNorm, fused qkv, GELU) it shares",
+        dict(layers=2, hidden=1024, heads=8, intermediate=4096, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
+    "gemma3": (
+        "Gemma3TextConfig", "Gemma3TextModel",
+        "Gemma 3 decoder, Gemma-3-1B sizes: MQA 4/1 of head dim 256, Q and K RMS-normed per head, RMSNorm by "
+        "(1 + w) before and after attention and MLP, sliding-window layers, gelu-tanh gated MLP "
+        "(transformers Gemma3TextModel; vocabulary 32000)", "qwen3",
+        "no gemma type in onnxruntime's optimizer; qwen3, its closest, as for llama",
+        dict(layers=2, hidden=1152, heads=4, kv_heads=1, head_dim=256, intermediate=6912, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, kv_heads=1, head_dim=16, intermediate=128, vocab=97, seq=16)),
+    "persimmon": (
+        "PersimmonConfig", "PersimmonModel",
+        "Persimmon decoder: heads of 64, Q and K LayerNormed per head, rotary on half of each head, "
+        "squared-ReLU MLP, LayerNorm, biases (transformers PersimmonModel; Persimmon-8B's head size at "
+        "1024 hidden, vocabulary 32000)", "gpt2",
+        "no persimmon type in onnxruntime's optimizer; gpt2, whose layout (LayerNorm, biases) it shares",
+        dict(layers=2, hidden=1024, heads=16, intermediate=4096, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, intermediate=128, vocab=97, seq=16)),
+    "glm": (
+        "GlmConfig", "GlmModel",
+        "GLM-4 decoder: heads of 128, GQA 8/2, rotary in pairs on half of each head, biases on Q, K and V, "
+        "RMSNorm, SwiGLU from one gate-up projection (transformers GlmModel; GLM-4-9B's head layout at 1024 "
+        "hidden, vocabulary 32000)", "qwen3",
+        "no glm type in onnxruntime's optimizer; qwen3, its closest, as for llama",
+        dict(layers=2, hidden=1024, heads=8, kv_heads=2, head_dim=128, intermediate=3424, vocab=32000, seq=512),
+        dict(layers=1, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=97, seq=16)),
 }
 
 
@@ -211,6 +252,10 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
         return config_class(**shared, d_model=s["hidden"], num_layers=s["layers"], attention_heads=s["heads"],
                             ffn_dim=s["intermediate"], max_position_embeddings=max(2048, s["seq"]),
                             dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0)
+    if name == "gptbigcode":  # multi-query, as StarCoder
+        return config_class(**shared, n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
+                            n_inner=s["intermediate"], n_positions=max(2048, s["seq"]), multi_query=True,
+                            layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     if name == "opt":
         return config_class(**common, ffn_dim=s["intermediate"], word_embed_proj_dim=s["hidden"],
                             dropout=0.0, attention_dropout=0.0)
@@ -219,6 +264,10 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
         return config_class(**common, layer_norm_eps=1e-5, use_parallel_residual=True,
                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                              "partial_rotary_factor": 0.25})
+    if name == "persimmon":  # rotary on half of each head, Q and K LayerNormed per head
+        return config_class(**common, layer_norm_eps=1e-5, qk_layernorm=True, hidden_act="relu2",
+                            rope_parameters={"rope_type": "default", "rope_theta": 25000.0,
+                                             "partial_rotary_factor": 0.5})
     if name == "phi":  # Phi-2: rotary on 40% of each head (32 of 80)
         return config_class(**common, num_key_value_heads=s["heads"], layer_norm_eps=1e-5, resid_pdrop=0.0,
                             embd_pdrop=0.0, attention_dropout=0.0,
@@ -242,6 +291,11 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
     if name == "gemma2":  # the sliding window (4096) is longer than the sequence: every layer is global
         return config_class(**common, attn_logit_softcapping=50.0, final_logit_softcapping=None,
                             query_pre_attn_scalar=s["head_dim"], sliding_window=4096)
+    if name == "glm":
+        return config_class(**common, partial_rotary_factor=0.5, attention_bias=True)
+    if name == "gemma3":  # Gemma-3-1B's window (512) spans the sequence at 512: every position sees the causal past
+        return config_class(**common, query_pre_attn_scalar=s["head_dim"], sliding_window=512,
+                            final_logit_softcapping=None, attn_logit_softcapping=None)
     raise AssertionError(name)
 
 
