@@ -632,16 +632,23 @@ def test_sigint_in_any_solve_interrupts_the_extraction(sigint_raises, monkeypatc
 def _children(pid: int) -> list[int]:
     children = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread that ended while we listed them
+            continue
     return children
 
 
 def _solver_children(pid: int) -> list[int]:
     """The HiGHS worker processes that ``pid`` started."""
-    children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return [c for c in children if "eqsat_dnn.extract.ilp.worker" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+    return [c for c in _children(pid) if "eqsat_dnn.extract.ilp.worker" in _command_line(c)]
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):  # it ended in between
+        return ""
 
 
 def _running(pid: int) -> bool:

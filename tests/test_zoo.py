@@ -141,5 +141,6 @@ def test_gpt2_layer_keeps_its_biases_on_their_gemms():
     made = {o: n.op_type for n in out.graph.node for o in n.output}
     weights = {i.name for i in out.graph.initializer}
     bias_adds = [n for n in out.graph.node if n.op_type == "Add" and any(i in weights for i in n.input)]
-    assert len(bias_adds) == 4
+    # one bias per projection (Q, K and V may be cut apart, each with its part of the packed bias)
+    assert len(bias_adds) == sum(n.op_type == "MatMul" for n in out.graph.node) >= 4
     assert all(any(made.get(i) == "MatMul" for i in n.input) for n in bias_adds)
