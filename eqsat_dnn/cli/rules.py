@@ -19,6 +19,9 @@ def add_parser(commands) -> None:
     checking.add_argument("paths", nargs="*", help="files, families or rule names (default: all)")
     checking.add_argument("--trials", type=number(int, 1, strict=False), default=None, metavar="N",
                           help="firing instances to check per rule (default 12)")
+    checking.add_argument("--attempts", type=number(int, 1, strict=False), default=None, metavar="N",
+                          help="random instances to generate per rule at most (default 25 per trial, at least 80, "
+                               "ten times that for a rule that has not fired yet)")
     checking.add_argument("--seed", type=COUNT, default=0, help="random seed (default 0)")
     checking.add_argument("--jobs", type=number(int, 0, strict=False, maximum=256), default=1, metavar="N",
                           help="worker processes (default 1; 0: one per core, up to 4); the result does not depend on it")
@@ -63,7 +66,7 @@ def _check(args: argparse.Namespace) -> int:
     rules = select_rules(args.paths)
     jobs = default_jobs(len(rules)) if args.jobs == 0 else args.jobs
     results = check_rules(rules, trials=DEFAULT_TRIALS if args.trials is None else args.trials, seed=args.seed,
-                          jobs=jobs)
+                          attempts=args.attempts, jobs=jobs)
     failed = [r for r in results if r.status is RuleStatus.FAILED]
     untested = [r for r in results if r.status is RuleStatus.UNTESTED]
     if args.json:
