@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import numpy as np
 import onnx
 from egglog import bindings
 
@@ -177,6 +178,8 @@ class TensorEGraph:
                 pairs = _equal_pairs(tensor)
                 if pairs is not None:
                     self.command(_repeat_of_pairs(self.globals[value], pairs))
+                if _lower_triangular(tensor):
+                    self.command(_trilu_of_itself(self.globals[value]))
         for index, node in enumerate(self.graph.nodes):
             args = [self._ref(v) for v in node.inputs]
             if node.op == OPAQUE:
@@ -508,6 +511,24 @@ def _repeat_of_pairs(name: str, dims: list[int]) -> str:
             f"{lit([2], 'IVec')})")
     pairs = f"(Expand (Unsqueeze {even} {lit([r], 'IVec')}) {lit([1] * r + [2], 'IVec')})"
     return f"(union {name} (Reshape {pairs} {lit(dims, 'IVec')} 0))"
+
+
+def _lower_triangular(tensor: onnx.TensorProto) -> bool:
+    """Whether a bool weight of rank 2 or more is false above the diagonal of its last two axes
+    (entry ``[..., i, j]`` false for every ``j > i``), and true somewhere: a causal mask the exporter
+    folded (with a sliding window, or a padding mask of the export's example, folded in too)."""
+    dims = list(tensor.dims)
+    if (tensor.data_type != onnx.TensorProto.BOOL or len(dims) < 2 or min(dims[-2:]) < 2
+            or math.prod(dims) > _HALVES_MAX_ELEMENTS or is_stub(tensor)):
+        return False
+    mask = tensor_view(tensor)
+    return bool(mask.any()) and not np.triu(mask, 1).any()
+
+
+def _trilu_of_itself(name: str) -> str:
+    """The union of lower-triangular weight ``name`` (see :func:`_lower_triangular`) with its own
+    lower triangle, ``Trilu(w, 0, upper=0)``: the form rules/attention.egg reads a causal mask in."""
+    return f"(union {name} (Trilu {name} 0 0))"
 
 
 def _tlist(items: list[str]) -> str:

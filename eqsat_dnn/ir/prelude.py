@@ -112,6 +112,9 @@ def _scalar_rules() -> list[str]:
         _rule("(= e (Mul x y)) (= v (scalar x)) (= w (scalar y))", "(set (scalar e) (* v w))"),
         _rule("(= e (Div x y)) (= v (scalar x)) (= w (scalar y)) (!= w 0.0)", "(set (scalar e) (/ v w))"),
         _rule("(= e (Reshape x t z)) (= v (scalar x))", "(set (scalar e) v)"),
+        # exporters write a mask's fill as a ConstantOfShape of no dims (float32 or float64)
+        _rule("(= e (ConstantOfShape (vec-empty) v 1))", "(set (scalar e) v)"),
+        _rule("(= e (ConstantOfShape (vec-empty) v 11))", "(set (scalar e) v)"),
     ]
 
 

@@ -450,7 +450,7 @@ class InstanceBuilder:
             for attr, arg in zip(spec.attrs, args[n_tensor:]):
                 if is_var(arg) and self.canon(str(arg)) in self.attrs:
                     given[attr.name] = self.attrs[self.canon(str(arg))]
-            self.plan = HOOKS[spec.sampler](self.s, in_shapes[0], given)
+            self.plan = HOOKS[spec.sampler](self.s, in_shapes, given)
         attrs: dict[str, Any] = {}
         for attr, arg in zip(spec.attrs, args[n_tensor:]):
             if is_var(arg):

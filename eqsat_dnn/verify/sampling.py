@@ -352,8 +352,13 @@ def _attention_query(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -
 
 
 def _attention_kv(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
-    """K as [B, Hkv, T, D] with Hkv dividing the query's heads (GQA), then V as [B, Hkv, T, Dv]."""
+    """K as [B, Hkv, T, D] with Hkv dividing the query's heads (GQA), then V as [B, Hkv, T, Dv]; for a
+    3-D query [B, S, H * D], K and V as [B, T, H * D]."""
     q = known[0]
+    if len(q) == 3:  # the 3-D form [B, T, Hkv * D]: K/V heads as Q's, or half or a third as many
+        if len(known) > 1 and known[1] is not None and len(known[1]) == 3:
+            return tuple(known[1])
+        return (q[0], s.dim(), q[2] // s.pick([g for g in (1, 1, 2, 3) if q[2] % g == 0]))
     if len(q) != 4:
         return None
     if len(known) > 1 and known[1] is not None and len(known[1]) == 4:
@@ -406,11 +411,13 @@ def generic_value(s: Sampler, sort: str, rank: int | None) -> Any:
     raise Unsupported(f"cannot draw a value of sort {sort}")
 
 
-def plan_slice(s: Sampler, x: tuple[int, ...], given: dict[str, Any]) -> dict[str, list[int]]:
-    """Starts, ends, axes and steps for one Slice of ``x``, consistent with the values the rule fixes.
+def plan_slice(s: Sampler, inputs: list, given: dict[str, Any]) -> dict[str, list[int]]:
+    """Starts, ends, axes and steps for one Slice of its input ``x``, consistent with the values the
+    rule fixes.
 
     Mostly canonical forward slices (what import writes and the slicing rules expect), sometimes
     anything ONNX allows (negative, reversed, out of range), so rules are tried on those too."""
+    x = inputs[0]
     r = len(x)
     axes = given.get("axes")
     if not isinstance(axes, list) or not all(isinstance(a, int) and 0 <= a < r for a in axes):
@@ -757,19 +764,26 @@ DOMAINS: dict[str, Callable[[Context], Any]] = {
 the sort (or the ONNX default) where the input shapes do not fit the op: such an instance
 is invalid, and ONNX shape inference rejects it."""
 
-def plan_attention(s: Sampler, x: tuple[int, ...], given: dict[str, Any]) -> dict[str, Any]:
+def plan_attention(s: Sampler, inputs: list, given: dict[str, Any]) -> dict[str, Any]:
     """A fused attention's scale and (3-D query [B, S, H * D]) head count dividing H * D (ONNX
-    Attention's 3-D form: ``q_num_heads`` and ``kv_num_heads``, equal)."""
+    Attention's 3-D form: ``q_num_heads``, and ``kv_num_heads`` as many or, where K [B, T, Hkv * D]
+    is narrower, the count that keeps Q's head size: GQA)."""
+    x = inputs[0]
     plan: dict[str, Any] = {"scale": given.get("scale", s.pick([0.125, 0.5, 1.0, 0.35]))}
     if len(x) == 3:
-        plan["num_heads"] = given.get("num_heads", s.pick([h for h in range(1, x[2] + 1) if x[2] % h == 0]))
+        key = inputs[1] if len(inputs) > 1 and inputs[1] is not None and len(inputs[1]) == 3 else None
+        group = x[2] // key[2] if key is not None and key[2] and x[2] % key[2] == 0 else 1
+        heads = [h for h in range(1, x[2] + 1) if x[2] % h == 0 and h % group == 0] or [1]
+        plan["num_heads"] = given.get("num_heads", s.pick(heads))
     # ONNX Attention's head counts: 0 (absent) for its 4-D form; for the 3-D one, K/V's as Q's
+    # or fewer (GQA)
     plan["q_num_heads"] = given.get("q_num_heads", plan.get("num_heads", 0))
-    plan["kv_num_heads"] = given.get("kv_num_heads", plan["q_num_heads"])
+    plan["kv_num_heads"] = given.get("kv_num_heads", plan["q_num_heads"] // group if len(x) == 3 else
+                                     plan["q_num_heads"])
     return plan
 
 
-HOOKS: dict[str, Callable[[Sampler, tuple[int, ...], dict[str, Any]], dict[str, Any]]] = {
+HOOKS: dict[str, Callable[[Sampler, list, dict[str, Any]], dict[str, Any]]] = {
     "slice": plan_slice, "attention": plan_attention}
-"""Op hooks (:attr:`OpSpec.sampler`): ``(sampler, first input's shape, attribute values the rule
+"""Op hooks (:attr:`OpSpec.sampler`): ``(sampler, the input shapes, attribute values the rule
 fixes) -> attribute values`` drawn together, which the ``"planned"`` domain hands out."""
