@@ -1,4 +1,4 @@
-"""Causal attention in row blocks: a decoder's Attention under its causal mask (a folded lower-
+"""Causal attention in eight row blocks: a decoder's Attention under its causal mask (a folded lower-
 triangular constant And the padding mask, selected into 0 or the float minimum) computes only the
 scores its mask keeps, block by block, with the model's outputs also on rows padded throughout;
 a mask that is not causal keeps one Attention; a block form without its padded-row correction is
@@ -77,9 +77,9 @@ def test_causal_attention_runs_in_row_blocks_with_the_models_outputs(heads, kv_h
     assert report.check is not None and report.check.ok
     widths = sorted(_dims_after_batch(optimized, node.input[1])[0].dim_value
                     for node in optimized.graph.node if node.op_type == "Attention")
-    # four blocks of S/4 query rows, reading S/4, S/2, 3S/4 and all S keys
-    assert widths == [S // 4, S // 2, 3 * S // 4, S], widths
-    for padded in (0, 3, S // 4 + 5):  # none, within the first block, past it
+    # eight blocks of S/8 query rows, reading S/8, 2S/8, ..., all S keys
+    assert widths == [i * S // 8 for i in range(1, 9)], widths
+    for padded in (0, 3, S // 8 + 5):  # none, within the first block, past it
         feeds = _feeds(heads, kv_heads, padded)
         expected = _run(model, feeds)
         np.testing.assert_allclose(_run(optimized, feeds), expected, rtol=1e-4, atol=1e-5)

@@ -64,8 +64,11 @@ class RooflineCostModel:
         compute = flops(op, node.attrs, inputs, output) / p.peak(output.dtype if output else None)
         if op == "Attention" and float(node.attrs.get("softcap") or 0.0) > 0.0:
             compute *= p.slow_kernels.get("attention_softcap", 1.0)
-        moved = float(sum(numel(t) * itemsize(t) for t in inputs if t is not None)
-                      + sum(numel(t) * itemsize(t) for t in outputs))
+        written = sum(numel(t) * itemsize(t) for t in outputs)
+        if op == "Slice":  # reads only the part it copies (a block of rows reads a block's bytes)
+            moved = 2.0 * written
+        else:
+            moved = float(sum(numel(t) * itemsize(t) for t in inputs if t is not None) + written)
         cost = max(compute, moved / p.bandwidth) + p.overhead
         if p.nchwc and self.fusion:
             before, after = layout_boundary(op, node.attrs, inputs, outputs)

@@ -347,8 +347,13 @@ def _projected_bias(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) ->
 
 
 def _attention_query(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...]:
-    """[B, H, S, D]."""
-    return (s.dim(), s.pick([1, 2, 4, 6]), s.dim(), s.dim())
+    """[B, H, S, D], or (a rule that takes it 3-D) [B, S, H * D]; S sometimes 8 or 12, long enough
+    for a rule that cuts the queries in eight blocks."""
+    seq = s.pick([8, 12]) if s.chance(0.3) else s.dim()
+    heads = s.pick([1, 2, 4, 6])
+    if s.chance(0.5):
+        return (s.dim(), seq, heads * s.dim())
+    return (s.dim(), heads, seq, s.dim())
 
 
 def _attention_kv(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
