@@ -513,13 +513,17 @@ def _repeat_of_pairs(name: str, dims: list[int]) -> str:
     return f"(union {name} (Reshape {pairs} {lit(dims, 'IVec')} 0))"
 
 
+_TRIANGLE_MAX_ELEMENTS = 1 << 26
+"""The largest mask :func:`_lower_triangular` reads (a causal mask of 8192 x 8192: 64 MB of bools)."""
+
+
 def _lower_triangular(tensor: onnx.TensorProto) -> bool:
     """Whether a bool weight of rank 2 or more is false above the diagonal of its last two axes
     (entry ``[..., i, j]`` false for every ``j > i``), and true somewhere: a causal mask the exporter
     folded (with a sliding window, or a padding mask of the export's example, folded in too)."""
     dims = list(tensor.dims)
     if (tensor.data_type != onnx.TensorProto.BOOL or len(dims) < 2 or min(dims[-2:]) < 2
-            or math.prod(dims) > _HALVES_MAX_ELEMENTS or is_stub(tensor)):
+            or math.prod(dims) > _TRIANGLE_MAX_ELEMENTS or is_stub(tensor)):
         return False
     mask = tensor_view(tensor)
     return bool(mask.any()) and not np.triu(mask, 1).any()
