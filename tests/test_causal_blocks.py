@@ -75,8 +75,8 @@ def test_causal_attention_runs_in_row_blocks_with_the_models_outputs(heads, kv_h
     model = _decoder_attention(heads, kv_heads)
     optimized, report = optimize(model, cost_model=RooflineCostModel(), check=1)
     assert report.check is not None and report.check.ok
-    widths = sorted(_dims_after_batch(optimized, node.input[1])[0].dim_value
-                    for node in optimized.graph.node if node.op_type == "Attention")
+    dims = _dims_after_batch(optimized)
+    widths = sorted(dims[node.input[1]][0].dim_value for node in optimized.graph.node if node.op_type == "Attention")
     # eight blocks of S/8 query rows, reading S/8, 2S/8, ..., all S keys
     assert widths == [i * S // 8 for i in range(1, 9)], widths
     for padded in (0, 3, S // 8 + 5):  # none, within the first block, past it
@@ -87,14 +87,12 @@ def test_causal_attention_runs_in_row_blocks_with_the_models_outputs(heads, kv_h
     assert not np.allclose(expected[0, 0], 0.0)
 
 
-def _dims_after_batch(model: onnx.ModelProto, name: str) -> list:
-    """The dims of value ``name`` of ``model`` after ONNX shape inference, from the sequence axis on
+def _dims_after_batch(model: onnx.ModelProto) -> dict[str, list]:
+    """Each value's dims after ONNX shape inference (inferred once), from the sequence axis on
     (``[S or T, width]`` of a 3-D attention input)."""
     inferred = onnx.shape_inference.infer_shapes(model)
-    for info in list(inferred.graph.value_info) + list(inferred.graph.input):
-        if info.name == name:
-            return list(info.type.tensor_type.shape.dim)[1:]
-    raise KeyError(name)
+    return {info.name: list(info.type.tensor_type.shape.dim)[1:]
+            for info in list(inferred.graph.value_info) + list(inferred.graph.input)}
 
 
 def test_an_attention_whose_mask_keeps_a_later_key_stays_whole():
@@ -107,13 +105,11 @@ def test_an_attention_whose_mask_keeps_a_later_key_stays_whole():
 def test_blocks_without_the_padded_row_correction_are_caught(tmp_path):
     """The block form alone differs on a row that keeps no key: the checker's random causal masks
     have such rows, and it reports the rule failed."""
-    source = (library_dir() / "attention.egg").read_text()
-    start = source.index("(rule ((= o (Attention q k v m sc hq hkv 0.0))\n       (= m (Where (Trilu")
-    end = source.index(':name "causal-attention-in-row-blocks")', start)
-    body = source[start:end].replace("(union o (Where masked-rows average (Concat rows 1)))", "(union o (Concat rows 1))")
-    assert body != source[start:end]
+    (rule,) = [r for r in parse_rule_file(library_dir() / "attention.egg") if r.name == "causal-attention-in-row-blocks"]
+    body = rule.text.replace("(union o (Where masked-rows average (Concat rows 1)))", "(union o (Concat rows 1))")
+    assert body != rule.text
     path = tmp_path / "scratch.egg"
-    path.write_text(body + ':name "blocks-without-correction")\n')
+    path.write_text(body.replace('"causal-attention-in-row-blocks"', '"blocks-without-correction"') + "\n")
     (wrong,) = parse_rule_file(path)
     result = check_rule(wrong, trials=6)
     assert result.status == "failed", (result.note, result.fired)
