@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Callable
 
+import numpy as np
+
 from eqsat_dnn.eqsat.saturate import Limits, SaturationStop
-from eqsat_dnn.ir.blocks import BlockClass, BlockCopy, block_graph, remainder
+from eqsat_dnn.ir.blocks import BlockClass, BlockCopy, block_graph, remainder, shared_context
 from eqsat_dnn.io.onnx_out import fold_weight_expressions
 from eqsat_dnn.ir.graph import Graph, Node, TensorType, fresh_name
 from eqsat_dnn.search import Search
@@ -57,6 +59,9 @@ class BlockReport:
     expressions it computes are folded at export, so they are not counted."""
     seconds: float = 0.0
     """The representative's search: build, saturation and extraction."""
+    context: tuple[int, ...] = ()
+    """The nodes of the whole graph carried into the representative (:func:`shared_context`),
+    which every copy recomputes."""
 
     def describe(self) -> str:
         """``32 x layers (60 nodes)``."""
@@ -134,13 +139,14 @@ def search_blocks(graph: Graph, classes: list[BlockClass], run_search: Callable[
     own limits each time)."""
     reports = []
     for cls in classes:
-        part = block_graph(graph, cls.copies[0])
+        context = shared_context(graph, cls, classes)
+        part = block_graph(graph, cls.copies[0], context)
         found = run_search(part)
         # counted as export writes it: weight expressions folded (values not computed)
         after = fold_weight_expressions(found.chosen(), values=False).op_counts()
         found.release()
         reports.append(BlockReport(cls.name, len(cls.copies), cls.size, found, part.op_counts(), after,
-                                   sum(found.seconds.values())))
+                                   sum(found.seconds.values()), context))
     return reports
 
 
@@ -175,10 +181,15 @@ def stitch(graph: Graph, classes: list[BlockClass], reports: list[BlockReport],
         nodes += _place(glue.chosen(), {}, names, own, taken, node_names, types)
     for cls, report in zip(classes, reports):
         program = report.search.chosen()
+        carried = [graph.nodes[n] for n in report.context]
+        recomputed = {o for node in carried for o in node.outputs if o}
+        read = {i for node in carried for i in node.inputs if i and i not in recomputed}
         for copy in cls.copies:
             values, names, protos = _correspondence(graph, cls.copies[0], copy)
-            nodes += _place(program, values, names, set(), taken, node_names, types, protos)
-    stitched = _topological(nodes, {*graph.inputs, *graph.weights})
+            for name in recomputed:
+                values.pop(name, None)
+            nodes += _place(program, values, names, read, taken, node_names, types, protos)
+    stitched = _without_repeats(_topological(nodes, {*graph.inputs, *graph.weights}), graph.outputs)
     used = {i for n in stitched for i in [*n.inputs, *n.implicit_inputs] if i} | set(graph.outputs)
     weights = {k: v for k, v in graph.weights.items() if k in used}
     seconds["stitch"] = time.perf_counter() - t
@@ -234,6 +245,50 @@ def _place(program: Graph, values: dict[str, str], names: dict[str, str], own: s
         placed.append(Node(node.op, [value(i) for i in node.inputs], [value(o) for o in node.outputs],
                            dict(node.attrs), name=name, proto=proto))
     return placed
+
+
+_NOT_MERGED = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli",
+                         "Multinomial", "Dropout", "Opaque"})
+"""Ops whose two equal-looking nodes may differ (random draws) or are not compared here."""
+
+
+def _attribute_key(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return (str(value.dtype), value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(_attribute_key(v) for v in value)
+    return repr(value)
+
+
+def _without_repeats(nodes: list[Node], outputs: list[str]) -> list[Node]:
+    """``nodes`` (in topological order) with a node that repeats an earlier one (same op,
+    attributes and inputs) dropped and its readers given the earlier one's values, then the
+    nodes no graph output depends on dropped: what every copy recomputed from the carried
+    context is computed once, and what the copies no longer read is not computed."""
+    same: dict[str, str] = {}
+    seen: dict[tuple, Node] = {}
+    kept: list[Node] = []
+    keep_names = set(outputs)
+    for node in nodes:
+        node.inputs = [same.get(i, i) for i in node.inputs]
+        if node.op not in _NOT_MERGED and not node.implicit_inputs and not keep_names & set(node.outputs):
+            key = (node.op, tuple(node.inputs), len(node.outputs),
+                   tuple(sorted((k, _attribute_key(v)) for k, v in node.attrs.items())))
+            first = seen.get(key)
+            if first is not None:
+                same.update((o, f) for o, f in zip(node.outputs, first.outputs) if o and f)
+                if all(f or not o for o, f in zip(node.outputs, first.outputs)):
+                    continue
+            else:
+                seen[key] = node
+        kept.append(node)
+    needed = set(outputs)
+    live: list[Node] = []
+    for node in reversed(kept):
+        if needed & {o for o in node.outputs if o}:
+            live.append(node)
+            needed.update(i for i in [*node.inputs, *node.implicit_inputs] if i)
+    return live[::-1]
 
 
 def _topological(nodes: list[Node], available: set[str]) -> list[Node]:

@@ -11,7 +11,7 @@ from onnx import TensorProto
 
 from eqsat_dnn.blocks import BlockMode, BlockPath
 from eqsat_dnn.io.onnx_in import load_model
-from eqsat_dnn.ir.blocks import block_graph, find_blocks, remainder
+from eqsat_dnn.ir.blocks import block_graph, find_blocks, remainder, shared_context
 from eqsat_dnn.models.blocks import transformer_layer
 from eqsat_dnn.models.builder import ModelBuilder
 from eqsat_dnn.models.llama import llama
@@ -79,6 +79,23 @@ def test_detection_finds_the_layers_and_their_interfaces(tmp_path):
     glue.lint()
     assert {n.op for n in glue.nodes} == {"Relu", "Sigmoid", "MatMul"}
     assert set(glue.outputs) == {"logits", *cls.copies[0].inputs}  # what the layers read from it
+
+
+def test_what_every_layer_reads_is_carried_into_the_block_and_computed_once():
+    graph = load_model(folding_stack(3))
+    (cls,) = find_blocks(graph)
+    context = shared_context(graph, cls)
+    # s = Sigmoid(x), read by every copy: carried in, so that the rules see what it is
+    assert [graph.nodes[n].op for n in context] == ["Sigmoid"]
+    part = block_graph(graph, cls.copies[0], context)
+    part.lint()
+    assert part.nodes[0].op == "Sigmoid" and "x" in part.inputs and len(part.nodes) == cls.size + 1
+    # the residual stream differs from copy to copy: never carried
+    assert cls.copies[0].inputs[0] in part.inputs
+
+    optimized, report = optimize(folding_stack(3), blocks=BlockMode.ALWAYS, check=1)
+    assert report.check.ok and report.ops_after["Sigmoid"] == 1  # each copy's Sigmoid merged into one
+    np.testing.assert_allclose(run(optimized), run(folding_stack(3)), rtol=1e-4, atol=1e-5)
 
 
 def test_no_blocks_across_different_shapes():

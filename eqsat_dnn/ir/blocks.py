@@ -28,7 +28,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import Hashable
+from typing import Hashable, Sequence
 
 import numpy as np
 from onnx import helper
@@ -244,11 +244,63 @@ def find_blocks(graph: Graph) -> list[BlockClass]:
     return classes
 
 
-def block_graph(graph: Graph, copy: BlockCopy) -> Graph:
+CONTEXT_MAX_NODES = 64
+"""The most nodes :func:`shared_context` carries into a block for one value every copy reads."""
+
+
+def shared_context(graph: Graph, cls: BlockClass, classes: Sequence[BlockClass] = ()) -> tuple[int, ...]:
+    """The nodes, in graph order, that compute the values every copy of ``cls`` reads alike (the
+    same value at the same input position: an attention mask, rotary caches) from the graph's
+    inputs and weights alone, at most :data:`CONTEXT_MAX_NODES` per value.
+
+    Cut out without them, a block reads its mask as an opaque input, and the rules that need to
+    see it (a causal mask's lower triangle, a rotary cache's halves) cannot fire in any copy;
+    carried in, each copy recomputes them, and the stitch merges the repeats
+    (:func:`eqsat_dnn.blocks.stitch`). A value that depends on the output of any copy of ``cls``
+    or of ``classes`` is left out."""
+    nodes = graph.nodes
+    producer = {o: k for k, node in enumerate(nodes) for o in node.outputs if o}
+    in_blocks = {n for c in (cls, *classes) for copy in c.copies for n in copy.nodes}
+    available = {*graph.inputs, *graph.weights}
+    context: set[int] = set()
+    for j, name in enumerate(cls.copies[0].inputs):
+        if any(copy.inputs[j] != name for copy in cls.copies) or name in available:
+            continue
+        cone: set[int] = set()
+        pending = [name]
+        while pending and len(cone) <= CONTEXT_MAX_NODES:
+            value = pending.pop()
+            if not value or value in available:
+                continue
+            k = producer.get(value)
+            if k is None or k in in_blocks or nodes[k].implicit_inputs:
+                cone = set()
+                break
+            if k not in cone:
+                cone.add(k)
+                pending.extend(nodes[k].inputs)
+        if cone and len(cone) <= CONTEXT_MAX_NODES:
+            context |= cone
+    return tuple(sorted(context))
+
+
+def block_graph(graph: Graph, copy: BlockCopy, context: tuple[int, ...] = ()) -> Graph:
     """``copy`` cut out of ``graph`` as a graph of its own: its external reads are the inputs,
-    its escaping values the outputs (types and model skeleton shared with ``graph``)."""
-    return Graph([graph.nodes[n] for n in copy.nodes], list(copy.inputs), list(copy.outputs), graph.types,
-                 {w: graph.weights[w] for w in copy.weights}, graph.model)
+    its escaping values the outputs (types and model skeleton shared with ``graph``). The
+    ``context`` nodes (:func:`shared_context`) come first, and the graph inputs they read
+    replace the values they compute among the inputs."""
+    ahead = [graph.nodes[n] for n in context]
+    made = {o for node in ahead for o in node.outputs if o}
+    inputs = [i for i in copy.inputs if i not in made]
+    weights = {w: graph.weights[w] for w in copy.weights}
+    for node in ahead:
+        for name in node.inputs:
+            if name in graph.weights:
+                weights.setdefault(name, graph.weights[name])
+            elif name and name not in made and name not in inputs:
+                inputs.append(name)
+    return Graph([*ahead, *(graph.nodes[n] for n in copy.nodes)], inputs, list(copy.outputs), graph.types,
+                 weights, graph.model)
 
 
 def remainder(graph: Graph, classes: list[BlockClass]) -> Graph | None:
@@ -275,5 +327,5 @@ def remainder(graph: Graph, classes: list[BlockClass]) -> Graph | None:
     return Graph(nodes, inputs, outputs, graph.types, weights, graph.model)
 
 
-__all__ = ["MIN_LAYER_NODES", "SCOPES_KEY", "BlockClass", "BlockCopy", "block_graph", "find_blocks",
-           "metadata_list", "node_signature", "remainder", "repeated_layers"]
+__all__ = ["CONTEXT_MAX_NODES", "MIN_LAYER_NODES", "SCOPES_KEY", "BlockClass", "BlockCopy", "block_graph",
+           "find_blocks", "metadata_list", "node_signature", "remainder", "repeated_layers", "shared_context"]
