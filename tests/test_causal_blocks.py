@@ -1,5 +1,6 @@
 """Causal attention in eight row blocks: a decoder's Attention under its causal mask (a folded lower-
-triangular constant And the padding mask, selected into 0 or the float minimum) computes only the
+triangular constant And the padding mask, selected into 0 or the float minimum, a per-head bias
+added or not) computes only the
 scores its mask keeps, block by block, with the model's outputs also on rows padded throughout;
 a mask that is not causal keeps one Attention; a block form without its padded-row correction is
 caught by the rule checker."""
@@ -23,10 +24,11 @@ FILL = -2.0 ** 127
 throughout with the lowest float zeros, with any other fill the average of V)."""
 
 
-def _decoder_attention(heads: int, kv_heads: int, causal: bool = True) -> onnx.ModelProto:
+def _decoder_attention(heads: int, kv_heads: int, causal: bool = True, alibi: bool = False) -> onnx.ModelProto:
     """Attention's 3-D form (GQA where ``kv_heads`` is fewer) under the mask a dynamo export of a
     decoder builds, its fill floored as the attention rules floor it: ``where(keep & padding, 0, -2^127)``, ``keep`` a folded [1, 1, S, S] constant
-    (lower-triangular where ``causal``, else with one key beyond the diagonal kept too)."""
+    (lower-triangular where ``causal``, else with one key beyond the diagonal kept too); with
+    ``alibi``, plus BLOOM's per-head bias [1, H, 1, S] (a slope per head times the key's position)."""
     keep = np.tril(np.ones((S, S), bool))
     if not causal:
         keep[3, 4] = True
@@ -38,13 +40,18 @@ def _decoder_attention(heads: int, kv_heads: int, causal: bool = True) -> onnx.M
         n("ConstantOfShape", ["no_dims"], ["fill"],
           value=numpy_helper.from_array(np.array([FILL], np.float32), "value")),
         n("Where", ["kept", "zero", "fill"], ["mask"]),
-        n("Attention", ["q", "k", "v", "mask"], ["y"], q_num_heads=heads, kv_num_heads=kv_heads,
-          scale=D ** -0.5),
+        n("Attention", ["q", "k", "v", "biased" if alibi else "mask"], ["y"], q_num_heads=heads,
+          kv_num_heads=kv_heads, scale=D ** -0.5),
     ]
     inits = [numpy_helper.from_array(keep[None, None], "keep"),
              numpy_helper.from_array(np.array([1, 2], np.int64), "axes"),
              numpy_helper.from_array(np.array([], np.int64), "no_dims"),
              numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    if alibi:
+        slopes = 2.0 ** -np.arange(1, heads + 1, dtype=np.float32)
+        bias = (slopes[:, None] * np.arange(S, dtype=np.float32)[None, :])[None, :, None, :]
+        nodes.insert(-1, n("Add", ["mask", "alibi"], ["biased"]))
+        inits.append(numpy_helper.from_array(bias.astype(np.float32), "alibi"))
     f = TensorProto.FLOAT
     graph = helper.make_graph(nodes, "decoder_attention", [
         helper.make_tensor_value_info("q", f, [1, S, heads * D]),
@@ -70,9 +77,9 @@ def _run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
 
 
-@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (6, 2)])
-def test_causal_attention_runs_in_row_blocks_with_the_models_outputs(heads, kv_heads):
-    model = _decoder_attention(heads, kv_heads)
+@pytest.mark.parametrize("heads,kv_heads,alibi", [(4, 4, False), (6, 2, False), (4, 4, True)])
+def test_causal_attention_runs_in_row_blocks_with_the_models_outputs(heads, kv_heads, alibi):
+    model = _decoder_attention(heads, kv_heads, alibi=alibi)
     optimized, report = optimize(model, cost_model=RooflineCostModel(), check=1)
     assert report.check is not None and report.check.ok
     dims = _dims_after_batch(optimized)

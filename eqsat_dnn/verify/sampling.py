@@ -190,6 +190,8 @@ def _broadcast(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tupl
     first = known[0]
     choice = int(s.rng.integers(6))
     if choice == 5 and len(first) == 4:
+        if first[1] == 1:  # per head and key, as ALiBi's bias on a one-head mask
+            return (first[0], s.pick([2, 3, 4]), 1, first[3])
         return (1, first[1], 1, 1)  # per-channel, as scales and biases of NCHW tensors are
     if choice <= 1 or choice == 5:
         return first
@@ -373,11 +375,13 @@ def _attention_kv(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> t
 
 
 def _attention_mask(s: Sampler, b: InstanceBuilder, known: list, attrs: dict) -> tuple[int, ...] | None:
-    """An additive mask over the 4-D scores (one head for the 3-D form: its count is drawn after)."""
+    """An additive mask over the 4-D scores; for the 3-D form one head or a few (the count drawn after follows)."""
     if len(known) < 2 or known[1] is None or len(known[1]) != len(known[0]):
         return None
     if len(known[0]) == 3:
-        return _score_bias(s, known[0], 1, known[0][1], known[1][1])
+        per_head = [h for h in (2, 3, 4) if known[0][2] % h == 0 and known[1][2] % h == 0]
+        heads = s.pick(per_head) if per_head and s.chance(0.3) else 1
+        return _score_bias(s, known[0], heads, known[0][1], known[1][1])
     if len(known[0]) != 4:
         return None
     return _score_bias(s, known[0], known[0][1], known[0][2], known[1][2])
@@ -779,6 +783,8 @@ def plan_attention(s: Sampler, inputs: list, given: dict[str, Any]) -> dict[str,
         key = inputs[1] if len(inputs) > 1 and inputs[1] is not None and len(inputs[1]) == 3 else None
         group = x[2] // key[2] if key is not None and key[2] and x[2] % key[2] == 0 else 1
         heads = [h for h in range(1, x[2] + 1) if x[2] % h == 0 and h % group == 0] or [1]
+        mask = inputs[3] if len(inputs) > 3 and inputs[3] is not None and len(inputs[3]) == 4 else None
+        heads = [mask[1]] if mask is not None and mask[1] in heads[1:] else heads  # a per-head mask's
         plan["num_heads"] = given.get("num_heads", s.pick(heads))
     # ONNX Attention's head counts: 0 (absent) for its 4-D form; for the 3-D one, K/V's as Q's
     # or fewer (GQA)
