@@ -171,7 +171,8 @@ def stitch(graph: Graph, classes: list[BlockClass], reports: list[BlockReport],
                for key in ("build", "saturate", "extract")}
 
     t = time.perf_counter()
-    taken = {*graph.inputs, *graph.weights, *(o for node in graph.nodes for o in node.outputs if o)}
+    available = {*graph.inputs, *graph.weights}
+    taken = {*available, *(o for node in graph.nodes for o in node.outputs if o)}
     node_names = {node.name for node in graph.nodes if node.name}
     types = dict(graph.types)
     nodes: list[Node] = []
@@ -181,15 +182,14 @@ def stitch(graph: Graph, classes: list[BlockClass], reports: list[BlockReport],
         nodes += _place(glue.chosen(), {}, names, own, taken, node_names, types)
     for cls, report in zip(classes, reports):
         program = report.search.chosen()
-        carried = [graph.nodes[n] for n in report.context]
-        recomputed = {o for node in carried for o in node.outputs if o}
-        read = {i for node in carried for i in node.inputs if i and i not in recomputed}
+        recomputed = {o for n in report.context for o in graph.nodes[n].outputs if o}
         for copy in cls.copies:
             values, names, protos = _correspondence(graph, cls.copies[0], copy)
             for name in recomputed:
                 values.pop(name, None)
-            nodes += _place(program, values, names, read, taken, node_names, types, protos)
-    stitched = _without_repeats(_topological(nodes, {*graph.inputs, *graph.weights}), graph.outputs)
+            # the carried nodes read graph inputs and weights, which keep their names
+            nodes += _place(program, values, names, available, taken, node_names, types, protos)
+    stitched = _without_repeats(_topological(nodes, available), graph.outputs)
     used = {i for n in stitched for i in [*n.inputs, *n.implicit_inputs] if i} | set(graph.outputs)
     weights = {k: v for k, v in graph.weights.items() if k in used}
     seconds["stitch"] = time.perf_counter() - t

@@ -1,7 +1,7 @@
 """Causal attention in eight row blocks: a decoder's Attention under its causal mask (a folded lower-
 triangular constant And the padding mask, selected into 0 or the float minimum, a per-head bias
-added or not) computes only the
-scores its mask keeps, block by block, with the model's outputs also on rows padded throughout;
+added or not) computes only the scores its mask keeps, block by block, with the model's outputs
+also on rows padded throughout;
 a mask that is not causal keeps one Attention; a block form without its padded-row correction is
 caught by the rule checker."""
 
