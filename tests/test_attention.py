@@ -15,7 +15,7 @@ from eqsat_dnn.eqsat.rules import Arithmetic, library_dir, parse_rule_file
 from eqsat_dnn.ir.graph import TensorType
 from eqsat_dnn.ir.language import CONTRIB, OPS, Target
 from eqsat_dnn.pipeline import optimize
-from eqsat_dnn.verify import check_rule, check_rules
+from eqsat_dnn.verify import check_rule
 
 B, S, D = 1, 16, 8
 RULES = library_dir() / "attention.egg"
@@ -132,14 +132,11 @@ def test_both_cost_models_see_the_fused_work_but_not_the_scores():
         assert OPS[op].domain == (CONTRIB if op == "MultiHeadAttention" else "")
 
 
-def test_the_attention_rules_verify():
-    """Each rule of the family fires on random instances and both sides agree in onnxruntime; the
-    NaN guard holds on finite inputs only, and the checker's edge inputs show it."""
-    results = check_rules(parse_rule_file(RULES), trials=2)
-    status = {r.rule.name: (r.status.value, r.checked) for r in results}
-    assert all(state == "verified" and checked >= 1 for state, checked in status.values()), status
+def test_the_nan_guard_is_checked_on_finite_inputs_at_the_edge():
+    """The family verifies with the rest of the library (tests/test_verify.py); the NaN guard holds
+    on finite inputs only, and the checker says so and shows its edge inputs."""
     (guard,) = [check_rule(r) for r in parse_rule_file(RULES) if r.name == "softmax-nan-guard"]
-    assert guard.finite_only and guard.edge is not None
+    assert guard.status.value == "verified" and guard.finite_only and guard.edge is not None
 
 
 def test_rows_padded_with_the_float_minimum_stay_the_softmax_rows():

@@ -1,4 +1,4 @@
-"""Fused normalization, rotary embedding and GELU-family ops (issue 16): their rules verify, a
+"""Fused normalization, rotary embedding and GELU-family ops (issue 16; their rules verify with the library): a
 tiny LLaMA-style block gets RMSNormalization and RotaryEmbedding with equal outputs and an
 opset-23 model onnxruntime loads, and ``Target.ONNX`` never yields onnxruntime's own ops."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from eqsat_dnn.eqsat.rules import library_dir, parse_rule_file
@@ -17,18 +16,9 @@ from eqsat_dnn.ir.graph import Node
 from eqsat_dnn.ir.language import CONTRIB, OPS, Target
 from eqsat_dnn.lower import to_standard
 from eqsat_dnn.pipeline import optimize
-from eqsat_dnn.verify import check_rules
 
 FAMILIES = ("normalization", "rotary", "gelu")
 F = TensorProto.FLOAT
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_family_verifies(family):
-    results = check_rules(parse_rule_file(library_dir() / f"{family}.egg"), trials=3, jobs=1)
-    assert results
-    bad = {r.rule.name: (r.status, r.note, r.counterexample) for r in results if r.status != "verified"}
-    assert not bad
 
 
 def _const(name: str, value, dtype=np.float32) -> onnx.TensorProto:
