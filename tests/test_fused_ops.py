@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from eqsat_dnn.eqsat.rules import library_dir, parse_rule_file
+from eqsat_dnn.eqsat.rules import library_dir
 from eqsat_dnn.io.onnx_in import load_model
 from eqsat_dnn.io.onnx_out import to_onnx
 from eqsat_dnn.ir.graph import Node
