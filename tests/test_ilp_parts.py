@@ -249,3 +249,53 @@ def test_ties_go_back_to_the_input_program():
     # nor is one whose input form would close a cycle
     assert settle_ties(cyclic_egraph(), {"R": "R.0", "X": "X.0"},
                        {"R": "R.0", "X": "X.1", "P": "P.0", "Q": "Q.0", "S": "S.0"}) == {"R": "R.0", "X": "X.0"}
+
+
+def _tiny_mip() -> dict:
+    """min x0 + 2 x1 + 3 x2  s.t.  x0 + x1 >= 1,  x1 + x2 >= 1,  binary: the optimum is x1 alone (2)."""
+    import scipy.sparse as sp
+
+    A = sp.csc_matrix(np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]))
+    return {"shape": A.shape, "c": np.array([1.0, 2.0, 3.0]), "row_lower": np.ones(2), "row_upper": np.full(2, np.inf),
+            "col_lower": np.zeros(3), "col_upper": np.ones(3), "indptr": A.indptr, "indices": A.indices,
+            "values": A.data, "integer": [0, 1, 2]}
+
+
+@pytest.mark.parametrize("mispriced", [False, True])
+def test_a_start_highs_misprices_is_solved_again_without_it(monkeypatch, mispriced):
+    """HiGHS's presolve can misprice a MIP start and call it optimal at once; a seeded run whose
+    reported objective is not its solution's cost is run again, unseeded."""
+    from eqsat_dnn.extract.ilp import highs
+
+    built = []
+    real_build = highs._build_highs
+
+    class _Reported:
+        """The first (seeded) run reports its start 1.5 cheaper than it is, as HiGHS 1.16 did."""
+
+        def __init__(self, h, first):
+            self._h, self._first = h, first
+
+        def __getattr__(self, name):
+            return getattr(self._h, name)
+
+        def getInfo(self):
+            info = self._h.getInfo()
+            if self._first and mispriced:
+                info.objective_function_value -= 1.5
+            return info
+
+    def build(spec, options, verbose):
+        h = _Reported(real_build(spec, options, verbose), first=not built)
+        built.append(h)
+        return h
+
+    monkeypatch.setattr(highs, "_build_highs", build)
+    spec = _tiny_mip()
+    found = []
+    h = highs._run_seeded(spec, {"time_limit": 10.0}, False, np.array([1.0, 0.0, 1.0]),
+                          lambda h: highs._subscribe(h, num=3, on_solution=lambda o, v: found.append(o), cost=spec["c"]))
+    assert len(built) == (2 if mispriced else 1)
+    assert np.allclose(h.getSolution().col_value, [0.0, 1.0, 0.0])
+    assert highs._mispriced(h, spec["c"]) is False
+    assert all(o in (4.0, 2.0) for o in found)  # the solutions' own costs, never a reported price

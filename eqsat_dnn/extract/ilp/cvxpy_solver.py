@@ -27,7 +27,7 @@ import numpy as np
 from cvxpy.reductions.solvers.conic_solvers.conic_solver import dims_to_solver_dict
 from cvxpy.reductions.solvers.conic_solvers.highs_conif import HIGHS
 
-from eqsat_dnn.extract.ilp.highs import _build_highs, _set_start, _sigint_deferred, _status_name, _subscribe
+from eqsat_dnn.extract.ilp.highs import _run_seeded, _sigint_deferred, _status_name, _subscribe
 
 
 def _spec_from_data(data) -> dict:
@@ -104,17 +104,14 @@ class _SeededHiGHS(HIGHS):
         return self._solve_here(spec, x0, dict(solver_opts), verbose, col0)
 
     def _solve_here(self, spec, x0, options, verbose, col0):
-        h = _build_highs(spec, options, verbose)
-        if x0 is not None:
-            _set_start(h, x0)
         deadline = self.deadline
         with _sigint_deferred() as interrupted:
 
             def stop(now: float) -> bool:
                 return interrupted() or (deadline is not None and now > deadline)
 
-            _subscribe(h, col0=col0, num=self.num_record, on_solution=self.on_solution, stop=stop)
-            h.run()
+            h = _run_seeded(spec, options, verbose, x0, lambda h: _subscribe(
+                h, col0=col0, num=self.num_record, on_solution=self.on_solution, stop=stop, cost=spec["c"]))
         return {
             "solution": h.getSolution(),
             "basis": None,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from eqsat_dnn.extract.ilp.highs import _build_highs, _set_start, _status_name, _subscribe
+from eqsat_dnn.extract.ilp.highs import _run_seeded, _status_name, _subscribe
 from eqsat_dnn.extract.ilp.model import _solver_options
 
 if TYPE_CHECKING:
@@ -215,19 +215,16 @@ def main() -> None:
             broken[0] = True
 
     local_deadline = time.perf_counter() + payload["remaining"]
-    h = _build_highs(payload["spec"], payload["options"], payload["verbose"])
-    if payload["start"] is not None:
-        _set_start(h, payload["start"])
     col0, num = payload["record"]
-    _subscribe(
+    h = _run_seeded(payload["spec"], payload["options"], payload["verbose"], payload["start"], lambda h: _subscribe(
         h,
         col0=col0,
         num=num,
         on_solution=lambda objective, values: send(("sol", objective, np.flatnonzero(values > 0.5).astype(np.int32))),
         on_bound=lambda bound: send(("bound", bound)),
         stop=lambda now: now > local_deadline or broken[0],
-    )
-    h.run()
+        cost=payload["spec"]["c"],
+    ))
     info = h.getInfo()
     send(
         (
