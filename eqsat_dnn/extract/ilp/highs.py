@@ -82,15 +82,16 @@ def _run_seeded(spec: dict, options: dict, verbose: bool, start: np.ndarray | No
 
     HiGHS's MIP presolve can misprice a MIP start (1.16 on a two-layer Persimmon e-graph: the
     start, of cost 1000, priced 922.8), take it as its incumbent and call it optimal at once,
-    which ends the whole-program solve with nothing found. A seeded run whose reported objective
-    is not its own solution's cost is therefore run again, unseeded, in the time left.
+    which ends the whole-program solve with nothing found. A seeded run that ends optimal with a
+    reported objective that is not its own solution's cost is therefore run again, unseeded, in the
+    time left (never one that was interrupted: a deadline or Ctrl-C ends the solve).
     """
     h = _build_highs(spec, options, verbose)
     if start is not None:
         _set_start(h, start)
     subscribe(h)
     h.run()
-    if start is None or not _mispriced(h, spec["c"]):
+    if start is None or h.getModelStatus().name != "kOptimal" or not _mispriced(h, spec["c"]):
         return h
     left = float(options.get("time_limit", 1e9)) - h.getRunTime()
     if left < 0.05:
