@@ -58,6 +58,14 @@ EXPECTED = {
     "persimmon": {"attention": 1, "LayerNormalization": 5, "RotaryEmbedding": 2},
     # rotary in pairs on half of each head: rotary_embedding_dim with interleaved
     "glm": {"attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
+    # RMSNorm over the whole Q and K projections; norms after attention and MLP, and the final one
+    "olmo2": {"attention": 1, "RMSNormalization": 5, "RotaryEmbedding": 2, "QuickGelu": 1},
+    # LayerNorm, rotary on a quarter of each head
+    "stablelm": {"attention": 1, "LayerNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
+    # biases everywhere, a GELU MLP
+    "starcoder2": {"attention": 1, "LayerNormalization": 3, "RotaryEmbedding": 2, "Gelu": 1},
+    # scalar multipliers on the embedding, the scores and the residual branches
+    "granite": {"attention": 1, "RMSNormalization": 3, "RotaryEmbedding": 2, "QuickGelu": 1},
 }
 
 #: decomposed ops that must be gone after the default optimization
@@ -82,6 +90,10 @@ GONE = {
     "gemma3": {"Softmax", "Transpose", "Neg", "Pow", "Sqrt", "Reciprocal", "IsNaN"},
     "persimmon": {"Softmax", "Transpose", "Neg", "Concat", "IsNaN"},
     "glm": {"Softmax", "Transpose", "Neg", "Concat", "Slice", "IsNaN", "Pow"},
+    "olmo2": {"Softmax", "Transpose", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal", "IsNaN"},
+    "stablelm": {"Softmax", "Transpose", "Neg", "Sigmoid", "Slice", "Concat", "IsNaN"},
+    "starcoder2": {"Softmax", "Transpose", "Neg", "Slice", "Concat", "IsNaN"},
+    "granite": {"Softmax", "Transpose", "Neg", "Sigmoid", "Pow", "Sqrt", "Reciprocal", "IsNaN"},
 }
 
 
@@ -93,7 +105,8 @@ def cache(tmp_path_factory):
 def test_families_are_named_exports_outside_the_default_suite():
     assert set(FAMILIES) == set(EXPECTED) == {"mistral", "qwen3", "phi3", "gemma", "gemma2", "cohere", "neox", "gptj",
                                               "bloom", "opt", "gptneo", "falcon", "helium", "phi", "mpt", "xglm",
-                                              "gptbigcode", "gemma3", "persimmon", "glm"}
+                                              "gptbigcode", "gemma3", "persimmon", "glm", "olmo2", "stablelm",
+                                              "starcoder2", "granite"}
     for name in FAMILIES:
         assert name in hf.EXPORTS and name in hf.TINY and name not in hf.SUITE
         assert hf.get(name).sizes["layers"] == 2 and hf.get(name).sizes["seq"] == 512
@@ -101,6 +114,7 @@ def test_families_are_named_exports_outside_the_default_suite():
     assert hf.config("gptneo").attention_layers == ["global", "local"] and hf.config("gptneo").window_size == 256
     assert hf.config("qwen3").head_dim == 128  # Qwen3-0.6B: 16 heads of 128 over 1024 hidden
     assert hf.config("neox").rope_parameters["partial_rotary_factor"] == 0.25
+    assert hf.config("granite").attention_multiplier == 1 / 64 and hf.config("granite").residual_multiplier == 0.22
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -51,12 +51,24 @@ larger: the embedding is a Gather, the vocabulary only changes the file):
 * ``persimmon``: ``PersimmonModel``, Persimmon-8B's heads of 64 at 1024 hidden (16 heads, 4096 MLP):
   Q and K LayerNormed per head, rotary on half of each head, squared-ReLU MLP, biases;
 * ``glm``: ``GlmModel``, GLM-4-9B's heads of 128 (GQA 4:1) at 1024 hidden (8/2 heads, 3424 MLP): rotary in
-  pairs on half of each head, biases on Q, K and V, SwiGLU from one gate-up projection.
+  pairs on half of each head, biases on Q, K and V, SwiGLU from one gate-up projection;
+* ``olmo2``: ``Olmo2Model``, OLMo-2's heads of 128 at 1024 hidden (8/2 heads, 2816 MLP): RMSNorm over
+  the whole Q and K projections (not per head), norms after attention and MLP, SwiGLU;
+* ``stablelm``: ``StableLmModel``, StableLM-2's layout at 1024 hidden (8/2 heads of 128, 2816 MLP):
+  LayerNorm, rotary on a quarter of each head, SwiGLU;
+* ``starcoder2``: ``Starcoder2Model``, StarCoder2's layout (GQA, LayerNorm, biases everywhere, a GELU MLP)
+  at 1024 hidden (8/2 heads of 128, 2816 MLP);
+* ``granite``: ``GraniteModel``, Granite-3's scalar multipliers (the embedding by 12, the scores by 1/64
+  instead of 1/sqrt(d), each residual branch by 0.22) on a LLaMA layout at 1024 hidden (8/2 heads, 2816 MLP).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+_GQA_1024 = dict(layers=2, hidden=1024, heads=8, kv_heads=2, intermediate=2816, vocab=32000, seq=512)
+"""The sizes of the four families added as a check on unseen ones: 8/2 heads of 128 over 1024 hidden."""
+_GQA_TINY = dict(layers=1, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=97, seq=16)
 
 #: name -> (transformers config class, model class, family, ort model_type, ort note, default sizes, tiny sizes)
 DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
@@ -208,6 +220,31 @@ DECODERS: dict[str, tuple[str, str, str, str, str, dict, dict]] = {
         "no glm type in onnxruntime's optimizer; qwen3, its closest, as for llama",
         dict(layers=2, hidden=1024, heads=8, kv_heads=2, head_dim=128, intermediate=3424, vocab=32000, seq=512),
         dict(layers=1, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=97, seq=16)),
+    "olmo2": (
+        "Olmo2Config", "Olmo2Model",
+        "OLMo-2 decoder: heads of 128, GQA 8/2, RMSNorm over the whole Q and K projections, norms after "
+        "attention and MLP, RoPE, SwiGLU (transformers Olmo2Model; 1024 hidden, vocabulary 32000)", "qwen3",
+        "no olmo type in onnxruntime's optimizer; qwen3, its closest, as for llama",
+        dict(_GQA_1024), dict(_GQA_TINY)),
+    "stablelm": (
+        "StableLmConfig", "StableLmModel",
+        "StableLM decoder: heads of 128, GQA 8/2, LayerNorm, rotary on a quarter of each head, SwiGLU "
+        "(transformers StableLmModel; 1024 hidden, vocabulary 32000)", "gpt2",
+        "no stablelm type in onnxruntime's optimizer; gpt2, whose LayerNorm it shares",
+        dict(_GQA_1024), dict(_GQA_TINY)),
+    "starcoder2": (
+        "Starcoder2Config", "Starcoder2Model",
+        "StarCoder2 decoder: heads of 128, GQA 8/2, LayerNorm, RoPE, biases everywhere, GELU MLP "
+        "(transformers Starcoder2Model; 1024 hidden, vocabulary 32000)", "gpt2",
+        "no starcoder2 type in onnxruntime's optimizer; gpt2, whose LayerNorm, biases and GELU MLP it shares",
+        dict(_GQA_1024), dict(_GQA_TINY)),
+    "granite": (
+        "GraniteConfig", "GraniteModel",
+        "Granite decoder: a LLaMA layout (GQA 8/2, RMSNorm, RoPE, SwiGLU) with Granite-3's multipliers on the "
+        "embedding (12), the scores (1/64) and each residual branch (0.22) (transformers GraniteModel; "
+        "1024 hidden, vocabulary 32000)", "qwen3",
+        "no granite type in onnxruntime's optimizer; qwen3, its closest, as for llama",
+        dict(_GQA_1024), dict(_GQA_TINY)),
 }
 
 
@@ -293,6 +330,16 @@ def config(transformers: Any, name: str, s: dict, attention: str = "sdpa") -> An
                             query_pre_attn_scalar=s["head_dim"], sliding_window=4096)
     if name == "glm":
         return config_class(**common, partial_rotary_factor=0.5, attention_bias=True)
+    if name == "olmo2":
+        return config_class(**common)
+    if name == "stablelm":  # rotary on a quarter of each head, as StableLM-2
+        return config_class(**common, partial_rotary_factor=0.25, layer_norm_eps=1e-5)
+    if name == "starcoder2":
+        return config_class(**common, use_bias=True, norm_epsilon=1e-5, residual_dropout=0.0,
+                            embedding_dropout=0.0, attention_dropout=0.0, sliding_window=None)
+    if name == "granite":  # Granite-3's multipliers (its logits scaling is the LM head's: no head here)
+        return config_class(**common, embedding_multiplier=12.0, attention_multiplier=1 / 64,
+                            residual_multiplier=0.22)
     if name == "gemma3":  # Gemma-3-1B's window (512) spans the sequence at 512: every position sees the causal past
         return config_class(**common, query_pre_attn_scalar=s["head_dim"], sliding_window=512,
                             final_logit_softcapping=None, attn_logit_softcapping=None)
