@@ -548,11 +548,12 @@ def test_sigint_during_the_ilp_stops_its_solver_process(tmp_path):
     assert not [pid for pid in solvers if _running(pid)], "the solver process outlived the interrupt"
 
 
-# A real SIGINT sent from inside HiGHS (its improving-solution callback), once, wherever the
-# module's ``_subscribe`` sets up a solve: HiGHS is then in the middle of its run, in C++.
+# A real SIGINT sent from inside HiGHS (its improving-solution callback), once, wherever
+# ``highs._subscribe`` sets up a solve (every solve, here or in the child process, goes through it):
+# HiGHS is then in the middle of its run, in C++.
 _SIGINT_IN_HIGHS = textwrap.dedent("""
     import os, signal
-    from eqsat_dnn.extract.ilp import {module} as target
+    from eqsat_dnn.extract.ilp import highs as target
     subscribe, sent = target._subscribe, []
     def subscribe_and_interrupt(h, **kwargs):
         def interrupt(event):
@@ -570,7 +571,7 @@ def test_sigint_inside_highs_ends_the_run_with_130_and_writes_nothing(tmp_path):
     to its best program and the optimized model was written with exit code 0."""
     out = tmp_path / "out.onnx"
     onnx.save_model(attention_block(), tmp_path / "model.onnx")
-    script = _SIGINT_IN_HIGHS.format(module="cvxpy_solver") + textwrap.dedent("""
+    script = _SIGINT_IN_HIGHS + textwrap.dedent("""
         import sys
         from eqsat_dnn.cli import main
         code = main(sys.argv[1:])
@@ -607,9 +608,9 @@ def test_sigint_in_any_solve_interrupts_the_extraction(sigint_raises, monkeypatc
              "b2": ENode("lb", (), "B", 3.0), "s": ENode("s", (), "S", 3.0)}
     sent: list = []
     if module == "worker":  # the child process runs the hook, then its usual main
-        monkeypatch.setattr(worker, "WORKER_COMMAND", _SIGINT_IN_HIGHS.format(module=module) + "target.main()")
+        monkeypatch.setattr(worker, "WORKER_COMMAND", _SIGINT_IN_HIGHS + worker.WORKER_COMMAND)
     else:
-        target = importlib.import_module(f"eqsat_dnn.extract.ilp.{module}")
+        target = importlib.import_module("eqsat_dnn.extract.ilp.highs")
         subscribe = target._subscribe
 
         def subscribe_and_interrupt(h, **kwargs):

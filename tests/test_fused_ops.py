@@ -1,6 +1,7 @@
-"""Fused normalization, rotary embedding and GELU-family ops (issue 16; their rules verify with the library): a
-tiny LLaMA-style block gets RMSNormalization and RotaryEmbedding with equal outputs and an
-opset-23 model onnxruntime loads, and ``Target.ONNX`` never yields onnxruntime's own ops."""
+"""Fused normalization, rotary embedding and GELU-family ops (issue 16; their rules verify with
+the library): a tiny LLaMA-style block gets RMSNormalization and RotaryEmbedding with equal
+outputs and an opset-23 model onnxruntime loads, and ``Target.ONNX`` never yields onnxruntime's
+own ops."""
 
 from __future__ import annotations
 

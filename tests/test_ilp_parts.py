@@ -293,8 +293,8 @@ def test_a_start_highs_misprices_is_solved_again_without_it(monkeypatch, mispric
     monkeypatch.setattr(highs, "_build_highs", build)
     spec = _tiny_mip()
     found = []
-    h = highs._run_seeded(spec, {"time_limit": 10.0}, False, np.array([1.0, 0.0, 1.0]),
-                          lambda h: highs._subscribe(h, num=3, on_solution=lambda o, v: found.append(o), cost=spec["c"]))
+    h = highs._run_seeded(spec, {"time_limit": 10.0}, False, np.array([1.0, 0.0, 1.0]), num=3,
+                          on_solution=lambda o, v: found.append(o))
     assert len(built) == (2 if mispriced else 1)
     assert np.allclose(h.getSolution().col_value, [0.0, 1.0, 0.0])
     assert highs._mispriced(h, spec["c"]) is False

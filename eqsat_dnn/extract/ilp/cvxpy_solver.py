@@ -27,7 +27,7 @@ import numpy as np
 from cvxpy.reductions.solvers.conic_solvers.conic_solver import dims_to_solver_dict
 from cvxpy.reductions.solvers.conic_solvers.highs_conif import HIGHS
 
-from eqsat_dnn.extract.ilp.highs import _run_seeded, _sigint_deferred, _status_name, _subscribe
+from eqsat_dnn.extract.ilp.highs import _run_seeded, _sigint_deferred, _status_name
 
 
 def _spec_from_data(data) -> dict:
@@ -110,8 +110,8 @@ class _SeededHiGHS(HIGHS):
             def stop(now: float) -> bool:
                 return interrupted() or (deadline is not None and now > deadline)
 
-            h = _run_seeded(spec, options, verbose, x0, lambda h: _subscribe(
-                h, col0=col0, num=self.num_record, on_solution=self.on_solution, stop=stop, cost=spec["c"]))
+            h = _run_seeded(spec, options, verbose, x0, col0=col0, num=self.num_record,
+                            on_solution=self.on_solution, stop=stop)
         return {
             "solution": h.getSolution(),
             "basis": None,

@@ -75,10 +75,9 @@ def _set_start(h, x0: np.ndarray) -> None:
     h.setSolution(sol)
 
 
-def _run_seeded(spec: dict, options: dict, verbose: bool, start: np.ndarray | None,
-                subscribe: Callable[[object], None]):
-    """Build, seed with ``start``, subscribe the callbacks (``subscribe(h)``) and run; returns
-    the Highs object that ran last.
+def _run_seeded(spec: dict, options: dict, verbose: bool, start: np.ndarray | None, **callbacks):
+    """Build, seed with ``start``, subscribe ``callbacks`` (:func:`_subscribe`'s, which are passed
+    the solutions' own costs) and run; returns the Highs object that ran last.
 
     HiGHS's MIP presolve can misprice a MIP start (1.16 on a two-layer Persimmon e-graph: the
     start, of cost 1000, priced 922.8), take it as its incumbent and call it optimal at once,
@@ -89,7 +88,7 @@ def _run_seeded(spec: dict, options: dict, verbose: bool, start: np.ndarray | No
     h = _build_highs(spec, options, verbose)
     if start is not None:
         _set_start(h, start)
-    subscribe(h)
+    _subscribe(h, cost=spec["c"], **callbacks)
     h.run()
     if start is None or h.getModelStatus().name != "kOptimal" or not _mispriced(h, spec["c"]):
         return h
@@ -97,7 +96,7 @@ def _run_seeded(spec: dict, options: dict, verbose: bool, start: np.ndarray | No
     if left < 0.05:
         return h
     h = _build_highs(spec, dict(options, time_limit=left), verbose)
-    subscribe(h)
+    _subscribe(h, cost=spec["c"], **callbacks)
     h.run()
     return h
 

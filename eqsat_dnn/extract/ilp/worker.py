@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from eqsat_dnn.extract.ilp.highs import _run_seeded, _status_name, _subscribe
+from eqsat_dnn.extract.ilp.highs import _run_seeded, _status_name
 from eqsat_dnn.extract.ilp.model import _solver_options
 
 if TYPE_CHECKING:
@@ -216,15 +216,17 @@ def main() -> None:
 
     local_deadline = time.perf_counter() + payload["remaining"]
     col0, num = payload["record"]
-    h = _run_seeded(payload["spec"], payload["options"], payload["verbose"], payload["start"], lambda h: _subscribe(
-        h,
+    h = _run_seeded(
+        payload["spec"],
+        payload["options"],
+        payload["verbose"],
+        payload["start"],
         col0=col0,
         num=num,
         on_solution=lambda objective, values: send(("sol", objective, np.flatnonzero(values > 0.5).astype(np.int32))),
         on_bound=lambda bound: send(("bound", bound)),
         stop=lambda now: now > local_deadline or broken[0],
-        cost=payload["spec"]["c"],
-    ))
+    )
     info = h.getInfo()
     send(
         (
